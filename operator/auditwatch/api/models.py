@@ -1,0 +1,212 @@
+"""AuditDetection and DetectionFinding (group auditwatch.io, version v1alpha1).
+
+Field names are the CRD's (camelCase). Every string has a max length and every list a max size, as
+the Kubernetes API conventions ask; ``auditwatch crds`` turns these models into the CRD YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+GROUP = "auditwatch.io"
+VERSION = "v1alpha1"
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+FieldName = Annotated[str, Field(min_length=1, max_length=256)]
+Text = Annotated[str, Field(max_length=1024)]
+DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
+SEVERITIES = ("informational", "low", "medium", "high", "critical")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class FileSource(Model):
+    """The kube-apiserver log backend's file (``--audit-log-path``)."""
+
+    path: Annotated[str, Field(min_length=1, max_length=4096, description="Path of the audit log file.")]
+    maxLineBytes: Annotated[
+        int, Field(ge=1024, le=64 << 20, description="Longer lines are counted and skipped.")
+    ] = 4 << 20
+
+
+class WebhookSource(Model):
+    """Batches POSTed by kube-apiserver's webhook backend to the operator's audit endpoint."""
+
+    path: Annotated[str, Field(max_length=256, pattern=r"^/[-a-zA-Z0-9_/]*$")] = "/audit"
+
+
+class CloudWatchSource(Model):
+    """EKS control-plane audit logs in AWS CloudWatch Logs."""
+
+    logGroup: Annotated[str, Field(min_length=1, max_length=512)]
+    region: Annotated[str, Field(min_length=1, max_length=32)]
+    logStreamPrefix: Annotated[str, Field(max_length=512)] = "kube-apiserver-audit"
+
+
+class Source(Model):
+    """One audit-log source; exactly one of file, webhook, cloudwatch."""
+
+    name: Name
+    file: FileSource | None = None
+    webhook: WebhookSource | None = None
+    cloudwatch: CloudWatchSource | None = None
+
+    @model_validator(mode="after")
+    def one_kind(self) -> Source:
+        kinds = [k for k in ("file", "webhook", "cloudwatch") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"source {self.name!r} must set exactly one of file, webhook, cloudwatch")
+        return self
+
+
+class Finding(Model):
+    """How rows become DetectionFindings."""
+
+    groupBy: Annotated[
+        list[FieldName],
+        Field(max_length=8, description="Output fields whose values identify one finding."),
+    ] = Field(default_factory=lambda: ["user", "src_ip"])
+    message: Annotated[str, Field(max_length=1024, description="ESCU rba.message; $field$ tokens filled.")] = ""
+    riskScore: Annotated[int, Field(ge=0, le=100)] = 50
+    severity: Literal["informational", "low", "medium", "high", "critical"] = "medium"
+    maxFindings: Annotated[int, Field(ge=1, le=10000)] = 1000
+    ttl: Annotated[str, Field(max_length=32, description="Findings not seen for this long expire: 168h.")] = "168h"
+
+    @field_validator("ttl")
+    @classmethod
+    def duration(cls, v: str) -> str:
+        if not v or not DURATION.match(v):
+            raise ValueError(f"ttl {v!r} is not a duration such as 24h, 90m or 1h30m")
+        return v
+
+
+class AuditDetectionSpec(Model):
+    search: Annotated[str, Field(min_length=1, max_length=16384, description="SPL, as in an ESCU search.")]
+    macros: Annotated[
+        dict[str, Annotated[str, Field(max_length=4096)]],
+        Field(max_length=64, description="name or name(arg, ...) -> SPL definition."),
+    ] = Field(default_factory=dict)
+    sources: Annotated[list[Source], Field(max_length=8)] = Field(default_factory=list)
+    finding: Finding = Field(default_factory=Finding)
+
+    @field_validator("sources")
+    @classmethod
+    def unique_names(cls, v: list[Source]) -> list[Source]:
+        names = [s.name for s in v]
+        if len(names) != len(set(names)):
+            raise ValueError("source names must be unique")
+        return v
+
+
+class Condition(Model):
+    type: Annotated[str, Field(max_length=64)]
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(max_length=64)] = ""
+    message: Annotated[str, Field(max_length=4096)] = ""
+    lastTransitionTime: Annotated[str, Field(max_length=64)] = ""
+    observedGeneration: int = 0
+
+
+class SourceStatus(Model):
+    name: Name
+    position: Annotated[str, Field(max_length=4096)] = ""
+    lagSeconds: float = 0
+    lastError: Annotated[str, Field(max_length=1024)] = ""
+
+
+class CounterStatus(Model):
+    lines: int = 0
+    skipped: int = 0
+    events: int = 0
+    malformed: int = 0
+    longLines: int = 0
+    matched: int = 0
+    rows: int = 0
+    findings: int = 0
+    findingsDropped: int = 0
+
+
+class AuditDetectionStatus(Model):
+    observedGeneration: int = 0
+    conditions: Annotated[list[Condition], Field(max_length=8)] = Field(default_factory=list)
+    sources: Annotated[list[SourceStatus], Field(max_length=8)] = Field(default_factory=list)
+    counters: CounterStatus = Field(default_factory=CounterStatus)
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = ""
+    namespace: str = ""
+
+
+class AuditDetection(Model):
+    apiVersion: Literal["auditwatch.io/v1alpha1"] = "auditwatch.io/v1alpha1"
+    kind: Literal["AuditDetection"] = "AuditDetection"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: AuditDetectionSpec
+    status: AuditDetectionStatus | None = None
+
+
+class DetectionFindingSpec(Model):
+    detection: Name
+    key: Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=8)]
+    message: Text = ""
+    severity: Literal["informational", "low", "medium", "high", "critical"] = "medium"
+    riskScore: Annotated[int, Field(ge=0, le=100)] = 50
+
+
+class DetectionFindingStatus(Model):
+    count: int = 0
+    firstSeen: Annotated[str, Field(max_length=64)] = ""
+    lastSeen: Annotated[str, Field(max_length=64)] = ""
+    values: Annotated[
+        dict[str, Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=20)]],
+        Field(max_length=32, description="Distinct values per output field, the first 20 of each."),
+    ] = Field(default_factory=dict)
+    latest: Annotated[
+        list[dict[str, Annotated[str, Field(max_length=1024)]]],
+        Field(max_length=5, description="The latest rows, newest first."),
+    ] = Field(default_factory=list)
+
+
+class DetectionFinding(Model):
+    apiVersion: Literal["auditwatch.io/v1alpha1"] = "auditwatch.io/v1alpha1"
+    kind: Literal["DetectionFinding"] = "DetectionFinding"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: DetectionFindingSpec
+    status: DetectionFindingStatus | None = None
+
+
+class ManifestError(ValueError):
+    """A detection manifest that cannot be read or is invalid; the message names the field."""
+
+
+def load_detection(path: str | Path) -> AuditDetection:
+    """Read an AuditDetection manifest (YAML or JSON)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML/JSON: {exc}") from None
+    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == "AuditDetection"]
+    if len(found) != 1:
+        raise ManifestError(f"{path}: expected one AuditDetection document, found {len(found)}")
+    return parse_detection(found[0], str(path))
+
+
+def parse_detection(doc: dict[str, Any], origin: str = "detection") -> AuditDetection:
+    try:
+        return AuditDetection.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ManifestError(f"{origin}: invalid AuditDetection: {problems}") from None

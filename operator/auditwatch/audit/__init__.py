@@ -1,0 +1,1 @@
+"""Audit event decoding: JSON lines and EventList batches -> Splunk-style flat fields."""

@@ -1,0 +1,65 @@
+"""audit.k8s.io/v1 Events from JSON text, and their Splunk field view.
+
+A line holds one Event, or an ``EventList`` (the webhook backend's batches; its items may lack
+``kind``/``apiVersion``). Anything else is malformed: counted and skipped by the caller, never fatal.
+
+Flattening follows Splunk's JSON extraction: nested keys join with ``.``, an array adds ``{}`` to its
+key (``sourceIPs{}``, ``user.groups{}``, ``spec.containers{}.image``), keys that contain dots stay
+whole, and every value becomes a string (``403`` -> ``"403"``, ``true`` -> ``"true"``). A field is a
+list of values; several values make it multivalue. ``null``, ``{}`` and ``[]`` make no field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+Record = dict[str, list[str]]
+
+
+class MalformedLine(ValueError):
+    """A line that is not an audit Event or EventList (bad JSON, truncated, wrong shape)."""
+
+
+def decode_line(line: bytes) -> list[dict[str, Any]]:
+    """The audit events in one line of text."""
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedLine(f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedLine(f"expected a JSON object, got {type(doc).__name__}")
+    if doc.get("kind") == "EventList" or ("items" in doc and "auditID" not in doc):
+        items = doc.get("items")
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise MalformedLine("EventList without a list of objects in 'items'")
+        return items
+    return [doc]
+
+
+def flatten(event: dict[str, Any]) -> Record:
+    """Splunk's field view of one event."""
+    out: Record = {}
+    _walk(event, "", out)
+    return out
+
+
+def _walk(value: Any, key: str, out: Record) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _walk(v, f"{key}.{k}" if key else k, out)
+    elif isinstance(value, list):
+        for v in value:
+            _walk(v, f"{key}{{}}", out)
+    elif value is not None:
+        text = value if isinstance(value, str) else _scalar(value)
+        out.setdefault(key, []).append(text)
+
+
+def _scalar(value: bool | int | float) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)

@@ -1,0 +1,85 @@
+"""The ``auditwatch`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from auditwatch import __version__
+from auditwatch.api.models import ManifestError, load_detection
+from auditwatch.spl import SPLError, compile_search
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except (ManifestError, SPLError) as exc:
+        print(f"auditwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auditwatch",
+        description="Splunk ESCU detections over Kubernetes audit logs, offline or as an in-cluster operator.",
+    )
+    parser.add_argument("--version", action="version", version=f"auditwatch {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser(
+        "scan",
+        help="run one detection over audit-log files and print the result rows",
+        description="Run an AuditDetection's SPL search over audit logs (JSON lines, EventList batches, "
+        ".gz, or - for stdin). Rows go to stdout; a summary (lines, events, malformed lines, "
+        "rows, speed) goes to stderr. Exit 0 on success, 2 for an invalid detection or unreadable file.",
+    )
+    p.add_argument("--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)")
+    p.add_argument("--output", "-o", choices=("jsonl", "table"), default="jsonl", help="row format (jsonl)")
+    p.add_argument(
+        "--no-prefilter", action="store_true", help="parse every line (slower; the rows are the same)"
+    )
+    p.add_argument("logs", nargs="+", metavar="LOG", help="audit log files; - reads stdin")
+    p.set_defaults(func=cmd_scan)
+    return parser
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from auditwatch.engine.pipeline import OutputRow
+    from auditwatch.scan import format_table, scan, stderr_progress, summary
+
+    detection = load_detection(args.detection)
+    plan = compile_search(detection.spec.search, detection.spec.macros)
+    collected: list[OutputRow] = []
+    out = sys.stdout.buffer
+
+    def emit(row: OutputRow) -> None:
+        if args.output == "table":
+            collected.append(row)
+        else:
+            out.write(orjson.dumps(row) + b"\n")
+
+    try:
+        result = scan(plan, args.logs, emit, not args.no_prefilter, stderr_progress())
+    except OSError as exc:
+        print(f"auditwatch: {exc.filename or 'input'}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EOFError:
+        print("auditwatch: a compressed input ends early (truncated .gz)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output == "table":
+        sys.stdout.write(format_table(collected))
+    out.flush()
+    print(summary(result), file=sys.stderr)
+    return 0

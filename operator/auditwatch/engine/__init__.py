@@ -1,0 +1,1 @@
+"""Executes a Plan over audit events: prefilter, match, fillnull, stats, rename."""

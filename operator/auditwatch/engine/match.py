@@ -1,0 +1,117 @@
+"""Search expressions compiled to predicates over a Record (field -> list of string values).
+
+Splunk semantics (DESIGN.md): values compare case-insensitively (``str.lower``), ``*`` is a wildcard,
+a multivalue field matches when any value does, ``field!=v`` needs the field to exist while
+``NOT field=v`` also keeps events without it, a value written as a CIDR range matches IP addresses
+in it, and ``<``/``>`` compare numerically when both sides are numbers, as text otherwise.
+A bare keyword matches the raw event text (``_raw``) as a case-insensitive substring.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+
+from auditwatch.audit.decode import Record
+from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Or
+
+Predicate = Callable[[Record], bool]
+ValueTest = Callable[[str], bool]
+
+
+def compile_expr(expr: Expr) -> Predicate:
+    """A predicate for ``expr``."""
+    if isinstance(expr, Compare):
+        return _compare(expr)
+    if isinstance(expr, In):
+        tests = [value_test(v) for v in expr.values]
+        return _any_value(expr.field, lambda v: any(t(v) for t in tests))
+    if isinstance(expr, Keyword):
+        return _keyword(expr.value)
+    if isinstance(expr, Not):
+        inner = compile_expr(expr.item)
+        return lambda r: not inner(r)
+    parts = [compile_expr(i) for i in expr.items]
+    if isinstance(expr, And):
+        return lambda r: all(p(r) for p in parts)
+    assert isinstance(expr, Or)
+    return lambda r: any(p(r) for p in parts)
+
+
+def wildcard_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` -> any text; everything else literal. Matched against lower-cased text."""
+    return re.compile(".*".join(re.escape(p) for p in pattern.lower().split("*")), re.S)
+
+
+def value_test(pattern: str) -> ValueTest:
+    """A test of one field value against a search value (wildcards, CIDR, case-insensitive)."""
+    net = parse_cidr(pattern)
+    if net is not None:
+        return lambda v: _in_network(v, net)
+    low = pattern.lower()
+    if "*" not in low:
+        return lambda v: v.lower() == low
+    rx = wildcard_regex(pattern)
+    return lambda v: rx.fullmatch(v.lower()) is not None
+
+
+def _compare(expr: Compare) -> Predicate:
+    field, op = expr.field, expr.op
+    if op == "=":
+        return _any_value(field, value_test(expr.value))
+    if op == "!=":
+        test = value_test(expr.value)
+        return lambda r: bool(vals := r.get(field)) and not any(test(v) for v in vals)
+    order = _ORDER[op]
+    return _any_value(field, lambda v: order(ordered(v, expr.value)))
+
+
+_ORDER: dict[str, Callable[[int], bool]] = {
+    "<": lambda c: c < 0,
+    "<=": lambda c: c <= 0,
+    ">": lambda c: c > 0,
+    ">=": lambda c: c >= 0,
+}
+
+
+def ordered(left: str, right: str) -> int:
+    """-1, 0 or 1: numeric order when both are numbers, else order of the text."""
+    a, b = _number(left), _number(right)
+    if a is not None and b is not None:
+        return (a > b) - (a < b)
+    return (left > right) - (left < right)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _any_value(field: str, test: ValueTest) -> Predicate:
+    return lambda r: any(test(v) for v in r.get(field, ()))
+
+
+def _keyword(pattern: str) -> Predicate:
+    if pattern.strip("*") == "":
+        return lambda r: True
+    rx = wildcard_regex(pattern)
+    return lambda r: any(rx.search(v.lower()) for v in r.get("_raw", ()))
+
+
+def parse_cidr(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if "/" not in pattern or "*" in pattern:
+        return None
+    try:
+        return ipaddress.ip_network(pattern, strict=False)
+    except ValueError:
+        return None
+
+
+def _in_network(value: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    try:
+        return ipaddress.ip_address(value) in net
+    except ValueError:
+        return False

@@ -1,0 +1,196 @@
+"""A Plan made executable: the per-event stage, stats aggregation, and the per-row stage.
+
+``stats count BY f1 .. fn`` gives one row per combination of BY values: a multivalue field gives a
+row per distinct value, an event missing a BY field adds no row, and duplicate events count. Rows
+come out sorted by their BY values, as Splunk's stats orders them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from auditwatch.audit.decode import Record
+from auditwatch.engine.match import compile_expr, ordered
+from auditwatch.spl.plan import Command, FillNull, Keyword, Plan, Rename, Search, Stats, command_fields
+
+Step = Callable[[Record], Record | None]
+Key = tuple[str, ...]
+OutputRow = dict[str, Any]
+
+
+class Pipeline:
+    """Executes a Plan over flattened events."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        cmds = plan.commands
+        split = next((i for i, c in enumerate(cmds) if isinstance(c, Stats)), len(cmds))
+        self.stats: Stats | None = plan.stats
+        self._pre = _compile_stage(cmds[:split], cmds[split:])
+        self._post = _compile_stage(cmds[split + 1 :], ())
+        self.needs_raw = any(
+            isinstance(c, Search) and _has_keyword(c.expr) for c in cmds[:split]
+        )
+        self.int_fields = _int_fields(self.stats, cmds[split + 1 :])
+
+    @property
+    def count_only(self) -> bool:
+        """True when every row is a sum of per-event rows, so no state is needed between events."""
+        return self.stats is not None and all(a.func == "count" and a.field is None for a in self.stats.aggs)
+
+    def event(self, record: Record) -> Record | None:
+        """The per-event commands: the record after them, or None when it is filtered out."""
+        return _run(self._pre, record)
+
+    def group_keys(self, record: Record) -> list[Key]:
+        """The stats groups one event falls in."""
+        assert self.stats is not None
+        lists = []
+        for f in self.stats.by:
+            vals = record.get(f)
+            if not vals:
+                return []
+            lists.append(dict.fromkeys(vals))
+        return list(itertools.product(*lists))
+
+    def row(self, key: Key, aggregates: Iterable[tuple[str, list[str]]]) -> OutputRow | None:
+        """One stats row through the per-row commands, as output (counts as integers)."""
+        assert self.stats is not None
+        record: Record = dict(zip(self.stats.by, ([v] for v in key), strict=True))
+        record.update(aggregates)
+        out = _run(self._post, record)
+        return None if out is None else self.output(out)
+
+    def event_rows(self, record: Record) -> list[OutputRow]:
+        """For a count-only stats: the rows one event adds, each with count 1 (streaming mode)."""
+        assert self.count_only and self.stats is not None
+        ones = [(a.name, ["1"]) for a in self.stats.aggs]
+        return [r for key in self.group_keys(record) if (r := self.row(key, ones)) is not None]
+
+    def output(self, record: Record) -> OutputRow:
+        return {
+            k: int(v[0]) if k in self.int_fields else v[0] if len(v) == 1 else list(v)
+            for k, v in record.items()
+            if k != "_raw"
+        }
+
+
+class Table:
+    """The stats table of a batch run: groups -> aggregate states."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        assert pipeline.stats is not None
+        self.pipeline = pipeline
+        self.aggs = pipeline.stats.aggs
+        self.groups: dict[Key, list[Any]] = {}
+
+    def add(self, record: Record) -> None:
+        for key in self.pipeline.group_keys(record):
+            state = self.groups.get(key)
+            if state is None:
+                state = self.groups[key] = [_initial(a.func) for a in self.aggs]
+            for i, agg in enumerate(self.aggs):
+                state[i] = _update(agg.func, state[i], record.get(agg.field, []) if agg.field else None)
+
+    def rows(self) -> list[OutputRow]:
+        out = []
+        for key in sorted(self.groups):
+            aggregates = [(a.name, _final(a.func, s)) for a, s in zip(self.aggs, self.groups[key], strict=True)]
+            row = self.pipeline.row(key, aggregates)
+            if row is not None:
+                out.append(row)
+        return out
+
+
+def _initial(func: str) -> Any:
+    return set() if func in ("values", "dc") else 0 if func == "count" else None
+
+
+def _update(func: str, state: Any, vals: list[str] | None) -> Any:
+    if func == "count":
+        return state + 1 if vals is None else state + len(vals)
+    if not vals:
+        return state
+    if func in ("values", "dc"):
+        state.update(vals)
+        return state
+    sign = -1 if func == "min" else 1
+    for v in vals:
+        if state is None or ordered(v, state) * sign > 0:
+            state = v
+    return state
+
+
+def _final(func: str, state: Any) -> list[str]:
+    if func == "values":
+        return sorted(state)
+    if func == "dc":
+        return [str(len(state))]
+    if func == "count":
+        return [str(state)]
+    return [] if state is None else [state]
+
+
+def _compile_stage(cmds: Iterable[Command], later: Iterable[Command]) -> list[Step]:
+    cmds, later = list(cmds), list(later)
+    steps: list[Step] = []
+    for i, cmd in enumerate(cmds):
+        if isinstance(cmd, Search):
+            steps.append(_search_step(cmd))
+        elif isinstance(cmd, FillNull):
+            fields = cmd.fields or tuple(sorted(set().union(*map(command_fields, cmds[i + 1 :] + later))))
+            steps.append(_fillnull_step(fields, cmd.value))
+        elif isinstance(cmd, Rename):
+            steps.append(_rename_step(dict(cmd.pairs)))
+        else:
+            raise AssertionError(f"{type(cmd).__name__} cannot run per event")
+    return steps
+
+
+def _search_step(cmd: Search) -> Step:
+    pred = compile_expr(cmd.expr)
+    return lambda r: r if pred(r) else None
+
+
+def _fillnull_step(fields: tuple[str, ...], value: str) -> Step:
+    def step(r: Record) -> Record:
+        for f in fields:
+            if f not in r:
+                r[f] = [value]
+        return r
+
+    return step
+
+
+def _rename_step(mapping: dict[str, str]) -> Step:
+    """Renames keep the field's position; a renamed field replaces one of the same name."""
+    targets = set(mapping.values())
+    return lambda r: {mapping.get(k, k): v for k, v in r.items() if k not in targets or k in mapping}
+
+
+def _run(steps: list[Step], record: Record) -> Record | None:
+    out: Record | None = record
+    for step in steps:
+        out = step(out)
+        if out is None:
+            return None
+    return out
+
+
+def _has_keyword(expr: Any) -> bool:
+    if isinstance(expr, Keyword):
+        return expr.value.strip("*") != ""
+    if hasattr(expr, "items"):
+        return any(_has_keyword(i) for i in expr.items)
+    return hasattr(expr, "item") and _has_keyword(expr.item)
+
+
+def _int_fields(stats: Stats | None, post: Iterable[Command]) -> set[str]:
+    names = {a.name for a in stats.aggs if a.func in ("count", "dc")} if stats else set()
+    for cmd in post:
+        if isinstance(cmd, Rename):
+            mapping = dict(cmd.pairs)
+            names = {mapping.get(n, n) for n in names}
+    return names

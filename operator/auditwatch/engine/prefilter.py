@@ -1,0 +1,106 @@
+"""A cheap byte-level test derived from the base search, so that most lines are never JSON-parsed.
+
+Soundness (it never skips a line the full evaluation would match) rests on three facts:
+
+1. A required term ``field=value`` can only match when the field value contains every literal run of
+   ``value`` (the text between wildcards), compared with ``str.lower``. We take the longest run made
+   of "safe" ASCII characters, which JSON writes as themselves.
+2. In the raw line a value's characters appear as themselves or as ``\\uXXXX`` escapes. So a line is a
+   candidate when its ASCII-lower-cased bytes contain the literal, or when it has an escape of any
+   character that lower-cases into the literal, or (for ``\\u212a`` KELVIN SIGN -> ``k`` and ``\\u0130``
+   -> ``i``) such a character written out in UTF-8.
+3. ``OR`` needs a literal from each branch (any one may appear); ``AND`` needs only one of its parts;
+   ``NOT``, ``!=``, ``<``/``>``, CIDR values and short wildcards give no literal, so no prefilter.
+
+Hypothesis tests compare prefiltered and unfiltered runs (tests/unit/test_prefilter.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from auditwatch.engine.match import parse_cidr
+from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Or, Plan
+
+# Printable ASCII that JSON encoders write as itself; '/' may be written '\/', and Go writes <>& as \u00XX.
+SAFE = frozenset(chr(c) for c in range(0x20, 0x7F)) - set('"\\/<>&*')
+# The non-ASCII characters whose str.lower() contains an ASCII character (checked by a unit test).
+NON_ASCII_LOWERING_TO_ASCII = {"\u0130": "i", "\u212a": "k"}
+MIN_LITERAL = 3
+
+Need = frozenset[str] | None  # any one of these literals must appear; None: no constraint
+
+
+@dataclass(frozen=True)
+class Prefilter:
+    literals: tuple[bytes, ...]
+    escapes: re.Pattern[bytes]
+
+    def spans(self, chunk: bytes) -> Iterator[tuple[int, int]]:
+        """(start, end) of each candidate line of ``chunk`` (end excludes the newline), in order."""
+        low = chunk.lower()
+        starts: dict[int, int] = {}
+        for lit in self.literals:
+            pos = low.find(lit)
+            while pos >= 0:
+                start = low.rfind(b"\n", 0, pos) + 1
+                end = low.find(b"\n", pos)
+                end = len(low) if end < 0 else end
+                starts[start] = end
+                pos = low.find(lit, end)
+        for m in self.escapes.finditer(chunk):
+            start = chunk.rfind(b"\n", 0, m.start()) + 1
+            end = chunk.find(b"\n", m.end())
+            starts[start] = len(chunk) if end < 0 else end
+        for start in sorted(starts):
+            yield start, starts[start]
+
+
+def derive(plan: Plan) -> Prefilter | None:
+    """The prefilter for a plan's base search, or None when no literal is required."""
+    need = _need(plan.base.expr)
+    if not need:
+        return None
+    chars = {c for lit in need for c in lit}
+    alternatives = []
+    for c in sorted(chars):
+        for form in {c.lower(), c.upper()}:
+            alternatives.append(rb"\\u00" + re.escape(f"{ord(form):02x}".encode()))
+    for special, ascii_char in NON_ASCII_LOWERING_TO_ASCII.items():
+        if ascii_char in chars:
+            alternatives.append(rb"\\u" + f"{ord(special):04x}".encode())
+            alternatives.append(re.escape(special.encode()))
+    escapes = re.compile(b"(?i:" + b"|".join(alternatives) + b")")
+    literals = tuple(sorted({lit.encode() for lit in need}, key=len, reverse=True))
+    return Prefilter(literals, escapes)
+
+
+def _need(expr: Expr) -> Need:
+    if isinstance(expr, Compare):
+        return _literal(expr.value) if expr.op == "=" and parse_cidr(expr.value) is None else None
+    if isinstance(expr, In):
+        return _union([_literal(v) if parse_cidr(v) is None else None for v in expr.values])
+    if isinstance(expr, Keyword):
+        return _literal(expr.value)
+    if isinstance(expr, Not):
+        return None
+    needs = [_need(i) for i in expr.items]
+    if isinstance(expr, Or):
+        return _union(needs)
+    assert isinstance(expr, And)
+    known = [n for n in needs if n]
+    return max(known, key=lambda n: (min(map(len, n)), -len(n)), default=None)
+
+
+def _union(needs: list[Need]) -> Need:
+    if not needs or any(not n for n in needs):
+        return None
+    return frozenset().union(*needs)  # type: ignore[arg-type]
+
+
+def _literal(pattern: str) -> Need:
+    runs = re.split("[^" + re.escape("".join(sorted(SAFE))) + "]+", pattern.lower())
+    best = max(runs, key=len)
+    return frozenset([best]) if len(best) >= MIN_LITERAL else None

@@ -1,0 +1,7 @@
+"""The SPL subset: tokenizer, macro expansion and parser, producing a Plan of plain dataclasses."""
+
+from auditwatch.spl.errors import SPLError
+from auditwatch.spl.parser import compile_search
+from auditwatch.spl.plan import Plan
+
+__all__ = ["Plan", "SPLError", "compile_search"]

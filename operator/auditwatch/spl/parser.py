@@ -1,0 +1,250 @@
+"""Parser for the SPL subset: tokens (macros expanded) -> Plan.
+
+Precedence follows Splunk's search language: ``NOT`` binds tightest, then ``OR``, then the implicit
+(or explicit) ``AND``; so ``a=1 b=2 OR c=3`` is ``a=1 AND (b=2 OR c=3)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from auditwatch.spl.errors import SPLError
+from auditwatch.spl.macros import expand, macro_table
+from auditwatch.spl.plan import (
+    Agg,
+    And,
+    Command,
+    Compare,
+    Expr,
+    FillNull,
+    In,
+    Keyword,
+    Not,
+    Or,
+    Plan,
+    Rename,
+    Search,
+    Stats,
+)
+from auditwatch.spl.tokens import Kind, Token, tokenize
+
+STATS_FUNCTIONS = {"count", "values", "dc", "distinct_count", "min", "max"}
+COMMANDS = ("search", "fillnull", "stats", "rename")
+
+
+def compile_search(text: str, macros: Mapping[str, str] | None = None) -> Plan:
+    """Compile an SPL search (as in an ESCU detection's ``search:``) into a Plan.
+
+    ``macros`` is spec.macros: ``name`` or ``name(arg, ...)`` -> definition.
+    """
+    tokens = expand(tokenize(text), macro_table(macros or {}))
+    return Plan(_Parser(tokens).pipeline(), source=text)
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token]) -> None:
+        self.toks = tokens
+        self.i = 0
+
+    # -- token helpers -------------------------------------------------------------------------
+    @property
+    def tok(self) -> Token:
+        return self.toks[self.i]
+
+    def peek(self, k: int = 1) -> Token:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def advance(self) -> Token:
+        tok = self.toks[self.i]
+        if tok.kind is not Kind.END:
+            self.i += 1
+        return tok
+
+    def error(self, context: str, expected: str, tok: Token | None = None) -> SPLError:
+        tok = tok or self.tok
+        return SPLError(f"{context}: expected {expected}, got {tok.describe()}", tok.column, tok.macro)
+
+    def at_command_end(self) -> bool:
+        return self.tok.kind in (Kind.PIPE, Kind.END)
+
+    def name(self, context: str) -> str:
+        """A field name: a word or a quoted string."""
+        if self.tok.kind not in (Kind.WORD, Kind.STRING):
+            raise self.error(context, "a field name")
+        return self.advance().text
+
+    # -- pipeline ------------------------------------------------------------------------------
+    def pipeline(self) -> tuple[Command, ...]:
+        if self.tok.is_word("search"):
+            self.advance()
+        commands: list[Command] = [Search(self.search_expr("search"))]
+        while self.tok.kind is Kind.PIPE:
+            self.advance()
+            commands.append(self.command())
+        if self.tok.kind is not Kind.END:
+            raise self.error("search", "'|' or end of search")
+        return tuple(commands)
+
+    def command(self) -> Command:
+        tok = self.tok
+        if tok.kind is not Kind.WORD:
+            raise self.error("pipeline", "a command name after '|'")
+        name = tok.text.lower()
+        if name not in COMMANDS:
+            raise SPLError(
+                f"unsupported command '{tok.text}' (supported: {', '.join(COMMANDS)})", tok.column, tok.macro
+            )
+        self.advance()
+        return getattr(self, f"cmd_{name}")()
+
+    def cmd_search(self) -> Search:
+        return Search(self.search_expr("search"))
+
+    def cmd_fillnull(self) -> FillNull:
+        value = "0"
+        fields: list[str] = []
+        while not self.at_command_end():
+            if self.tok.is_word("value", case=False) and self.peek().kind is Kind.OP:
+                self.advance()
+                if self.advance().text != "=":
+                    raise self.error("fillnull", "'=' after value", self.toks[self.i - 1])
+                value = self.value("fillnull")
+            elif self.tok.kind is Kind.COMMA:
+                self.advance()
+            else:
+                fields.append(self.name("fillnull"))
+        return FillNull(value, tuple(fields))
+
+    def cmd_stats(self) -> Stats:
+        aggs: list[Agg] = []
+        while not self.tok.is_word("by", case=False):
+            if self.tok.kind is Kind.COMMA and aggs:
+                self.advance()
+                continue
+            if self.at_command_end() and aggs:
+                break
+            if not (self.tok.kind is Kind.WORD and self.tok.text.lower() in STATS_FUNCTIONS):
+                raise self.error("stats", "BY or a function" if aggs else "a function such as count")
+            aggs.append(self.agg())
+        if not aggs:
+            raise self.error("stats", "a function such as count")
+        by: list[str] = []
+        if self.tok.is_word("by", case=False):
+            self.advance()
+            while not self.at_command_end():
+                if self.tok.kind is Kind.COMMA:
+                    self.advance()
+                    continue
+                by.append(self.name("stats BY"))
+            if not by:
+                raise self.error("stats BY", "a field name")
+        return Stats(tuple(aggs), tuple(by))
+
+    def agg(self) -> Agg:
+        func_tok = self.advance()
+        func = {"distinct_count": "dc"}.get(func_tok.text.lower(), func_tok.text.lower())
+        field = None
+        if self.tok.kind is Kind.LPAREN:
+            self.advance()
+            field = self.name(f"stats {func}()")
+            if self.tok.kind is not Kind.RPAREN:
+                raise self.error(f"stats {func}()", "')'")
+            self.advance()
+        elif func != "count":
+            raise self.error(f"stats {func}", "'(' and a field name")
+        name = func if field is None else f"{func_tok.text}({field})"
+        if self.tok.is_word("as", case=False):
+            self.advance()
+            name = self.name("stats AS")
+        return Agg(func, field, name)
+
+    def cmd_rename(self) -> Rename:
+        pairs: list[tuple[str, str]] = []
+        while not self.at_command_end():
+            if self.tok.kind is Kind.COMMA and pairs:
+                self.advance()
+                continue
+            old = self.name("rename")
+            if not self.tok.is_word("as", case=False):
+                raise self.error("rename", "AS")
+            self.advance()
+            pairs.append((old, self.name("rename AS")))
+        if not pairs:
+            raise self.error("rename", "a field name")
+        return Rename(tuple(pairs))
+
+    # -- search expressions --------------------------------------------------------------------
+    def search_expr(self, context: str) -> Expr:
+        items: list[Expr] = []
+        while not self.at_command_end():
+            if self.tok.kind is Kind.RPAREN:
+                raise SPLError(f"{context}: unbalanced ')'", self.tok.column, self.tok.macro)
+            items.append(self.and_expr(context))
+        if not items:
+            return Keyword("*")
+        return items[0] if len(items) == 1 else And(tuple(items))
+
+    def and_expr(self, context: str) -> Expr:
+        items = [self.or_expr(context)]
+        while not self.at_command_end() and self.tok.kind is not Kind.RPAREN:
+            if self.tok.is_word("AND"):
+                self.advance()
+            items.append(self.or_expr(context))
+        return items[0] if len(items) == 1 else And(tuple(items))
+
+    def or_expr(self, context: str) -> Expr:
+        items = [self.not_expr(context)]
+        while self.tok.is_word("OR"):
+            self.advance()
+            items.append(self.not_expr(context))
+        return items[0] if len(items) == 1 else Or(tuple(items))
+
+    def not_expr(self, context: str) -> Expr:
+        if self.tok.is_word("NOT"):
+            self.advance()
+            return Not(self.not_expr(context))
+        return self.primary(context)
+
+    def primary(self, context: str) -> Expr:
+        tok = self.tok
+        if tok.kind is Kind.LPAREN:
+            self.advance()
+            if self.tok.kind is Kind.RPAREN:
+                raise self.error(context, "a search term inside '( )'")
+            inner = self.and_expr(context)
+            if self.tok.kind is not Kind.RPAREN:
+                raise self.error(context, "')'")
+            self.advance()
+            return inner
+        if tok.kind not in (Kind.WORD, Kind.STRING) or tok.is_word("AND", "OR"):
+            raise self.error(context, "a search term")
+        self.advance()
+        if self.tok.kind is Kind.OP:
+            op = self.advance().text
+            return Compare(tok.text, op, self.value(context))
+        if self.tok.is_word("IN"):
+            self.advance()
+            return In(tok.text, self.value_list(context))
+        return Keyword(tok.text)
+
+    def value(self, context: str) -> str:
+        if self.tok.kind not in (Kind.WORD, Kind.STRING):
+            raise self.error(context, f"a value after '{self.toks[self.i - 1].text}'")
+        return self.advance().text
+
+    def value_list(self, context: str) -> tuple[str, ...]:
+        if self.tok.kind is not Kind.LPAREN:
+            raise self.error(context, "'(' after IN")
+        self.advance()
+        values: list[str] = []
+        while self.tok.kind is not Kind.RPAREN:
+            if self.tok.kind is Kind.COMMA and values:
+                self.advance()
+                continue
+            if self.tok.kind not in (Kind.WORD, Kind.STRING):
+                raise self.error(context, "a value or ')' in the IN list")
+            values.append(self.advance().text)
+        self.advance()
+        if not values:
+            raise self.error(context, "at least one value in the IN list", self.toks[self.i - 1])
+        return tuple(values)

@@ -1,0 +1,128 @@
+"""The Plan: what a compiled search does, as plain dataclasses the engine executes.
+
+Search expressions are a small tree: ``Compare`` / ``In`` / ``Keyword`` leaves under ``And``, ``Or``
+and ``Not``. Commands run left to right; ``Stats`` is the one aggregating command and splits the
+pipeline into the per-event part before it and the per-row part after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``field <op> value``; op is one of = != < <= > >=. ``value`` keeps its ``*`` wildcards."""
+
+    field: str
+    op: str
+    value: str
+
+
+@dataclass(frozen=True)
+class In:
+    """``field IN (v1, v2, ...)``: true when any value of the field matches any listed value."""
+
+    field: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """A bare term: matches the raw event text, case-insensitively, ``*`` as wildcard."""
+
+    value: str
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Expr
+
+
+Expr = Compare | In | Keyword | And | Or | Not
+
+
+@dataclass(frozen=True)
+class Search:
+    expr: Expr
+
+
+@dataclass(frozen=True)
+class FillNull:
+    """``fillnull [value=V] [fields]``; with no fields, the fields later commands use (see DESIGN.md)."""
+
+    value: str = "0"
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Agg:
+    """One stats function: ``count``, ``count(f)``, ``values(f)``, ``dc(f)``, ``min(f)``, ``max(f)``."""
+
+    func: str
+    field: str | None
+    name: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    aggs: tuple[Agg, ...]
+    by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rename:
+    pairs: tuple[tuple[str, str], ...]
+
+
+Command = Search | FillNull | Stats | Rename
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled search. ``commands[0]`` is always the base ``Search``."""
+
+    commands: tuple[Command, ...]
+    source: str = field(default="", compare=False)
+
+    @property
+    def base(self) -> Search:
+        first = self.commands[0]
+        assert isinstance(first, Search)
+        return first
+
+    @property
+    def stats(self) -> Stats | None:
+        return next((c for c in self.commands if isinstance(c, Stats)), None)
+
+
+def expr_fields(expr: Expr) -> set[str]:
+    """The field names an expression reads."""
+    if isinstance(expr, Compare | In):
+        return {expr.field}
+    if isinstance(expr, Keyword):
+        return set()
+    if isinstance(expr, Not):
+        return expr_fields(expr.item)
+    return set().union(*(expr_fields(i) for i in expr.items))
+
+
+def command_fields(cmd: Command) -> set[str]:
+    """The field names a command reads."""
+    if isinstance(cmd, Search):
+        return expr_fields(cmd.expr)
+    if isinstance(cmd, Stats):
+        return set(cmd.by) | {a.field for a in cmd.aggs if a.field}
+    if isinstance(cmd, Rename):
+        return {old for old, _ in cmd.pairs}
+    return set(cmd.fields)
