@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import orjson
 
 from auditwatch import __version__
-from auditwatch.api.models import ManifestError, load_detection
+from auditwatch.manifest import ManifestError, search_and_macros
 from auditwatch.spl import SPLError, compile_search
 
 EXIT_USAGE = 2
@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auditwatch",
-        description="Splunk ESCU detections over Kubernetes audit logs, offline or as an in-cluster operator.",
+        description="Splunk ESCU detections over Kubernetes audit logs, offline or as an in-cluster "
+        "operator.",
     )
     parser.add_argument("--version", action="version", version=f"auditwatch {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         ".gz, or - for stdin). Rows go to stdout; a summary (lines, events, malformed lines, "
         "rows, speed) goes to stderr. Exit 0 on success, 2 for an invalid detection or unreadable file.",
     )
-    p.add_argument("--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)")
+    p.add_argument(
+        "--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)"
+    )
     p.add_argument("--output", "-o", choices=("jsonl", "table"), default="jsonl", help="row format (jsonl)")
     p.add_argument(
         "--no-prefilter", action="store_true", help="parse every line (slower; the rows are the same)"
@@ -59,8 +62,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from auditwatch.engine.pipeline import OutputRow
     from auditwatch.scan import format_table, scan, stderr_progress, summary
 
-    detection = load_detection(args.detection)
-    plan = compile_search(detection.spec.search, detection.spec.macros)
+    plan = compile_search(*search_and_macros(args.detection))
     collected: list[OutputRow] = []
     out = sys.stdout.buffer
 

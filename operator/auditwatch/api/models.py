@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from auditwatch.manifest import ManifestError, read_detection
 
 GROUP = "auditwatch.io"
 VERSION = "v1alpha1"
@@ -73,11 +74,15 @@ class Finding(Model):
         list[FieldName],
         Field(max_length=8, description="Output fields whose values identify one finding."),
     ] = Field(default_factory=lambda: ["user", "src_ip"])
-    message: Annotated[str, Field(max_length=1024, description="ESCU rba.message; $field$ tokens filled.")] = ""
+    message: Annotated[
+        str, Field(max_length=1024, description="ESCU rba.message; $field$ tokens filled.")
+    ] = ""
     riskScore: Annotated[int, Field(ge=0, le=100)] = 50
     severity: Literal["informational", "low", "medium", "high", "critical"] = "medium"
     maxFindings: Annotated[int, Field(ge=1, le=10000)] = 1000
-    ttl: Annotated[str, Field(max_length=32, description="Findings not seen for this long expire: 168h.")] = "168h"
+    ttl: Annotated[str, Field(max_length=32, description="Findings not seen for this long expire: 168h.")] = (
+        "168h"
+    )
 
     @field_validator("ttl")
     @classmethod
@@ -184,25 +189,13 @@ class DetectionFinding(Model):
     status: DetectionFindingStatus | None = None
 
 
-class ManifestError(ValueError):
-    """A detection manifest that cannot be read or is invalid; the message names the field."""
-
-
 def load_detection(path: str | Path) -> AuditDetection:
-    """Read an AuditDetection manifest (YAML or JSON)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML/JSON: {exc}") from None
-    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == "AuditDetection"]
-    if len(found) != 1:
-        raise ManifestError(f"{path}: expected one AuditDetection document, found {len(found)}")
-    return parse_detection(found[0], str(path))
+    """Read and validate an AuditDetection manifest (YAML or JSON)."""
+    return parse_detection(read_detection(path), str(path))
 
 
 def parse_detection(doc: dict[str, Any], origin: str = "detection") -> AuditDetection:
+    """Validate an AuditDetection object; the error names each bad field."""
     try:
         return AuditDetection.model_validate(doc)
     except ValidationError as exc:

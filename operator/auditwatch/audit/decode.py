@@ -11,6 +11,7 @@ list of values; several values make it multivalue. ``null``, ``{}`` and ``[]`` m
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -38,26 +39,42 @@ def decode_line(line: bytes) -> list[dict[str, Any]]:
     return [doc]
 
 
-def flatten(event: dict[str, Any]) -> Record:
-    """Splunk's field view of one event."""
+def flatten(event: dict[str, Any], only: frozenset[str] | None = None) -> Record:
+    """Splunk's field view of one event; with ``only``, just those fields (skipping other subtrees)."""
     out: Record = {}
-    _walk(event, "", out)
+    _walk(event, "", out, None if only is None else _prefixes(only))
     return out
 
 
-def _walk(value: Any, key: str, out: Record) -> None:
+@lru_cache(maxsize=64)
+def _prefixes(names: frozenset[str]) -> dict[str, bool]:
+    """Every flattened key on the way to one of ``names`` -> whether it is one of them."""
+    keep: dict[str, bool] = {}
+    for name in names:
+        for i, c in enumerate(name):
+            if i and (c == "." or name.startswith("{}", i)):
+                keep.setdefault(name[:i], False)
+        keep[name] = True
+    return keep
+
+
+def _walk(value: Any, key: str, out: Record, keep: dict[str, bool] | None) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            _walk(v, f"{key}.{k}" if key else k, out)
+            sub = f"{key}.{k}" if key else k
+            if keep is None or sub in keep:
+                _walk(v, sub, out, keep)
     elif isinstance(value, list):
-        for v in value:
-            _walk(v, f"{key}{{}}", out)
-    elif value is not None:
-        text = value if isinstance(value, str) else _scalar(value)
+        sub = key + "{}"
+        if keep is None or sub in keep:
+            for v in value:
+                _walk(v, sub, out, keep)
+    elif value is not None and (keep is None or keep[key]):
+        text = value if isinstance(value, str) else scalar(value)
         out.setdefault(key, []).append(text)
 
 
-def _scalar(value: bool | int | float) -> str:
+def scalar(value: bool | int | float) -> str:
     if value is True:
         return "true"
     if value is False:

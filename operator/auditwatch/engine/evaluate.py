@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from auditwatch.audit._lines import count_lines
+from auditwatch.audit.chunks import backing
 from auditwatch.audit.decode import MalformedLine, Record, decode_line, flatten
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.prefilter import Prefilter, derive
@@ -26,29 +28,40 @@ class Counters:
     events: int = 0  # audit events decoded from the lines that were parsed
     malformed: int = 0  # parsed lines that were not an Event or EventList
     matched: int = 0  # events that passed the per-event commands
-    samples: list[str] = field(default_factory=list)  # the first malformed lines, for the error report
+    # The first malformed lines, for the error report: (origin, line number in the origin, problem).
+    samples: list[tuple[str, int, str]] = field(default_factory=list)
 
-    def add(self, other: Counters) -> None:
+    def add(self, other: Counters, line_offset: int = 0) -> None:
+        """Add the counters of a reader that started ``line_offset`` lines into the same origin."""
         for name in ("lines", "skipped", "events", "malformed", "matched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        room = MAX_SAMPLES - len(self.samples)
+        self.samples += [(o, n + line_offset, m) for o, n, m in other.samples[: max(room, 0)]]
 
 
 class Evaluator:
-    def __init__(self, plan: Plan, use_prefilter: bool = True) -> None:
+    """One reader's state: the pipeline, its prefilter and the counters. Not shared between threads."""
+
+    def __init__(self, plan: Plan, use_prefilter: bool = True, prefilter: Prefilter | None = None) -> None:
         self.pipeline = Pipeline(plan)
-        self.prefilter: Prefilter | None = derive(plan) if use_prefilter else None
+        self.prefilter = prefilter or (derive(plan) if use_prefilter else None)
+        self.fields = None if self.pipeline.fields is None else frozenset(self.pipeline.fields)
         self.counters = Counters()
 
-    def records(self, chunk: bytes, origin: str = "") -> Iterator[Record]:
-        """The matched records in ``chunk`` (whole lines), counting as it goes."""
+    def records(self, chunk: bytes | memoryview, origin: str = "") -> Iterator[Record]:
+        """The matched records in ``chunk`` (whole lines), counting as it goes.
+
+        A memoryview chunk must start at offset 0 of its bytearray, as ``iter_chunks`` gives them.
+        """
         c = self.counters
+        buf = backing(chunk)
         first_line = c.lines + 1
-        lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") or not chunk else 1)
+        lines = count_lines(chunk) + (0 if not chunk or chunk[-1] == 10 else 1)
         c.lines += lines
         c.skipped += lines
-        spans = self.prefilter.spans(chunk) if self.prefilter else _all_lines(chunk)
+        spans = self.prefilter.spans(chunk) if self.prefilter else _all_lines(buf, len(chunk))
         for start, end in spans:
-            line = chunk[start:end]
+            line = bytes(buf[start:end])
             c.skipped -= 1
             if not line.strip():
                 continue
@@ -57,12 +70,12 @@ class Evaluator:
             except MalformedLine as exc:
                 c.malformed += 1
                 if len(c.samples) < MAX_SAMPLES:
-                    number = first_line + chunk.count(b"\n", 0, start)
-                    c.samples.append(f"{origin}:{number}: {exc}")
+                    number = first_line + buf.count(b"\n", 0, start)
+                    c.samples.append((origin, number, str(exc)))
                 continue
             for event in events:
                 c.events += 1
-                record = flatten(event)
+                record = flatten(event, self.fields)
                 if self.pipeline.needs_raw:
                     raw = line if len(events) == 1 else orjson.dumps(event)
                     record["_raw"] = [raw.decode("utf-8", "replace")]
@@ -72,10 +85,10 @@ class Evaluator:
                     yield out
 
 
-def _all_lines(chunk: bytes) -> Iterator[tuple[int, int]]:
+def _all_lines(buf: bytes | bytearray, size: int) -> Iterator[tuple[int, int]]:
     start = 0
-    while start < len(chunk):
-        end = chunk.find(b"\n", start)
-        end = len(chunk) if end < 0 else end
+    while start < size:
+        end = buf.find(b"\n", start, size)
+        end = size if end < 0 else end
         yield start, end
         start = end + 1

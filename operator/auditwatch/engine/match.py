@@ -32,6 +32,10 @@ def compile_expr(expr: Expr) -> Predicate:
     if isinstance(expr, Not):
         inner = compile_expr(expr.item)
         return lambda r: not inner(r)
+    if isinstance(expr, And):
+        expr = And(tuple(i for i in expr.items if i != Keyword("*")))
+        if len(expr.items) == 1:
+            return compile_expr(expr.items[0])
     parts = [compile_expr(i) for i in expr.items]
     if isinstance(expr, And):
         return lambda r: all(p(r) for p in parts)
@@ -62,7 +66,7 @@ def _compare(expr: Compare) -> Predicate:
         return _any_value(field, value_test(expr.value))
     if op == "!=":
         test = value_test(expr.value)
-        return lambda r: bool(vals := r.get(field)) and not any(test(v) for v in vals)
+        return lambda r: bool(vals := r.get(field, [])) and not any(test(v) for v in vals)
     order = _ORDER[op]
     return _any_value(field, lambda v: order(ordered(v, expr.value)))
 

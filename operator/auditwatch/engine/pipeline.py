@@ -30,10 +30,20 @@ class Pipeline:
         self.stats: Stats | None = plan.stats
         self._pre = _compile_stage(cmds[:split], cmds[split:])
         self._post = _compile_stage(cmds[split + 1 :], ())
-        self.needs_raw = any(
-            isinstance(c, Search) and _has_keyword(c.expr) for c in cmds[:split]
-        )
+        self.needs_raw = any(isinstance(c, Search) and _has_keyword(c.expr) for c in cmds[:split])
         self.int_fields = _int_fields(self.stats, cmds[split + 1 :])
+        # When the per-row commands only rename, every row has the same shape: (output key, stats column).
+        self._layout: list[tuple[str, str]] | None = None
+        post = cmds[split + 1 :]
+        if self.stats is not None and all(isinstance(c, Rename) or c == Search(Keyword("*")) for c in post):
+            names = [*self.stats.by, *(a.name for a in self.stats.aggs)]
+            template = _run(self._post, {n: [n] for n in names})
+            assert template is not None
+            self._layout = [(k, v[0]) for k, v in template.items()]
+        # The event fields the plan reads, or None when rows are whole events (no stats).
+        self.fields: set[str] | None = (
+            set().union(*map(command_fields, cmds[: split + 1])) if self.stats is not None else None
+        )
 
     @property
     def count_only(self) -> bool:
@@ -47,19 +57,20 @@ class Pipeline:
     def group_keys(self, record: Record) -> list[Key]:
         """The stats groups one event falls in."""
         assert self.stats is not None
-        lists = []
-        for f in self.stats.by:
-            vals = record.get(f)
-            if not vals:
-                return []
-            lists.append(dict.fromkeys(vals))
-        return list(itertools.product(*lists))
+        columns = [record.get(f) for f in self.stats.by]
+        if all(v is not None and len(v) == 1 for v in columns):
+            return [tuple(v[0] for v in columns)]  # type: ignore[index]
+        if not all(columns):
+            return []
+        return list(itertools.product(*(dict.fromkeys(v) for v in columns)))  # type: ignore[arg-type]
 
     def row(self, key: Key, aggregates: Iterable[tuple[str, list[str]]]) -> OutputRow | None:
         """One stats row through the per-row commands, as output (counts as integers)."""
         assert self.stats is not None
         record: Record = dict(zip(self.stats.by, ([v] for v in key), strict=True))
         record.update(aggregates)
+        if self._layout is not None:
+            return {k: self._value(k, record[src]) for k, src in self._layout}
         out = _run(self._post, record)
         return None if out is None else self.output(out)
 
@@ -70,11 +81,10 @@ class Pipeline:
         return [r for key in self.group_keys(record) if (r := self.row(key, ones)) is not None]
 
     def output(self, record: Record) -> OutputRow:
-        return {
-            k: int(v[0]) if k in self.int_fields else v[0] if len(v) == 1 else list(v)
-            for k, v in record.items()
-            if k != "_raw"
-        }
+        return {k: self._value(k, v) for k, v in record.items() if k != "_raw"}
+
+    def _value(self, key: str, values: list[str]) -> Any:
+        return int(values[0]) if key in self.int_fields else values[0] if len(values) == 1 else list(values)
 
 
 class Table:
@@ -94,10 +104,23 @@ class Table:
             for i, agg in enumerate(self.aggs):
                 state[i] = _update(agg.func, state[i], record.get(agg.field, []) if agg.field else None)
 
+    def merge_groups(self, groups: dict[Key, list[Any]]) -> None:
+        """Fold in the groups of another reader's table of the same plan."""
+        for key, theirs in groups.items():
+            mine = self.groups.get(key)
+            if mine is None:
+                self.groups[key] = theirs
+            else:
+                self.groups[key] = [
+                    _combine(a.func, m, t) for a, m, t in zip(self.aggs, mine, theirs, strict=True)
+                ]
+
     def rows(self) -> list[OutputRow]:
         out = []
         for key in sorted(self.groups):
-            aggregates = [(a.name, _final(a.func, s)) for a, s in zip(self.aggs, self.groups[key], strict=True)]
+            aggregates = [
+                (a.name, _final(a.func, s)) for a, s in zip(self.aggs, self.groups[key], strict=True)
+            ]
             row = self.pipeline.row(key, aggregates)
             if row is not None:
                 out.append(row)
@@ -123,6 +146,14 @@ def _update(func: str, state: Any, vals: list[str] | None) -> Any:
     return state
 
 
+def _combine(func: str, mine: Any, theirs: Any) -> Any:
+    if func == "count":
+        return mine + theirs
+    if func in ("values", "dc"):
+        return mine | theirs
+    return mine if theirs is None else _update(func, mine, [theirs])
+
+
 def _final(func: str, state: Any) -> list[str]:
     if func == "values":
         return sorted(state)
@@ -138,7 +169,8 @@ def _compile_stage(cmds: Iterable[Command], later: Iterable[Command]) -> list[St
     steps: list[Step] = []
     for i, cmd in enumerate(cmds):
         if isinstance(cmd, Search):
-            steps.append(_search_step(cmd))
+            if (step := _search_step(cmd)) is not None:
+                steps.append(step)
         elif isinstance(cmd, FillNull):
             fields = cmd.fields or tuple(sorted(set().union(*map(command_fields, cmds[i + 1 :] + later))))
             steps.append(_fillnull_step(fields, cmd.value))
@@ -149,7 +181,9 @@ def _compile_stage(cmds: Iterable[Command], later: Iterable[Command]) -> list[St
     return steps
 
 
-def _search_step(cmd: Search) -> Step:
+def _search_step(cmd: Search) -> Step | None:
+    if cmd.expr == Keyword("*"):
+        return None  # `search *`, as the *_filter macros are by default
     pred = compile_expr(cmd.expr)
     return lambda r: r if pred(r) else None
 
@@ -171,12 +205,12 @@ def _rename_step(mapping: dict[str, str]) -> Step:
 
 
 def _run(steps: list[Step], record: Record) -> Record | None:
-    out: Record | None = record
     for step in steps:
-        out = step(out)
+        out = step(record)
         if out is None:
             return None
-    return out
+        record = out
+    return record
 
 
 def _has_keyword(expr: Any) -> bool:

@@ -53,7 +53,9 @@ def expand(tokens: list[Token], macros: Mapping[str, Macro], depth: int = 0) -> 
             out.append(tok)
             continue
         if depth >= MAX_DEPTH:
-            raise SPLError(f"macro `{tok.text}` expands more than {MAX_DEPTH} levels deep", tok.column, tok.macro)
+            raise SPLError(
+                f"macro `{tok.text}` expands more than {MAX_DEPTH} levels deep", tok.column, tok.macro
+            )
         body, label = _body(tok, macros)
         inner = tokenize(body, macro=label)[:-1]
         # Tokens from a macro body report the column of the call in the text the user wrote.
@@ -71,6 +73,13 @@ def _body(tok: Token, macros: Mapping[str, Macro]) -> tuple[str, str]:
     macro = macros.get(f"{name}({len(args)})") if args else None
     macro = macro or macros.get(name) or default_macro(name)
     if macro is None:
+        arities = sorted(k for k in macros if k.startswith(f"{name}("))
+        if arities:
+            raise SPLError(
+                f"macro `{name}` is defined as {', '.join(arities)}, called with {len(args)} argument(s)",
+                tok.column,
+                tok.macro,
+            )
         raise SPLError(f"unknown macro `{tok.text}`: define it in spec.macros", tok.column, tok.macro)
     if len(args) != len(macro.args):
         raise SPLError(

@@ -46,7 +46,7 @@ class Token:
         return self.text in words if case else self.text.lower() in {w.lower() for w in words}
 
 
-_BREAK = set(" \t\r\n|()=!<>,\"`")
+_BREAK = set(' \t\r\n|()=!<>,"`')
 _OPS = ("!=", "<=", ">=", "==", "=", "<", ">")
 
 

@@ -1,0 +1,103 @@
+"""``auditwatch scan`` end to end in a subprocess: formats, inputs, summary and exit codes."""
+
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+
+from factory import SEED, event, line
+
+
+def scan(*args, stdin=b""):
+    proc = subprocess.run(
+        [sys.executable, "-m", "auditwatch", "scan", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        check=False,
+    )
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+@pytest.fixture
+def log(tmp_path):
+    path = tmp_path / "audit.log"
+    path.write_bytes(
+        line(event(uri="/version", verb="get", code=200))
+        + b"garbage\n"
+        + line(event(username="alice", groups=["system:authenticated"]))
+        + line(event(ips=["10.0.0.1"]))
+    )
+    return path
+
+
+def test_jsonl_rows_and_summary(log):
+    code, out, err = scan("--detection", SEED, log)
+    assert code == 0
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [(r["requestURI"], r["src_ip"], r["count"]) for r in rows] == [
+        ("/api/v1/namespaces/default/pods", "10.0.0.1", 1),
+        ("/version", "203.0.113.7", 1),
+    ]
+    assert "4 lines read (2 skipped unparsed by the prefilter), 2 events decoded, 2 matched" in err
+    assert "2 rows in" in err
+
+
+def test_no_prefilter_sees_and_reports_the_malformed_line(log):
+    code, out, err = scan("--detection", SEED, "--no-prefilter", log)
+    assert code == 0 and len(out.splitlines()) == 2
+    assert "1 malformed lines skipped" in err and f"malformed: {log}:2: invalid JSON" in err
+
+
+def test_table_output(log):
+    _, out, _ = scan("-d", SEED, "-o", "table", log)
+    header, *rows = out.splitlines()
+    assert header.split() == [
+        "objectRef.name",
+        "objectRef.namespace",
+        "objectRef.resource",
+        "requestReceivedTimestamp",
+        "requestURI",
+        "responseStatus.code",
+        "src_ip",
+        "stage",
+        "user.groups{}",
+        "user.uid",
+        "user",
+        "userAgent",
+        "verb",
+        "count",
+    ]
+    assert len(rows) == 2 and rows[1].split()[4] == "/version"
+
+
+def test_gzip_and_stdin(log, tmp_path):
+    gz = tmp_path / "audit.log.gz"
+    gz.write_bytes(gzip.compress(log.read_bytes()))
+    expected = scan("-d", SEED, log)[1]
+    assert scan("-d", SEED, gz)[1] == expected
+    assert scan("-d", SEED, "-", stdin=log.read_bytes())[1] == expected
+
+
+def test_invalid_detection_exits_2_with_the_position(tmp_path, log):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: auditwatch.io/v1alpha1\nkind: AuditDetection\nmetadata: {name: x}\n"
+        "spec:\n  search: 'a=1 | stats count BY'\n"
+    )
+    code, out, err = scan("-d", bad, log)
+    assert code == 2 and out == ""
+    assert err.strip() == "auditwatch: stats BY: expected a field name, got end of search at column 21"
+
+
+def test_invalid_manifest_field_is_named(tmp_path, log):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: auditwatch.io/v1alpha1\nkind: AuditDetection\nspec:\n  search: 5\n")
+    code, _, err = scan("-d", bad, log)
+    assert code == 2 and err.strip() == f"auditwatch: {bad}: spec.search: must be a non-empty string"
+
+
+def test_unreadable_log_exits_2(tmp_path):
+    code, _, err = scan("-d", SEED, tmp_path / "missing.log")
+    assert code == 2 and "missing.log: cannot read: No such file or directory" in err
