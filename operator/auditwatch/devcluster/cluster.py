@@ -1,0 +1,227 @@
+"""``DevCluster``: etcd, kube-apiserver and kube-controller-manager on loopback, as a context manager.
+
+kube-apiserver runs with RBAC, a static token file (an admin in ``system:masters`` and the operator's
+ServiceAccount identity, so that the RBAC of ``manifests/`` is what the operator gets), anonymous
+authentication on, the audit policy beside this file, the audit log backend writing
+``<workdir>/audit/audit.log`` (JSON lines, rotated by size as in production), and optionally the
+audit webhook backend. kube-controller-manager runs the garbage collector, so that ownerReferences
+delete findings with their detection, and the namespace controller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TextIO
+
+from auditwatch.devcluster.binaries import ensure_binaries
+
+POLICY = Path(__file__).with_name("audit-policy.yaml")
+OPERATOR_USER = "system:serviceaccount:auditwatch:auditwatch"
+OPERATOR_GROUPS = "system:serviceaccounts,system:serviceaccounts:auditwatch,system:authenticated"
+
+
+class ClusterError(RuntimeError):
+    """The control plane did not start; the message points at the log file to read."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DevCluster:
+    """A local control plane. ``with DevCluster() as c: c.kubectl("get", "ns")``."""
+
+    def __init__(
+        self,
+        workdir: str | Path | None = None,
+        webhook_url: str | None = None,
+        audit_max_size_mb: int = 100,
+        log: TextIO = sys.stderr,
+    ) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auditwatch-cluster-"))
+        self.audit_dir = self.workdir / "audit"
+        self.audit_log = self.audit_dir / "audit.log"
+        self.webhook_url = webhook_url
+        self.audit_max_size_mb = audit_max_size_mb
+        self.log = log
+        self.port = free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self.admin_token = os.urandom(16).hex()
+        self.operator_token = os.urandom(16).hex()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.bins: dict[str, Path] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> DevCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.bins = ensure_binaries(self.log)
+        for d in ("etcd", "certs", "audit", "logs"):
+            (self.workdir / d).mkdir(parents=True, exist_ok=True)
+        self._say(f"starting etcd and kube-apiserver in {self.workdir}")
+        etcd_port, peer_port = free_port(), free_port()
+        self._spawn("etcd", [
+            str(self.bins["etcd"]), "--data-dir", str(self.workdir / "etcd"),
+            "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+            "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync", "--log-level", "warn",
+        ])  # fmt: skip
+        self._write_credentials()
+        args = [
+            str(self.bins["kube-apiserver"]),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
+            f"--cert-dir={self.workdir / 'certs'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            f"--service-account-key-file={self.workdir / 'certs/sa.pub'}",
+            f"--service-account-signing-key-file={self.workdir / 'certs/sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--token-auth-file={self.workdir / 'tokens.csv'}",
+            "--authorization-mode=RBAC", "--anonymous-auth=true",
+            f"--audit-policy-file={POLICY}",
+            f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
+            f"--audit-log-maxsize={self.audit_max_size_mb}", "--audit-log-maxbackup=10",
+        ]  # fmt: skip
+        if self.webhook_url:
+            args += [
+                f"--audit-webhook-config-file={self._webhook_kubeconfig()}",
+                "--audit-webhook-mode=batch", "--audit-webhook-batch-max-wait=1s",
+            ]  # fmt: skip
+        self._spawn("kube-apiserver", args)
+        self._wait_ready()
+        self._spawn("kube-controller-manager", [
+            str(self.bins["kube-controller-manager"]),
+            f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false",
+            "--controllers=garbagecollector,namespace", "--secure-port=0",
+            "--concurrent-gc-syncs=5",
+        ])  # fmt: skip
+        self._say(f"control plane ready at {self.server}")
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs.pop(name)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self._own_workdir and os.environ.get("AUDITWATCH_KEEP_CLUSTER") is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- clients -------------------------------------------------------------------------------
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        return self.workdir / "operator.kubeconfig"
+
+    def kubectl(
+        self, *args: str, kubeconfig: Path | None = None, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the matching kubectl (as admin unless told otherwise)."""
+        cmd = [str(self.bins["kubectl"]), f"--kubeconfig={kubeconfig or self.admin_kubeconfig}", *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, check=False)
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    # -- internals -----------------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        print(f"auditwatch: {message}", file=self.log, flush=True)
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        out = open(self.workdir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.procs[name] = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def _write_credentials(self) -> None:
+        certs = self.workdir / "certs"
+        subprocess.run(
+            ["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"], check=True, capture_output=True
+        )
+        subprocess.run(["openssl", "rsa", "-in", str(certs / "sa.key"), "-pubout", "-out", str(certs / "sa.pub")],
+                       check=True, capture_output=True)  # fmt: skip
+        (self.workdir / "tokens.csv").write_text(
+            f'{self.admin_token},admin,admin,"system:masters"\n'
+            f'{self.operator_token},{OPERATOR_USER},auditwatch-operator,"{OPERATOR_GROUPS}"\n'
+        )
+        for path, user, token in (
+            (self.admin_kubeconfig, "admin", self.admin_token),
+            (self.operator_kubeconfig, "auditwatch", self.operator_token),
+        ):
+            path.write_text(json.dumps(self._kubeconfig(user, token), indent=2))
+
+    def _kubeconfig(self, user: str, token: str, server: str | None = None) -> dict[str, object]:
+        return {
+            "apiVersion": "v1", "kind": "Config", "current-context": "auditwatch",
+            "clusters": [{"name": "auditwatch", "cluster": {"server": server or self.server,
+                                                            "insecure-skip-tls-verify": True}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "auditwatch", "context": {"cluster": "auditwatch", "user": user}}],
+        }  # fmt: skip
+
+    def _webhook_kubeconfig(self) -> Path:
+        path = self.workdir / "audit-webhook.kubeconfig"
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "webhook",
+            "clusters": [{"name": "auditwatch", "cluster": {"server": self.webhook_url}}],
+            "users": [{"name": "kube-apiserver", "user": {}}],
+            "contexts": [{"name": "webhook", "context": {"cluster": "auditwatch", "user": "kube-apiserver"}}],
+        }  # fmt: skip
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def _wait_ready(self, timeout: float = 90) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        request = urllib.request.Request(
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise ClusterError(
+                        f"{name} exited with {proc.returncode}; see {self.workdir}/logs/{name}.log"
+                    )
+            try:
+                with urllib.request.urlopen(request, context=ctx, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        raise ClusterError(f"kube-apiserver not ready after {timeout:.0f} s; see {self.workdir}/logs")
