@@ -54,6 +54,18 @@ class CloudWatchSource(Model):
 class Source(Model):
     """One audit-log source; exactly one of file, webhook, cloudwatch."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.file) ? 1 : 0) + (has(self.webhook) ? 1 : 0)"
+                    " + (has(self.cloudwatch) ? 1 : 0) == 1",
+                    "message": "a source sets exactly one of file, webhook, cloudwatch",
+                }
+            ]
+        }
+    )
+
     name: Name
     file: FileSource | None = None
     webhook: WebhookSource | None = None
@@ -120,9 +132,14 @@ class Condition(Model):
 
 
 class SourceStatus(Model):
+    """Where a source has been read up to, checkpointed with the findings it produced."""
+
     name: Name
-    position: Annotated[str, Field(max_length=4096)] = ""
-    lagSeconds: float = 0
+    file: Annotated[str, Field(max_length=4096, description="The file being read.")] = ""
+    inode: Annotated[int, Field(ge=0)] = 0
+    offset: Annotated[int, Field(ge=0, description="Bytes of that file read and counted.")] = 0
+    seq: Annotated[int, Field(ge=0, description="Bytes read from this source in all, across rotations.")] = 0
+    lagBytes: Annotated[int, Field(ge=0, description="Bytes written but not yet read.")] = 0
     lastError: Annotated[str, Field(max_length=1024)] = ""
 
 
@@ -176,9 +193,13 @@ class DetectionFindingStatus(Model):
         Field(max_length=32, description="Distinct values per output field, the first 20 of each."),
     ] = Field(default_factory=dict)
     latest: Annotated[
-        list[dict[str, Annotated[str, Field(max_length=1024)]]],
+        list[Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=32)]],
         Field(max_length=5, description="The latest rows, newest first."),
     ] = Field(default_factory=list)
+    checkpoints: Annotated[
+        dict[str, Annotated[int, Field(ge=0)]],
+        Field(max_length=8, description="Per source: the seq up to which this count includes events."),
+    ] = Field(default_factory=dict)
 
 
 class DetectionFinding(Model):

@@ -1,0 +1,125 @@
+"""CustomResourceDefinitions generated from the pydantic models: ``auditwatch crds`` writes ``crds/``.
+
+pydantic's JSON Schema becomes a structural OpenAPI v3 schema: ``$ref`` inlined, ``anyOf [X, null]``
+turned into ``X`` with ``nullable``, ``const`` into a one-value ``enum``, and the keywords Kubernetes
+rejects or ignores (``title``, ``additionalProperties: false``, ``$defs``) dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from auditwatch.api.models import GROUP, VERSION, AuditDetection, DetectionFinding
+
+DROP = {"title", "$defs", "discriminator"}
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A structural OpenAPI v3 schema from a pydantic JSON Schema."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[-1]]
+        extra = {k: v for k, v in schema.items() if k != "$ref"}
+        return structural({**target, **extra}, defs)
+    if "anyOf" in schema:
+        options = [o for o in schema["anyOf"] if o.get("type") != "null"]
+        if len(options) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            out = structural({**options[0], **rest}, defs)
+            out["nullable"] = True
+            out.pop("default", None) if rest.get("default") is None else None
+            return out
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in DROP or (key == "additionalProperties" and value is False):
+            continue
+        if key == "const":
+            out["enum"] = [value]
+        elif key == "properties":
+            out[key] = {k: structural(v, defs) for k, v in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = structural(value, defs)
+        else:
+            out[key] = value
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = structural(model.model_json_schema(mode="serialization"))
+    props = schema["properties"]
+    props["metadata"] = {"type": "object"}
+    for key in ("apiVersion", "kind"):
+        props[key] = {"type": "string"}
+    return {"type": "object", "properties": props, "required": ["spec"]}
+
+
+def _crd(
+    model: type[BaseModel], plural: str, short: list[str], columns: list[dict[str, Any]]
+) -> dict[str, Any]:
+    kind = model.__name__
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
+                      "shortNames": short, "categories": ["auditwatch"]},
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": _schema(model)},
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": columns,
+            }],
+        },
+    }  # fmt: skip
+
+
+def crds() -> dict[str, dict[str, Any]]:
+    """File name -> CRD object."""
+    return {
+        "auditwatch.io_auditdetections.yaml": _crd(
+            AuditDetection, "auditdetections", ["detection", "detections", "ad"],
+            [
+                {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+                {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+                {"name": "Matched", "type": "integer", "jsonPath": ".status.counters.matched"},
+                {"name": "Findings", "type": "integer", "jsonPath": ".status.counters.findings"},
+                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            ],
+        ),
+        "auditwatch.io_detectionfindings.yaml": _crd(
+            DetectionFinding, "detectionfindings", ["finding", "findings", "df"],
+            [
+                {"name": "Detection", "type": "string", "jsonPath": ".spec.detection"},
+                {"name": "User", "type": "string", "jsonPath": ".spec.key.user", "description": "who"},
+                {"name": "Source IP", "type": "string", "jsonPath": ".spec.key.src_ip", "description": "from where"},
+                {"name": "Count", "type": "integer", "jsonPath": ".status.count", "description": "how many"},
+                {"name": "Severity", "type": "string", "jsonPath": ".spec.severity"},
+                {"name": "First Seen", "type": "date", "jsonPath": ".status.firstSeen", "description": "since when"},
+                {"name": "Last Seen", "type": "date", "jsonPath": ".status.lastSeen"},
+            ],
+        ),
+    }  # fmt: skip
+
+
+def render(crd: dict[str, Any]) -> str:
+    header = "# Generated by `auditwatch crds` from operator/auditwatch/api/models.py. Do not edit.\n"
+    return header + yaml.safe_dump(crd, sort_keys=False, width=120)
+
+
+def write(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, crd in crds().items():
+        path = directory / name
+        path.write_text(render(crd))
+        written.append(path)
+    return written
