@@ -110,9 +110,7 @@ def main() -> None:
     with open(args.output, "w") as out:
         for _ in range(args.events):
             t += timedelta(microseconds=rnd.randint(100, 20_000))
-            out.write(
-                json.dumps(make_event(rnd, t, rnd.random() < args.anonymous), separators=(",", ":")) + "\n"
-            )
+            out.write(json.dumps(make_event(rnd, t, rnd.random() < args.anonymous), separators=(",", ":")) + "\n")
 
 
 if __name__ == "__main__":

@@ -73,8 +73,7 @@ def main() -> None:
         jq_rows = out["jq"].read_bytes().count(b"\n")
         print(f"jq select:       {jq:6.2f} s  ({n / jq:,.0f} events/s), {jq_rows:,} events")
         print(
-            f"auditwatch scan: {fast:6.2f} s  ({n / fast:,.0f} events/s), {rows:,} rows, "
-            f"peak RSS {rss / 1024:.0f} MiB"
+            f"auditwatch scan: {fast:6.2f} s  ({n / fast:,.0f} events/s), {rows:,} rows, peak RSS {rss / 1024:.0f} MiB"
         )
         print(f"ratio: {jq / fast:.1f}x faster than jq, {fast / wc:.1f}x the time of wc -l")
 

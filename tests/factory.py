@@ -10,10 +10,7 @@ from auditwatch.engine.evaluate import Evaluator
 from auditwatch.engine.pipeline import OutputRow, Table
 from auditwatch.spl import compile_search
 
-SEED = (
-    Path(__file__).resolve().parents[1]
-    / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
-)
+SEED = Path(__file__).resolve().parents[1] / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
 
 _MISSING = object()
 
@@ -71,9 +68,9 @@ def run(
     ev = Evaluator(plan, prefilter)
     chunk = b"".join(lines)
     if plan.stats is None:
-        return [ev.pipeline.output(r) for r in ev.records(chunk)]
+        return [ev.pipeline.output(r) for _, _, r in ev.records(chunk)]
     table = Table(ev.pipeline)
-    for r in ev.records(chunk):
+    for _, _, r in ev.records(chunk):
         table.add(r)
     return table.rows()
 

@@ -33,8 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auditwatch",
-        description="Splunk ESCU detections over Kubernetes audit logs, offline or as an in-cluster "
-        "operator.",
+        description="Splunk ESCU detections over Kubernetes audit logs, offline or as an in-cluster operator.",
     )
     parser.add_argument("--version", action="version", version=f"auditwatch {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
@@ -46,13 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         ".gz, or - for stdin). Rows go to stdout; a summary (lines, events, malformed lines, "
         "rows, speed) goes to stderr. Exit 0 on success, 2 for an invalid detection or unreadable file.",
     )
-    p.add_argument(
-        "--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)"
-    )
+    p.add_argument("--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)")
     p.add_argument("--output", "-o", choices=("jsonl", "table"), default="jsonl", help="row format (jsonl)")
-    p.add_argument(
-        "--no-prefilter", action="store_true", help="parse every line (slower; the rows are the same)"
-    )
+    p.add_argument("--no-prefilter", action="store_true", help="parse every line (slower; the rows are the same)")
     p.add_argument("logs", nargs="+", metavar="LOG", help="audit log files; - reads stdin")
     p.set_defaults(func=cmd_scan)
 
@@ -65,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", nargs="?", default="crds", metavar="DIR", help="output directory (crds)")
     p.add_argument("--check", action="store_true", help="exit 1 when DIR is not what would be written")
     p.set_defaults(func=cmd_crds)
+
+    p = sub.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the kopf operator: every AuditDetection in the watched namespaces is evaluated "
+        "continuously; matches become DetectionFindings and Events. Credentials: in-cluster, else "
+        "$KUBECONFIG.",
+    )
+    p.add_argument("--namespace", "-n", action="append", metavar="NS", help="watch only NS (repeatable)")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", metavar="URL", help="kopf liveness endpoint")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_run)
     return parser
 
 
@@ -105,9 +112,7 @@ def cmd_crds(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if args.check:
         stale = [
-            n
-            for n, c in crds().items()
-            if not (directory / n).exists() or (directory / n).read_text() != render(c)
+            n for n, c in crds().items() if not (directory / n).exists() or (directory / n).read_text() != render(c)
         ]
         for name in stale:
             print(
@@ -117,4 +122,24 @@ def cmd_crds(args: argparse.Namespace) -> int:
         return 1 if stale else 0
     for path in write(directory):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    import kopf
+
+    import auditwatch.handlers  # noqa: F401 - registers the handlers
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness or None,
+        standalone=True,
+    )
     return 0

@@ -42,8 +42,6 @@ def search_and_macros(path: str | Path) -> tuple[str, dict[str, str]]:
     if not isinstance(search, str) or not search.strip():
         raise ManifestError(f"{path}: spec.search: must be a non-empty string")
     macros = spec.get("macros") or {}
-    if not isinstance(macros, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in macros.items()
-    ):
+    if not isinstance(macros, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in macros.items()):
         raise ManifestError(f"{path}: spec.macros: must map macro names to SPL strings")
     return search, macros

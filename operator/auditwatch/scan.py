@@ -93,7 +93,7 @@ def _read(
         if start:
             stream.seek(start)
         for chunk in iter_chunks(stream, limit=length):
-            for record in reader.records(chunk, origin=path):
+            for _, _, record in reader.records(chunk, origin=path):
                 if table is not None:
                     table.add(record)
                 elif emit is not None:

@@ -49,8 +49,6 @@ def test_findings_answer_who_from_where_how_many_since_when():
 
 def test_sources_need_exactly_one_kind_by_cel():
     crd = yaml.safe_load((CRDS / "auditwatch.io_auditdetections.yaml").read_text())
-    source = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
-        "sources"
-    ]
+    source = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["sources"]
     rules = source["items"]["x-kubernetes-validations"]
     assert "has(self.file)" in rules[0]["rule"] and "== 1" in rules[0]["rule"]

@@ -29,9 +29,7 @@ def test_flatten_only_equals_flatten_restricted(event, wanted):
 def test_dotted_keys_and_arrays_of_objects():
     key = "requestObject.metadata.annotations.kubectl.kubernetes.io/last-applied-configuration"
     ev = {
-        "requestObject": {
-            "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}
-        },
+        "requestObject": {"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}},
         "spec": {"containers": [{"image": "a"}, {"image": "b"}, {"name": "c"}]},
     }
     assert flatten(ev, frozenset([key, "spec.containers{}.image"])) == {

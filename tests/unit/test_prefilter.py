@@ -53,9 +53,7 @@ def audit_event(draw):
         groups=draw(
             st.one_of(
                 st.none(),
-                st.lists(
-                    st.sampled_from(["system:unauthenticated", "dev", "SYSTEM:UNAUTHENTICATED"]), max_size=2
-                ),
+                st.lists(st.sampled_from(["system:unauthenticated", "dev", "SYSTEM:UNAUTHENTICATED"]), max_size=2),
             )
         ),
         verb=draw(st.sampled_from(["get", "GET", "delete", "deletecollection", "list"])),
@@ -133,12 +131,8 @@ def test_the_prefilter_skips_lines_that_cannot_match():
 
 
 def test_non_ascii_characters_lowering_into_ascii_are_all_known():
-    found = {
-        chr(c): chr(c).lower() for c in range(0x80, 0x110000) if any(ord(x) < 0x80 for x in chr(c).lower())
-    }
-    assert {
-        k: "".join(x for x in v if ord(x) < 0x80) for k, v in found.items()
-    } == NON_ASCII_LOWERING_TO_ASCII
+    found = {chr(c): chr(c).lower() for c in range(0x80, 0x110000) if any(ord(x) < 0x80 for x in chr(c).lower())}
+    assert {k: "".join(x for x in v if ord(x) < 0x80) for k, v in found.items()} == NON_ASCII_LOWERING_TO_ASCII
 
 
 def test_the_generated_events_do_reach_rows_through_escapes():

@@ -107,9 +107,7 @@ def test_eventlist_lines_from_the_webhook_are_expanded():
     items = [event(ts="2026-11-27T10:00:01Z"), event(username="bob", groups=["system:authenticated"])]
     for item in items:
         del item["kind"], item["apiVersion"]  # webhook batch items may lack them
-    batch = (
-        json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode() + b"\n"
-    )
+    batch = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode() + b"\n"
     assert run(SEED, [batch]) == [row(requestReceivedTimestamp="2026-11-27T10:00:01Z")]
 
 

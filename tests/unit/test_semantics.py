@@ -130,8 +130,4 @@ def test_rename_before_stats_and_search_after_it():
 
 def test_without_stats_every_matched_event_is_a_row():
     rows = run("user.username=carol", EV)
-    assert (
-        len(rows) == 1
-        and rows[0]["objectRef.resource"] == "secrets"
-        and rows[0]["sourceIPs{}"] == "172.16.0.1"
-    )
+    assert len(rows) == 1 and rows[0]["objectRef.resource"] == "secrets" and rows[0]["sourceIPs{}"] == "172.16.0.1"

@@ -30,9 +30,7 @@ def test_seed_compiles_to_the_expected_plan():
 
 
 def test_or_binds_tighter_than_implicit_and():
-    assert base("a=1 b=2 OR c=3") == And(
-        (Compare("a", "=", "1"), Or((Compare("b", "=", "2"), Compare("c", "=", "3"))))
-    )
+    assert base("a=1 b=2 OR c=3") == And((Compare("a", "=", "1"), Or((Compare("b", "=", "2"), Compare("c", "=", "3")))))
 
 
 def test_not_binds_tightest_and_parentheses_group():
@@ -51,9 +49,7 @@ def test_quoted_field_names_operators_and_escaped_quotes():
 
 
 def test_in_list_with_several_values():
-    assert base('ns IN ("default", "kube-system", kube-public)') == In(
-        "ns", ("default", "kube-system", "kube-public")
-    )
+    assert base('ns IN ("default", "kube-system", kube-public)') == In("ns", ("default", "kube-system", "kube-public"))
 
 
 def test_macros_defaults_custom_and_arguments():

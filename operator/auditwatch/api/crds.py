@@ -29,10 +29,11 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
         options = [o for o in schema["anyOf"] if o.get("type") != "null"]
         if len(options) == 1:
             rest = {k: v for k, v in schema.items() if k != "anyOf"}
-            out = structural({**options[0], **rest}, defs)
-            out["nullable"] = True
-            out.pop("default", None) if rest.get("default") is None else None
-            return out
+            inner = structural({**options[0], **rest}, defs)
+            inner["nullable"] = True
+            if rest.get("default", ...) is None:
+                inner.pop("default")
+            return inner
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key in DROP or (key == "additionalProperties" and value is False):
@@ -59,9 +60,7 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": ["spec"]}
 
 
-def _crd(
-    model: type[BaseModel], plural: str, short: list[str], columns: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _crd(model: type[BaseModel], plural: str, short: list[str], columns: list[dict[str, Any]]) -> dict[str, Any]:
     kind = model.__name__
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -32,9 +32,9 @@ class FileSource(Model):
     """The kube-apiserver log backend's file (``--audit-log-path``)."""
 
     path: Annotated[str, Field(min_length=1, max_length=4096, description="Path of the audit log file.")]
-    maxLineBytes: Annotated[
-        int, Field(ge=1024, le=64 << 20, description="Longer lines are counted and skipped.")
-    ] = 4 << 20
+    maxLineBytes: Annotated[int, Field(ge=1024, le=64 << 20, description="Longer lines are counted and skipped.")] = (
+        4 << 20
+    )
 
 
 class WebhookSource(Model):
@@ -86,15 +86,11 @@ class Finding(Model):
         list[FieldName],
         Field(max_length=8, description="Output fields whose values identify one finding."),
     ] = Field(default_factory=lambda: ["user", "src_ip"])
-    message: Annotated[
-        str, Field(max_length=1024, description="ESCU rba.message; $field$ tokens filled.")
-    ] = ""
+    message: Annotated[str, Field(max_length=1024, description="ESCU rba.message; $field$ tokens filled.")] = ""
     riskScore: Annotated[int, Field(ge=0, le=100)] = 50
     severity: Literal["informational", "low", "medium", "high", "critical"] = "medium"
     maxFindings: Annotated[int, Field(ge=1, le=10000)] = 1000
-    ttl: Annotated[str, Field(max_length=32, description="Findings not seen for this long expire: 168h.")] = (
-        "168h"
-    )
+    ttl: Annotated[str, Field(max_length=32, description="Findings not seen for this long expire: 168h.")] = "168h"
 
     @field_validator("ttl")
     @classmethod
@@ -220,7 +216,5 @@ def parse_detection(doc: dict[str, Any], origin: str = "detection") -> AuditDete
     try:
         return AuditDetection.model_validate(doc)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
         raise ManifestError(f"{origin}: invalid AuditDetection: {problems}") from None

@@ -93,19 +93,15 @@ def _build(out: Path, log: TextIO) -> None:
     )
     started = time.monotonic()
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
-    proc = subprocess.Popen(
-        cmd, cwd=GO_MODULE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen(cmd, cwd=GO_MODULE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     tail: list[str] = []
     packages = 0
     for line in proc.stdout:
-        tail = (tail + [line.rstrip()])[-20:]
+        tail = [*tail, line.rstrip()][-20:]
         packages += not line.startswith("go: ")
         if packages % 250 == 0 and not line.startswith("go: "):
-            print(
-                f"  [{time.monotonic() - started:4.0f} s] {packages} packages compiled", file=log, flush=True
-            )
+            print(f"  [{time.monotonic() - started:4.0f} s] {packages} packages compiled", file=log, flush=True)
     if proc.wait() != 0:
         raise BuildError("go build failed:\n" + "\n".join(tail))
     tmp.replace(out) if not out.exists() else shutil.rmtree(tmp)

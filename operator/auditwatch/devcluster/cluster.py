@@ -139,6 +139,10 @@ class DevCluster:
 
     # -- clients -------------------------------------------------------------------------------
     @property
+    def ca_bundle(self) -> Path:
+        return self.workdir / "certs" / "apiserver.crt"
+
+    @property
     def admin_kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
 
@@ -162,15 +166,11 @@ class DevCluster:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         out = open(self.workdir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-        self.procs[name] = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.procs[name] = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _write_credentials(self) -> None:
         certs = self.workdir / "certs"
-        subprocess.run(
-            ["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"], check=True, capture_output=True
-        )
+        subprocess.run(["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"], check=True, capture_output=True)
         subprocess.run(["openssl", "rsa", "-in", str(certs / "sa.key"), "-pubout", "-out", str(certs / "sa.pub")],
                        check=True, capture_output=True)  # fmt: skip
         (self.workdir / "tokens.csv").write_text(
@@ -186,8 +186,9 @@ class DevCluster:
     def _kubeconfig(self, user: str, token: str, server: str | None = None) -> dict[str, object]:
         return {
             "apiVersion": "v1", "kind": "Config", "current-context": "auditwatch",
+            # kube-apiserver writes its self-signed serving certificate and CA to this bundle at start.
             "clusters": [{"name": "auditwatch", "cluster": {"server": server or self.server,
-                                                            "insecure-skip-tls-verify": True}}],
+                                                            "certificate-authority": str(self.ca_bundle)}}],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": "auditwatch", "context": {"cluster": "auditwatch", "user": user}}],
         }  # fmt: skip
@@ -214,9 +215,7 @@ class DevCluster:
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise ClusterError(
-                        f"{name} exited with {proc.returncode}; see {self.workdir}/logs/{name}.log"
-                    )
+                    raise ClusterError(f"{name} exited with {proc.returncode}; see {self.workdir}/logs/{name}.log")
             try:
                 with urllib.request.urlopen(request, context=ctx, timeout=2) as resp:
                     if resp.status == 200:

@@ -15,7 +15,7 @@ from auditwatch.audit._lines import count_lines
 from auditwatch.audit.chunks import backing
 from auditwatch.audit.decode import MalformedLine, Record, decode_line, flatten
 from auditwatch.engine.pipeline import Pipeline
-from auditwatch.engine.prefilter import Prefilter, derive
+from auditwatch.engine.prefilter import derive
 from auditwatch.spl.plan import Plan
 
 MAX_SAMPLES = 5
@@ -42,14 +42,14 @@ class Counters:
 class Evaluator:
     """One reader's state: the pipeline, its prefilter and the counters. Not shared between threads."""
 
-    def __init__(self, plan: Plan, use_prefilter: bool = True, prefilter: Prefilter | None = None) -> None:
+    def __init__(self, plan: Plan, use_prefilter: bool = True, extra_fields: frozenset[str] = frozenset()) -> None:
         self.pipeline = Pipeline(plan)
-        self.prefilter = prefilter or (derive(plan) if use_prefilter else None)
-        self.fields = None if self.pipeline.fields is None else frozenset(self.pipeline.fields)
+        self.prefilter = derive(plan) if use_prefilter else None
+        self.fields = None if self.pipeline.fields is None else frozenset(self.pipeline.fields) | extra_fields
         self.counters = Counters()
 
-    def records(self, chunk: bytes | memoryview, origin: str = "") -> Iterator[Record]:
-        """The matched records in ``chunk`` (whole lines), counting as it goes.
+    def records(self, chunk: bytes | memoryview, origin: str = "") -> Iterator[tuple[int, int, Record]]:
+        """(line start, line end, record) for each matched record in ``chunk`` (whole lines), counting.
 
         A memoryview chunk must start at offset 0 of its bytearray, as ``iter_chunks`` gives them.
         """
@@ -82,7 +82,7 @@ class Evaluator:
                 out = self.pipeline.event(record)
                 if out is not None:
                     c.matched += 1
-                    yield out
+                    yield start, end, out
 
 
 def _all_lines(buf: bytes | bytearray, size: int) -> Iterator[tuple[int, int]]:

@@ -111,16 +111,12 @@ class Table:
             if mine is None:
                 self.groups[key] = theirs
             else:
-                self.groups[key] = [
-                    _combine(a.func, m, t) for a, m, t in zip(self.aggs, mine, theirs, strict=True)
-                ]
+                self.groups[key] = [_combine(a.func, m, t) for a, m, t in zip(self.aggs, mine, theirs, strict=True)]
 
     def rows(self) -> list[OutputRow]:
         out = []
         for key in sorted(self.groups):
-            aggregates = [
-                (a.name, _final(a.func, s)) for a, s in zip(self.aggs, self.groups[key], strict=True)
-            ]
+            aggregates = [(a.name, _final(a.func, s)) for a, s in zip(self.aggs, self.groups[key], strict=True)]
             row = self.pipeline.row(key, aggregates)
             if row is not None:
                 out.append(row)

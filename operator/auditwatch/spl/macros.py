@@ -53,9 +53,7 @@ def expand(tokens: list[Token], macros: Mapping[str, Macro], depth: int = 0) -> 
             out.append(tok)
             continue
         if depth >= MAX_DEPTH:
-            raise SPLError(
-                f"macro `{tok.text}` expands more than {MAX_DEPTH} levels deep", tok.column, tok.macro
-            )
+            raise SPLError(f"macro `{tok.text}` expands more than {MAX_DEPTH} levels deep", tok.column, tok.macro)
         body, label = _body(tok, macros)
         inner = tokenize(body, macro=label)[:-1]
         # Tokens from a macro body report the column of the call in the text the user wrote.
@@ -82,9 +80,7 @@ def _body(tok: Token, macros: Mapping[str, Macro]) -> tuple[str, str]:
             )
         raise SPLError(f"unknown macro `{tok.text}`: define it in spec.macros", tok.column, tok.macro)
     if len(args) != len(macro.args):
-        raise SPLError(
-            f"macro `{name}` takes {len(macro.args)} argument(s), got {len(args)}", tok.column, tok.macro
-        )
+        raise SPLError(f"macro `{name}` takes {len(macro.args)} argument(s), got {len(args)}", tok.column, tok.macro)
     body = macro.definition
     for param, value in zip(macro.args, args, strict=True):
         body = body.replace(f"${param}$", value)

@@ -1,0 +1,1 @@
+"""Rows -> DetectionFindings: aggregation and naming (pure), and the API writer."""

@@ -1,0 +1,54 @@
+"""kopf wiring only: operator settings, and one daemon per AuditDetection running its pipeline.
+
+kopf starts the daemon when a detection is created or found at start-up, and stops it (then
+removes its finalizer) when the detection is deleted; findings go with the detection through their
+ownerReferences. Spec changes are seen through kopf's live ``body`` by ``DetectionRuntime``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from auditwatch.api.models import GROUP, VERSION, AuditDetectionSpec
+from auditwatch.detection import DetectionRuntime, InvalidDetection
+from auditwatch.kube import Kube, load_config
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = "auditwatch"
+    settings.posting.level = logging.WARNING  # kopf's own log lines as Events only when they matter
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.peering.standalone = True  # one replica (Deployment strategy Recreate), no peering CRD
+    load_config()
+
+
+@kopf.daemon(GROUP, VERSION, "auditdetections", cancellation_timeout=30.0)
+async def run_detection(
+    body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any], stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    runtime = DetectionRuntime(Kube(), body, post_event, logger, parse_spec)
+    await runtime.run(stopped)
+
+
+def post_event(obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    kopf.event(cast(kopf.Body, obj), type=kind, reason=reason, message=message)
+
+
+def parse_spec(body: Mapping[str, Any]) -> AuditDetectionSpec:
+    try:
+        return AuditDetectionSpec.model_validate(dict(body.get("spec") or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise InvalidDetection("InvalidSpec", problems) from None

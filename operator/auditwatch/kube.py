@@ -1,0 +1,78 @@
+"""The few Kubernetes API calls the operator makes, async over the ``kubernetes`` client.
+
+The client is blocking, so every call runs in a worker thread (``asyncio.to_thread``); kopf's own
+watching is unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from auditwatch.api.models import GROUP, VERSION
+
+__all__ = ["ApiException", "Kube", "load_config"]
+
+
+def load_config() -> None:
+    """In-cluster credentials when running in a Pod, else the kubeconfig ($KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+class Kube:
+    def __init__(self) -> None:
+        self.custom = client.CustomObjectsApi()
+
+    async def create_finding(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await _call(
+            self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", body
+        )
+
+    async def get_finding(self, namespace: str, name: str) -> dict[str, Any]:
+        return await _call(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", name
+        )
+
+    async def patch_finding_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return await _call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, namespace, "detectionfindings", name, {"status": status},
+        )  # fmt: skip
+
+    async def list_findings(self, namespace: str, detection: str) -> list[dict[str, Any]]:
+        result = await _call(
+            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings",
+            label_selector=f"{GROUP}/detection={detection}",
+        )  # fmt: skip
+        return list(result.get("items", []))
+
+    async def delete_finding(self, namespace: str, name: str) -> None:
+        try:
+            await _call(
+                self.custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "detectionfindings",
+                name,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_detection_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await _call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, namespace, "auditdetections", name, {"status": status},
+        )  # fmt: skip
