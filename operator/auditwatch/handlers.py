@@ -31,6 +31,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.standalone = True  # one replica (Deployment strategy Recreate), no peering CRD
+    # No watching of CRDs and namespaces to find resources that appear later: the CRDs are installed
+    # with the operator, and not needing list/watch on CRDs and namespaces keeps the RBAC minimal.
+    settings.scanning.disabled = True
     load_config()
 
 

@@ -150,6 +150,11 @@ class DevCluster:
     def operator_kubeconfig(self) -> Path:
         return self.workdir / "operator.kubeconfig"
 
+    @property
+    def anonymous_kubeconfig(self) -> Path:
+        """No credentials at all: requests made with it are system:anonymous."""
+        return self.workdir / "anonymous.kubeconfig"
+
     def kubectl(
         self, *args: str, kubeconfig: Path | None = None, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
@@ -180,16 +185,19 @@ class DevCluster:
         for path, user, token in (
             (self.admin_kubeconfig, "admin", self.admin_token),
             (self.operator_kubeconfig, "auditwatch", self.operator_token),
+            (self.anonymous_kubeconfig, "anonymous", None),
         ):
             path.write_text(json.dumps(self._kubeconfig(user, token), indent=2))
 
-    def _kubeconfig(self, user: str, token: str, server: str | None = None) -> dict[str, object]:
+    def _kubeconfig(self, user: str, token: str | None, server: str | None = None) -> dict[str, object]:
         return {
             "apiVersion": "v1", "kind": "Config", "current-context": "auditwatch",
             # kube-apiserver writes its self-signed serving certificate and CA to this bundle at start.
             "clusters": [{"name": "auditwatch", "cluster": {"server": server or self.server,
                                                             "certificate-authority": str(self.ca_bundle)}}],
-            "users": [{"name": user, "user": {"token": token}}],
+            # Without a token: a made-up basic-auth user, which no authenticator accepts, so the API server
+            # treats the request as system:anonymous (an empty user would make kubectl prompt for one).
+            "users": [{"name": user, "user": {"token": token} if token else {"username": "nobody", "password": "-"}}],
             "contexts": [{"name": "auditwatch", "context": {"cluster": "auditwatch", "user": user}}],
         }  # fmt: skip
 

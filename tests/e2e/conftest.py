@@ -1,0 +1,183 @@
+"""e2e fixtures: one real control plane for the session, the operator running under manifests/ RBAC.
+
+Nothing here is mocked: etcd, kube-apiserver and kube-controller-manager are the real binaries
+(auditwatch.devcluster), the operator is `auditwatch run` in a subprocess with the ServiceAccount
+identity bound by manifests/rbac.yaml, and requests are real HTTP requests to the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditwatch.devcluster import DevCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "auditwatch"
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}: last value {last!r}")
+
+
+class Operator:
+    """`auditwatch run` as a subprocess, with the operator's own credentials."""
+
+    def __init__(self, cluster: DevCluster, log_dir: Path) -> None:
+        self.cluster = cluster
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.operator_kubeconfig)}
+        log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "auditwatch", "run", "--liveness", ""],  # cluster-wide, as the Deployment runs
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful flush, the worst case for exactly-once counting."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("operator-*.log")))
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    # Small audit files so that a test can make kube-apiserver rotate them (--audit-log-maxsize=1 MB).
+    with DevCluster(workdir=tmp_path_factory.mktemp("cluster"), audit_max_size_mb=1) as c:
+        c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+        c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
+                  "crd/detectionfindings.auditwatch.io")  # fmt: skip
+        c.kubectl("apply", "-k", str(ROOT / "manifests"))
+        yield c
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+class Api:
+    """Admin access for the tests, and the requests that make audit events."""
+
+    def __init__(self, cluster: DevCluster) -> None:
+        self.c = cluster
+        self.ctx = ssl.create_default_context(cafile=str(cluster.ca_bundle))
+
+    def request(self, path: str, user_agent: str, token: str | None = None) -> int:
+        headers = {"User-Agent": user_agent}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.c.server + path, headers=headers)
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def anonymous(self, path: str, user_agent: str, times: int = 1) -> None:
+        for _ in range(times):
+            self.request(path, user_agent)
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.c.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return json.loads(self.c.kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json").stdout)
+
+    def findings(self, detection: str) -> list[dict[str, Any]]:
+        out = self.c.kubectl("get", "detectionfindings", "-n", NAMESPACE, "-l", f"auditwatch.io/detection={detection}",
+                             "-o", "json").stdout  # fmt: skip
+        return list(json.loads(out)["items"])
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = self.c.kubectl("get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={name}",
+                             "-o", "json").stdout  # fmt: skip
+        return list(json.loads(out)["items"])
+
+    def audit_events(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Every audit event in the log files (current and rotated) that satisfies ``predicate``."""
+        found = []
+        for path in sorted(self.c.audit_dir.glob("audit*.log")):
+            for line in path.read_bytes().splitlines():
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if predicate(ev):
+                    found.append(ev)
+        return found
+
+
+@pytest.fixture(scope="session")
+def api(cluster: DevCluster) -> Api:
+    return Api(cluster)
+
+
+def detection(name: str, search: str, path: Path, group_by: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "auditwatch.io/v1alpha1",
+        "kind": "AuditDetection",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "search": search,
+            "sources": [{"name": "apiserver-log", "file": {"path": str(path)}}],
+            "finding": {"groupBy": group_by or ["user", "src_ip"], "message": "anonymous calls from $src_ip$",
+                        "riskScore": 20, "severity": "low"},
+        },
+    }  # fmt: skip
+
+
+def anonymous_with_agent(agent: str) -> Callable[[dict[str, Any]], bool]:
+    def check(ev: dict[str, Any]) -> bool:
+        user = ev.get("user", {})
+        return (
+            user.get("username") == "system:anonymous"
+            and "system:unauthenticated" in (user.get("groups") or [])
+            and ev.get("userAgent") == agent
+        )
+
+    return check

@@ -1,0 +1,80 @@
+"""The CRDs and manifests/ against a real kube-apiserver: schema, dry-run, RBAC enough and no wider."""
+
+import json
+import time
+
+import yaml
+from conftest import NAMESPACE, ROOT
+
+OPERATOR = "system:serviceaccount:auditwatch:auditwatch"
+
+
+def test_an_invalid_detection_is_rejected_by_the_schema(cluster):
+    bad = {
+        "apiVersion": "auditwatch.io/v1alpha1", "kind": "AuditDetection",
+        "metadata": {"name": "bad", "namespace": NAMESPACE},
+        "spec": {"search": "x", "sources": [{"name": "a", "file": {"path": "/x"}, "webhook": {}}],
+                 "finding": {"riskScore": 500, "severity": "urgent"}},
+    }  # fmt: skip
+    proc = cluster.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert proc.returncode != 0
+    assert "spec.finding.riskScore: Invalid value: 500" in proc.stderr
+    assert 'spec.finding.severity: Unsupported value: "urgent"' in proc.stderr
+    both = {**bad, "spec": {"search": "x", "sources": bad["spec"]["sources"]}}  # CEL runs once the rest is valid
+    proc = cluster.kubectl("apply", "-f", "-", input=json.dumps(both), check=False)
+    assert proc.returncode != 0 and "a source sets exactly one of file, webhook, cloudwatch" in proc.stderr
+    missing = {**bad, "spec": {"sources": []}}
+    proc = cluster.kubectl("apply", "-f", "-", input=json.dumps(missing), check=False)
+    assert proc.returncode != 0 and "spec.search: Required value" in proc.stderr
+
+
+def test_the_whole_kustomize_base_passes_server_side_dry_run(cluster):
+    proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests"), "--dry-run=server")
+    assert "deployment.apps/auditwatch" in proc.stdout and "clusterrole.rbac.authorization.k8s.io" in proc.stdout
+
+
+def test_the_sample_detections_are_accepted(cluster):
+    proc = cluster.kubectl("apply", "-f", str(ROOT / "manifests/detections"), "--dry-run=server")
+    assert "kubernetes-aws-detect-suspicious-kubectl-calls" in proc.stdout
+
+
+def can(cluster, verb, resource, namespace=NAMESPACE):
+    resource, _, subresource = resource.partition("/")
+    args = ["auth", "can-i", verb, resource, "--as", OPERATOR]
+    args += [f"--subresource={subresource}"] if subresource else []
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    return cluster.kubectl(*args, check=False).stdout.strip() == "yes"
+
+
+def test_operator_rbac_grants_what_it_needs(cluster):
+    for verb, resource in [
+        ("list", "auditdetections.auditwatch.io"), ("watch", "auditdetections.auditwatch.io"),
+        ("patch", "auditdetections.auditwatch.io"), ("patch", "auditdetections.auditwatch.io/status"),
+        ("create", "detectionfindings.auditwatch.io"), ("list", "detectionfindings.auditwatch.io"),
+        ("delete", "detectionfindings.auditwatch.io"), ("patch", "detectionfindings.auditwatch.io/status"),
+        ("create", "events"),
+    ]:  # fmt: skip
+        assert can(cluster, verb, resource), f"operator cannot {verb} {resource}"
+    assert can(cluster, "list", "auditdetections.auditwatch.io", namespace=None)
+
+
+def test_operator_rbac_is_no_wider(cluster):
+    for verb, resource in [
+        ("get", "secrets"), ("list", "pods"), ("create", "auditdetections.auditwatch.io"),
+        ("delete", "auditdetections.auditwatch.io"), ("update", "auditdetections.auditwatch.io"),
+        ("patch", "detectionfindings.auditwatch.io"), ("update", "detectionfindings.auditwatch.io"),
+        ("delete", "events"), ("get", "configmaps"), ("create", "clusterrolebindings"),
+    ]:  # fmt: skip
+        assert not can(cluster, verb, resource), f"operator may {verb} {resource}"
+    rules = next(d for d in yaml.safe_load_all((ROOT / "manifests/rbac.yaml").read_text()) if d["kind"] == "ClusterRole")
+    for rule in rules["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+
+
+def test_kubectl_without_credentials_is_anonymous(cluster, api):
+    proc = cluster.kubectl("get", "pods", "-n", "default", kubeconfig=cluster.anonymous_kubeconfig, check=False)
+    assert proc.returncode != 0 and "Forbidden" in proc.stderr
+    time.sleep(0.5)  # the log backend writes asynchronously
+    assert api.audit_events(
+        lambda ev: ev["user"]["username"] == "system:anonymous" and ev.get("userAgent", "").startswith("kubectl/")
+    )

@@ -1,0 +1,136 @@
+"""The operator against a real control plane: anonymous requests in, findings and Events out."""
+
+import json
+import threading
+import time
+
+from conftest import NAMESPACE, ROOT, anonymous_with_agent, detection, wait_for
+
+AGENT_SEARCH = 'user.username="system:anonymous" userAgent="{agent}" | stats count BY user.username sourceIPs{{}} ' \
+               "| rename sourceIPs{{}} as src_ip, user.username as user"
+
+
+def ready(api, name):
+    conds = {c["type"]: c for c in api.get("auditdetection", name).get("status", {}).get("conditions", [])}
+    return conds.get("Ready", {})
+
+
+def total(api, name):
+    return sum(f.get("status", {}).get("count", 0) for f in api.findings(name))
+
+
+def test_the_seed_detection_counts_every_anonymous_request(cluster, operator, api):
+    seed = next(iter(__import__("yaml").safe_load_all((ROOT / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml").read_text())))
+    seed["spec"]["sources"][0]["file"]["path"] = str(cluster.audit_log)
+    api.apply(seed)
+    name = seed["metadata"]["name"]
+    api.anonymous("/version", "e2e-seed/1.0", times=3)
+    api.anonymous("/api/v1/namespaces/kube-system/secrets", "e2e-seed/1.0", times=2)
+    for _ in range(3):
+        api.request("/api/v1/namespaces", "e2e-admin/1.0", token=cluster.admin_token)  # not anonymous
+    anonymous = lambda ev: ev.get("user", {}).get("username") == "system:anonymous" and "system:unauthenticated" in ev["user"].get("groups", [])  # noqa: E731
+    wait_for(lambda: (f := api.findings(name)) and f[0].get("status", {}).get("count") == len(api.audit_events(anonymous)),
+             what="the seed finding to count every anonymous audit event")  # fmt: skip
+    [finding] = api.findings(name)
+    assert finding["spec"]["key"] == {"user": "system:anonymous", "src_ip": "127.0.0.1"}
+    assert finding["spec"]["message"] == "Suspicious kubectl API calls from system:anonymous"
+    assert finding["spec"]["severity"] == "low" and finding["spec"]["riskScore"] == 20
+    assert finding["metadata"]["ownerReferences"][0]["name"] == name
+    status = finding["status"]
+    assert "/version" in status["values"]["requestURI"] and "e2e-seed/1.0" in status["values"]["userAgent"]
+    assert status["firstSeen"] <= status["lastSeen"]
+    reasons = {e["reason"] for e in api.events(name)}
+    assert "FindingCreated" in reasons
+    assert "SuspiciousActivity" in {e["reason"] for e in api.events(finding["metadata"]["name"])}
+    assert ready(api, name)["status"] == "True"
+
+
+def test_kubectl_get_findings_shows_who_from_where_how_many_since_when(cluster, operator, api):
+    api.apply(detection("columns", AGENT_SEARCH.format(agent="e2e-columns"), cluster.audit_log))
+    api.anonymous("/healthz", "e2e-columns", times=2)
+    wait_for(lambda: api.findings("columns"), what="a finding")
+    header = cluster.kubectl("get", "findings", "-n", NAMESPACE).stdout.splitlines()[0].split()
+    for column in ["DETECTION", "USER", "SOURCE", "IP", "COUNT", "SEVERITY", "FIRST", "LAST", "SEEN"]:
+        assert column in header
+
+
+def test_an_invalid_search_sets_a_condition_and_an_event_and_others_keep_running(cluster, operator, api):
+    api.apply(detection("broken", "user.username=x | stats count BY", cluster.audit_log))
+    cond = wait_for(lambda: ready(api, "broken").get("reason") == "InvalidSearch" and ready(api, "broken"),
+                    what="Ready=False/InvalidSearch")  # fmt: skip
+    assert cond["status"] == "False"
+    assert cond["message"] == "spec.search: stats BY: expected a field name, got end of search at column 33"
+    assert any(e["reason"] == "InvalidSearch" and e["type"] == "Warning" for e in api.events("broken"))
+    api.apply(detection("healthy", AGENT_SEARCH.format(agent="e2e-healthy"), cluster.audit_log))
+    api.anonymous("/version", "e2e-healthy", times=4)
+    wait_for(lambda: total(api, "healthy") == len(api.audit_events(anonymous_with_agent("e2e-healthy"))) > 0,
+             what="the healthy detection to count")  # fmt: skip
+
+
+def test_a_spec_change_restarts_the_plan_and_keeps_positions(cluster, operator, api):
+    api.apply(detection("changing", AGENT_SEARCH.format(agent="e2e-before"), cluster.audit_log))
+    api.anonymous("/version", "e2e-before", times=3)
+    before = len(api.audit_events(anonymous_with_agent("e2e-before")))
+    wait_for(lambda: total(api, "changing") == before, what="counts before the change")
+    api.apply(detection("changing", AGENT_SEARCH.format(agent="e2e-*"), cluster.audit_log))
+    wait_for(lambda: api.get("auditdetection", "changing")["status"]["observedGeneration"] == 2, what="generation 2")
+    api.anonymous("/version", "e2e-after", times=2)
+    after = len(api.audit_events(anonymous_with_agent("e2e-after")))
+    time.sleep(3)  # the new plan would re-count earlier e2e-* events here if it re-read the log from its start
+    assert total(api, "changing") == before + after
+
+
+def test_deleting_a_detection_deletes_its_findings(cluster, operator, api):
+    api.apply(detection("doomed", AGENT_SEARCH.format(agent="e2e-doomed"), cluster.audit_log))
+    api.anonymous("/version", "e2e-doomed")
+    wait_for(lambda: api.findings("doomed"), what="a finding")
+    cluster.kubectl("delete", "auditdetection", "doomed", "-n", NAMESPACE, "--wait=true", "--timeout=60s")
+    wait_for(lambda: not api.findings("doomed"), timeout=60, what="garbage collection of the findings")
+
+
+def test_counts_stay_exact_when_the_operator_is_killed_mid_stream(cluster, operator, api):
+    api.apply(detection("restarts", AGENT_SEARCH.format(agent="e2e-restarts"), cluster.audit_log,
+                        group_by=["user"]))  # fmt: skip
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            api.anonymous("/version", "e2e-restarts")
+            api.request("/api/v1/namespaces", "e2e-noise", token=cluster.admin_token)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        for pause in (1.5, 0.7, 2.2):
+            time.sleep(pause)
+            operator.kill()
+            time.sleep(0.5)
+            operator.start()
+    finally:
+        time.sleep(1)
+        stop.set()
+        sender.join()
+    def counts():
+        return total(api, "restarts"), len(api.audit_events(anonymous_with_agent("e2e-restarts")))
+
+    wait_for(lambda: (c := counts())[0] == c[1] > 20, timeout=60, what="count == audit events after 3 kills")
+    time.sleep(2)
+    found, expected = counts()
+    assert found == expected, operator.log()
+
+
+def test_counts_stay_exact_across_audit_log_rotation(cluster, operator, api):
+    api.apply(detection("rotation", AGENT_SEARCH.format(agent="e2e-rotation"), cluster.audit_log, group_by=["user"]))
+    first_files = set(cluster.audit_dir.glob("audit*.log"))
+    deadline = time.monotonic() + 120
+    # About 1 KiB per audit event: a little over 1 MiB makes kube-apiserver rotate (--audit-log-maxsize=1).
+    while set(cluster.audit_dir.glob("audit*.log")) == first_files and time.monotonic() < deadline:
+        for _ in range(20):
+            api.request("/api/v1/namespaces/default/configmaps", "e2e-filler", token=cluster.admin_token)
+        api.anonymous("/version", "e2e-rotation")
+    assert set(cluster.audit_dir.glob("audit*.log")) != first_files, "kube-apiserver did not rotate its log"
+    api.anonymous("/version", "e2e-rotation", times=3)
+    expected = len(api.audit_events(anonymous_with_agent("e2e-rotation")))
+    wait_for(lambda: total(api, "rotation") == expected, timeout=60, what=f"count == {expected} across rotation")
+    status = api.get("auditdetection", "rotation")["status"]
+    assert status["counters"]["malformed"] == 0 and json.dumps(status["sources"][0]["lastError"]) == '""'
