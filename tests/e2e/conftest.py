@@ -29,7 +29,7 @@ NAMESPACE = "auditwatch"
 pytestmark = pytest.mark.e2e
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 30, what: str | Callable[[], str] = "condition") -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -41,7 +41,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "conditi
             if last:
                 return last
         time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: last value {last!r}")
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}: last value {last!r}")
 
 
 class Operator:

@@ -66,7 +66,9 @@ def test_operator_rbac_is_no_wider(cluster):
         ("delete", "events"), ("get", "configmaps"), ("create", "clusterrolebindings"),
     ]:  # fmt: skip
         assert not can(cluster, verb, resource), f"operator may {verb} {resource}"
-    rules = next(d for d in yaml.safe_load_all((ROOT / "manifests/rbac.yaml").read_text()) if d["kind"] == "ClusterRole")
+    rules = next(
+        d for d in yaml.safe_load_all((ROOT / "manifests/rbac.yaml").read_text()) if d["kind"] == "ClusterRole"
+    )
     for rule in rules["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
 

@@ -4,10 +4,14 @@ import json
 import threading
 import time
 
+import yaml
+
 from conftest import NAMESPACE, ROOT, anonymous_with_agent, detection, wait_for
 
-AGENT_SEARCH = 'user.username="system:anonymous" userAgent="{agent}" | stats count BY user.username sourceIPs{{}} ' \
-               "| rename sourceIPs{{}} as src_ip, user.username as user"
+AGENT_SEARCH = (
+    'user.username="system:anonymous" userAgent="{agent}" | stats count BY user.username sourceIPs{{}} '
+    "| rename sourceIPs{{}} as src_ip, user.username as user"
+)
 
 
 def ready(api, name):
@@ -20,7 +24,9 @@ def total(api, name):
 
 
 def test_the_seed_detection_counts_every_anonymous_request(cluster, operator, api):
-    seed = next(iter(__import__("yaml").safe_load_all((ROOT / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml").read_text())))
+    seed = yaml.safe_load(
+        (ROOT / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml").read_text()
+    )
     seed["spec"]["sources"][0]["file"]["path"] = str(cluster.audit_log)
     api.apply(seed)
     name = seed["metadata"]["name"]
@@ -28,9 +34,16 @@ def test_the_seed_detection_counts_every_anonymous_request(cluster, operator, ap
     api.anonymous("/api/v1/namespaces/kube-system/secrets", "e2e-seed/1.0", times=2)
     for _ in range(3):
         api.request("/api/v1/namespaces", "e2e-admin/1.0", token=cluster.admin_token)  # not anonymous
-    anonymous = lambda ev: ev.get("user", {}).get("username") == "system:anonymous" and "system:unauthenticated" in ev["user"].get("groups", [])  # noqa: E731
-    wait_for(lambda: (f := api.findings(name)) and f[0].get("status", {}).get("count") == len(api.audit_events(anonymous)),
-             what="the seed finding to count every anonymous audit event")  # fmt: skip
+
+    def anonymous(ev):
+        user = ev.get("user", {})
+        return user.get("username") == "system:anonymous" and "system:unauthenticated" in user.get("groups", [])
+
+    def counted():
+        found = api.findings(name)
+        return found and found[0].get("status", {}).get("count") == len(api.audit_events(anonymous))
+
+    wait_for(counted, what="the seed finding to count every anonymous audit event")
     [finding] = api.findings(name)
     assert finding["spec"]["key"] == {"user": "system:anonymous", "src_ip": "127.0.0.1"}
     assert finding["spec"]["message"] == "Suspicious kubectl API calls from system:anonymous"
@@ -110,10 +123,12 @@ def test_counts_stay_exact_when_the_operator_is_killed_mid_stream(cluster, opera
         time.sleep(1)
         stop.set()
         sender.join()
+
     def counts():
         return total(api, "restarts"), len(api.audit_events(anonymous_with_agent("e2e-restarts")))
 
-    wait_for(lambda: (c := counts())[0] == c[1] > 20, timeout=60, what="count == audit events after 3 kills")
+    wait_for(lambda: (c := counts())[0] == c[1] > 20, timeout=60,
+             what=lambda: f"count == audit events after 3 kills: (count, events) = {counts()}")  # fmt: skip
     time.sleep(2)
     found, expected = counts()
     assert found == expected, operator.log()
