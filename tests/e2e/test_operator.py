@@ -5,7 +5,6 @@ import threading
 import time
 
 import yaml
-
 from conftest import NAMESPACE, ROOT, anonymous_with_agent, detection, wait_for
 
 AGENT_SEARCH = (
