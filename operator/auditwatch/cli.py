@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave it all running until Ctrl-C; prints how to use it")
     p.add_argument("--workdir", metavar="DIR", help="where the cluster keeps its files (default: a temp dir)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "cluster",
+        help="the local control plane: build its binaries, or run it",
+        description="build: build kube-apiserver, kube-controller-manager and kubectl from the Go module "
+        "proxy into the cache (~/.cache/auditwatch, or $AUDITWATCH_CACHE) unless they are there. "
+        "up: start etcd, kube-apiserver (RBAC, anonymous auth, audit log) and kube-controller-manager on "
+        "loopback and keep them running until Ctrl-C.",
+    )
+    p.add_argument("action", choices=("build", "up"))
+    p.add_argument("--workdir", metavar="DIR", help="up: where the cluster keeps its files (default: a temp dir)")
+    p.set_defaults(func=cmd_cluster)
     return parser
 
 
@@ -166,4 +178,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(keep=args.keep, workdir=args.workdir)
     except (DemoError, BuildError, ClusterError) as exc:
         print(f"auditwatch demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    import time
+
+    from auditwatch.devcluster import DevCluster, ensure_binaries
+    from auditwatch.devcluster.binaries import BuildError
+    from auditwatch.devcluster.cluster import ClusterError
+
+    try:
+        if args.action == "build":
+            for name, path in ensure_binaries().items():
+                print(f"{name}: {path}")
+            return 0
+        with DevCluster(workdir=args.workdir) as cluster:
+            print(f"export KUBECONFIG={cluster.admin_kubeconfig}")
+            print(f"kubectl: {cluster.bins['kubectl']}; audit log: {cluster.audit_log}; Ctrl-C stops it", flush=True)
+            try:
+                while all(p.poll() is None for p in cluster.procs.values()):
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                return 0
+            print("auditwatch: a control-plane process exited; see its log under", cluster.workdir / "logs")
+            return 1
+    except (BuildError, ClusterError) as exc:
+        print(f"auditwatch cluster: {exc}", file=sys.stderr)
         return 1

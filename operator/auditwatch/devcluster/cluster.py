@@ -2,9 +2,8 @@
 
 kube-apiserver runs with RBAC, a static token file (an admin in ``system:masters`` and the operator's
 ServiceAccount identity, so that the RBAC of ``manifests/`` is what the operator gets), anonymous
-authentication on, the audit policy beside this file, the audit log backend writing
-``<workdir>/audit/audit.log`` (JSON lines, rotated by size as in production), and optionally the
-audit webhook backend. kube-controller-manager runs the garbage collector, so that ownerReferences
+authentication on, the audit policy beside this file, and the audit log backend writing
+``<workdir>/audit/audit.log`` (JSON lines, rotated by size as in production). kube-controller-manager runs the garbage collector, so that ownerReferences
 delete findings with their detection, and the namespace controller.
 """
 
@@ -48,7 +47,6 @@ class DevCluster:
     def __init__(
         self,
         workdir: str | Path | None = None,
-        webhook_url: str | None = None,
         audit_max_size_mb: int = 100,
         log: TextIO = sys.stderr,
     ) -> None:
@@ -56,7 +54,6 @@ class DevCluster:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auditwatch-cluster-"))
         self.audit_dir = self.workdir / "audit"
         self.audit_log = self.audit_dir / "audit.log"
-        self.webhook_url = webhook_url
         self.audit_max_size_mb = audit_max_size_mb
         self.log = log
         self.port = free_port()
@@ -94,8 +91,19 @@ class DevCluster:
             "--unsafe-no-fsync", "--log-level", "warn",
         ])  # fmt: skip
         self._write_credentials()
+        self._spawn("kube-apiserver", [str(self.bins["kube-apiserver"]), *self.apiserver_args(etcd_port)])
+        self._wait_ready()
+        self._spawn("kube-controller-manager", [
+            str(self.bins["kube-controller-manager"]),
+            f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false",
+            "--controllers=garbagecollector,namespace", "--secure-port=0",
+            "--concurrent-gc-syncs=5",
+        ])  # fmt: skip
+        self._say(f"control plane ready at {self.server}")
+
+    def apiserver_args(self, etcd_port: int) -> list[str]:
+        """kube-apiserver's flags (kind-config.yaml sets the same audit flags; a test checks it)."""
         args = [
-            str(self.bins["kube-apiserver"]),
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
             f"--cert-dir={self.workdir / 'certs'}",
@@ -109,20 +117,7 @@ class DevCluster:
             f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
             f"--audit-log-maxsize={self.audit_max_size_mb}", "--audit-log-maxbackup=10",
         ]  # fmt: skip
-        if self.webhook_url:
-            args += [
-                f"--audit-webhook-config-file={self._webhook_kubeconfig()}",
-                "--audit-webhook-mode=batch", "--audit-webhook-batch-max-wait=1s",
-            ]  # fmt: skip
-        self._spawn("kube-apiserver", args)
-        self._wait_ready()
-        self._spawn("kube-controller-manager", [
-            str(self.bins["kube-controller-manager"]),
-            f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false",
-            "--controllers=garbagecollector,namespace", "--secure-port=0",
-            "--concurrent-gc-syncs=5",
-        ])  # fmt: skip
-        self._say(f"control plane ready at {self.server}")
+        return args
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
@@ -200,17 +195,6 @@ class DevCluster:
             "users": [{"name": user, "user": {"token": token} if token else {"username": "nobody", "password": "-"}}],
             "contexts": [{"name": "auditwatch", "context": {"cluster": "auditwatch", "user": user}}],
         }  # fmt: skip
-
-    def _webhook_kubeconfig(self) -> Path:
-        path = self.workdir / "audit-webhook.kubeconfig"
-        config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "webhook",
-            "clusters": [{"name": "auditwatch", "cluster": {"server": self.webhook_url}}],
-            "users": [{"name": "kube-apiserver", "user": {}}],
-            "contexts": [{"name": "webhook", "context": {"cluster": "auditwatch", "user": "kube-apiserver"}}],
-        }  # fmt: skip
-        path.write_text(json.dumps(config, indent=2))
-        return path
 
     def _wait_ready(self, timeout: float = 90) -> None:
         ctx = ssl.create_default_context()

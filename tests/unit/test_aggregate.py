@@ -1,0 +1,104 @@
+"""Rows -> findings: keys, names, bounds, the cap, and the checkpoints that make counts exactly-once."""
+
+from auditwatch.findings.aggregate import (
+    MAX_LATEST,
+    MAX_VALUES,
+    Aggregator,
+    finding_name,
+    parse_duration,
+    render_message,
+)
+
+ROW = {"src_ip": "10.0.0.1", "user": "system:anonymous", "verb": "get", "count": 1}
+
+
+def agg(cap=10):
+    return Aggregator("seed", ["user", "src_ip"], "Suspicious kubectl API calls from $user$", cap)
+
+
+def test_names_are_deterministic_and_differ_by_key():
+    a = finding_name("seed", {"user": "u", "src_ip": "1"})
+    assert a == finding_name("seed", {"src_ip": "1", "user": "u"})
+    assert a != finding_name("seed", {"user": "u", "src_ip": "2"})
+    assert a.startswith("seed-") and len(a) == len("seed-") + 10
+
+
+def test_message_tokens_are_filled_from_the_row():
+    assert render_message("Suspicious kubectl API calls from $user$", ROW) == (
+        "Suspicious kubectl API calls from system:anonymous"
+    )
+    assert render_message("$missing$ from $src_ip$", ROW) == " from 10.0.0.1"
+
+
+def test_rows_of_one_key_make_one_finding_and_counts_add_up():
+    a = agg()
+    assert a.add(ROW, "log", 0, 100, "2026-11-27T10:00:01Z") == "new"
+    assert a.add({**ROW, "verb": "list"}, "log", 100, 200, "2026-11-27T10:00:00Z") == "updated"
+    assert a.add({**ROW, "src_ip": "10.0.0.2"}, "log", 200, 300, "2026-11-27T10:00:02Z") == "new"
+    first = a.findings[finding_name("seed", {"user": "system:anonymous", "src_ip": "10.0.0.1"})]
+    assert first.count == 2 and first.key == {"user": "system:anonymous", "src_ip": "10.0.0.1"}
+    assert first.first_seen == "2026-11-27T10:00:00Z" and first.last_seen == "2026-11-27T10:00:01Z"
+    assert first.values["verb"] == ["get", "list"]
+    assert first.latest[0]["verb"] == "list"
+    assert first.message == "Suspicious kubectl API calls from system:anonymous"
+
+
+def test_values_and_latest_rows_are_bounded():
+    a = agg()
+    for i in range(MAX_VALUES + 10):
+        a.add({**ROW, "requestURI": f"/p{i}"}, "log", i * 10, i * 10 + 10, "t")
+    [finding] = a.findings.values()
+    assert finding.count == MAX_VALUES + 10
+    assert len(finding.values["requestURI"]) == MAX_VALUES and len(finding.latest) == MAX_LATEST
+
+
+def test_the_cap_drops_new_findings_and_counts_them():
+    a = agg(cap=1)
+    a.add(ROW, "log", 0, 10, "t")
+    assert a.add({**ROW, "src_ip": "10.9.9.9"}, "log", 10, 20, "t") == "dropped"
+    assert a.add(ROW, "log", 20, 30, "t") == "updated"
+    assert len(a.findings) == 1 and a.dropped == 1
+
+
+def test_written_checkpoints_skip_lines_already_counted_after_a_restart():
+    a = agg()
+    a.add(ROW, "log", 0, 100, "t")
+    a.add(ROW, "log", 100, 200, "t")
+    [finding] = a.findings.values()
+    status = finding.status()
+    assert status["count"] == 2 and status["checkpoints"] == {"log": 200}
+    # A new process loads that status and reads again from an earlier detection checkpoint.
+    b = agg()
+    b.load(finding.name, {"key": finding.key, "message": finding.message}, status, uid="u1")
+    assert b.add(ROW, "log", 0, 100, "t") == "skipped"
+    assert b.add(ROW, "log", 100, 200, "t") == "skipped"
+    assert b.add(ROW, "log", 200, 300, "t") == "updated"
+    assert b.findings[finding.name].count == 3
+
+
+def test_resume_seq_never_passes_an_unwritten_contribution():
+    a = agg()
+    a.add(ROW, "log", 100, 200, "t")
+    a.add({**ROW, "src_ip": "10.0.0.2"}, "log", 300, 400, "t")
+    assert a.resume_seq("log", 1000) == 100
+    first, second = a.findings.values()
+    first.written(now=1.0)
+    assert a.resume_seq("log", 1000) == 300
+    second.written(now=1.0)
+    assert a.resume_seq("log", 1000) == 1000
+    assert first.checkpoints == {"log": 200} and not first.dirty
+
+
+def test_findings_expire_after_the_ttl_unless_unwritten():
+    a = agg()
+    a.add(ROW, "log", 0, 10, "2026-11-20T00:00:00Z")
+    assert a.expire(3600, now=1_900_000_000) == []  # dirty: not written yet, kept
+    [finding] = a.findings.values()
+    finding.written(now=0)
+    assert [f.name for f in a.expire(3600, now=1_900_000_000)] == [finding.name]
+    assert a.findings == {}
+
+
+def test_durations():
+    assert parse_duration("168h") == 168 * 3600
+    assert parse_duration("1h30m15s") == 5415

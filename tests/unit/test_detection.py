@@ -1,0 +1,42 @@
+"""What the operator accepts to run, and the errors it puts on the detection's Ready condition."""
+
+import pytest
+
+from auditwatch.api.models import AuditDetectionSpec
+from auditwatch.detection import InvalidDetection, compile_detection
+from auditwatch.handlers import parse_spec
+
+FILE = [{"name": "log", "file": {"path": "/var/log/kubernetes/audit/audit.log"}}]
+
+
+def spec(search, sources=FILE):
+    return AuditDetectionSpec.model_validate({"search": search, "sources": sources})
+
+
+def test_the_seed_shape_compiles():
+    plan = compile_detection(spec("user.username=x | stats count BY user.username | rename user.username as user"))
+    assert plan.stats is not None
+
+
+@pytest.mark.parametrize(
+    ("search", "sources", "reason", "message"),
+    [
+        ("a=1 | stats count BY", FILE, "InvalidSearch",
+         "spec.search: stats BY: expected a field name, got end of search at column 21"),
+        ("a=1 | stats values(x) BY y", FILE, "UnsupportedSearch", "spec.search: the operator runs searches whose"),
+        ("a=1", FILE, "UnsupportedSearch", "spec.search: the operator runs searches whose"),
+        ("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}], "UnsupportedSource",
+         "spec.sources[hook]: webhook sources are not implemented yet"),
+    ],
+)  # fmt: skip
+def test_what_cannot_run_says_why(search, sources, reason, message):
+    with pytest.raises(InvalidDetection) as err:
+        compile_detection(spec(search, sources))
+    assert err.value.reason == reason and str(err.value).startswith(message)
+
+
+def test_a_spec_the_schema_would_reject_is_named_field_by_field():
+    with pytest.raises(InvalidDetection) as err:
+        parse_spec({"spec": {"search": "x", "finding": {"riskScore": 500}}})
+    assert err.value.reason == "InvalidSpec"
+    assert str(err.value) == "spec.finding.riskScore: Input should be less than or equal to 100"

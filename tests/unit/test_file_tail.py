@@ -1,0 +1,146 @@
+"""Tailing the audit log file: positions, rotation by rename, copytruncate, partial and long lines."""
+
+import asyncio
+import os
+
+import pytest
+
+from auditwatch.sources import file as file_source
+from auditwatch.sources.file import FileTail, Position
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(autouse=True)
+def fast_polling(monkeypatch):
+    monkeypatch.setattr(file_source, "POLL_SECONDS", 0.01)
+
+
+class Reader:
+    """Runs a tail in the background and collects (line, seq after it, file) triples."""
+
+    def __init__(self, tail: FileTail) -> None:
+        self.tail = tail
+        self.lines: list[tuple[bytes, int, str]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for chunk in self.tail.chunks():
+            pos = 0
+            for line in chunk.data.splitlines(keepends=True):
+                pos += len(line)
+                self.lines.append((line.rstrip(b"\n"), chunk.seq + pos, chunk.file))
+
+    async def wait(self, n: int, timeout: float = 5) -> list[bytes]:
+        for _ in range(int(timeout / 0.01)):
+            if len(self.lines) >= n:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # and nothing more arrives
+        return [line for line, _, _ in self.lines]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def write(path, *lines, end=b"\n"):
+    with open(path, "ab") as f:
+        f.write(b"\n".join(lines) + end)
+
+
+async def test_reads_from_the_start_and_holds_back_a_partial_line(tmp_path):
+    log = tmp_path / "audit.log"
+    write(log, b"a", b"b")
+    with open(log, "ab") as f:
+        f.write(b"par")
+    r = Reader(FileTail(str(log)))
+    assert await r.wait(2) == [b"a", b"b"]
+    with open(log, "ab") as f:
+        f.write(b"tial\nc\n")
+    assert await r.wait(4) == [b"a", b"b", b"partial", b"c"]
+    assert [seq for _, seq, _ in r.lines] == [2, 4, 12, 14]  # byte offsets after each line
+    await r.stop()
+
+
+async def test_resumes_at_a_saved_position(tmp_path):
+    log = tmp_path / "audit.log"
+    write(log, b"one", b"two", b"three")
+    r = Reader(FileTail(str(log), start=Position(str(log), os.stat(log).st_ino, 8, 108)))
+    assert await r.wait(1) == [b"three"]
+    assert r.lines[0][1] == 108 + 6
+    await r.stop()
+
+
+async def test_rotation_by_rename_finishes_the_old_file_then_follows_the_new(tmp_path):
+    log = tmp_path / "audit.log"
+    write(log, b"1", b"2")
+    r = Reader(FileTail(str(log)))
+    await r.wait(2)
+    write(log, b"3")  # written just before the rename: must not be lost
+    os.rename(log, tmp_path / "audit-2026-11-27T10-00-00.000.log")
+    write(log, b"4", b"5")
+    assert await r.wait(5) == [b"1", b"2", b"3", b"4", b"5"]
+    seqs = [seq for _, seq, _ in r.lines]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    assert r.lines[-1][2] == str(log)
+    await r.stop()
+
+
+async def test_restart_inside_a_rotated_file_reads_its_rest_then_the_live_file(tmp_path):
+    log = tmp_path / "audit.log"
+    write(log, b"old1", b"old2")
+    inode = os.stat(log).st_ino
+    os.rename(log, tmp_path / "audit-2026-11-27T10-00-00.000.log")
+    write(log, b"new1")
+    r = Reader(FileTail(str(log), start=Position(str(log), inode, 5, 5)))
+    assert await r.wait(2) == [b"old2", b"new1"]
+    await r.stop()
+
+
+async def test_copytruncate_starts_again_at_zero(tmp_path):
+    log = tmp_path / "audit.log"
+    write(log, b"aaaa", b"bbbb")
+    r = Reader(FileTail(str(log)))
+    await r.wait(2)
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    write(log, b"c")
+    assert await r.wait(3) == [b"aaaa", b"bbbb", b"c"]
+    await r.stop()
+
+
+async def test_a_missing_file_is_reported_then_read_once_it_appears(tmp_path):
+    log = tmp_path / "audit.log"
+    tail = FileTail(str(log))
+    r = Reader(tail)
+    await asyncio.sleep(0.05)
+    assert not tail.ready and tail.error == f"{log} does not exist yet"
+    write(log, b"x")
+    assert await r.wait(1, timeout=3) == [b"x"]
+    assert tail.ready and tail.error == ""
+    await r.stop()
+
+
+async def test_lines_longer_than_the_maximum_are_counted_and_skipped(tmp_path):
+    log = tmp_path / "audit.log"
+    write(log, b"short", b"y" * 5000, b"after")
+    tail = FileTail(str(log), max_line=1024)
+    r = Reader(tail)
+    lines = await r.wait(3)
+    assert [line for line in lines if line] == [b"short", b"after"]
+    assert tail.long_lines == 1
+    await r.stop()
+
+
+async def test_a_long_partial_line_is_dropped_up_to_its_newline(tmp_path):
+    log = tmp_path / "audit.log"
+    with open(log, "ab") as f:
+        f.write(b"z" * 3000)
+    tail = FileTail(str(log), max_line=1024)
+    r = Reader(tail)
+    await asyncio.sleep(0.1)
+    write(log, b"z" * 10, b"next")
+    assert [line for line in await r.wait(1) if line] == [b"next"]
+    assert tail.long_lines == 1
+    await r.stop()

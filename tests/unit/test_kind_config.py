@@ -1,0 +1,54 @@
+"""kind-config.yaml, the local control plane and manifests/ agree on paths, policy and flags."""
+
+from pathlib import Path
+
+import yaml
+
+from auditwatch.devcluster.cluster import POLICY, DevCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def kind_apiserver():
+    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    [node] = config["nodes"]
+    patch = yaml.safe_load(node["kubeadmConfigPatches"][0])
+    args = {a["name"]: a["value"] for a in patch["apiServer"]["extraArgs"]}
+    return node, patch["apiServer"], args
+
+
+def devcluster_args(tmp_path):
+    cluster = DevCluster(workdir=tmp_path)
+    return dict(a.removeprefix("--").split("=", 1) for a in cluster.apiserver_args(2379)), cluster
+
+
+def test_kind_mounts_the_same_audit_policy_file_devcluster_uses():
+    node, apiserver, args = kind_apiserver()
+    [mount] = [m for m in node["extraMounts"] if m["containerPath"] == args["audit-policy-file"]]
+    assert (ROOT / mount["hostPath"]).resolve() == POLICY.resolve()
+    policy_dir = str(Path(args["audit-policy-file"]).parent)
+    assert any(v["mountPath"] == policy_dir and v["readOnly"] for v in apiserver["extraVolumes"])
+
+
+def test_kind_and_devcluster_set_the_same_audit_flags(tmp_path):
+    _, _, kind = kind_apiserver()
+    dev, cluster = devcluster_args(tmp_path)
+    assert kind["audit-log-format"] == dev["audit-log-format"] == "json"
+    assert kind["audit-log-maxbackup"] == dev["audit-log-maxbackup"]
+    assert Path(kind["audit-log-path"]).name == Path(dev["audit-log-path"]).name == cluster.audit_log.name
+    assert dev["anonymous-auth"] == "true" and dev["authorization-mode"] == "RBAC"
+
+
+def test_the_log_directory_is_what_the_deployment_mounts_and_the_seed_detection_reads():
+    _, apiserver, kind = kind_apiserver()
+    log_dir = str(Path(kind["audit-log-path"]).parent)
+    assert any(v["hostPath"] == log_dir == v["mountPath"] for v in apiserver["extraVolumes"])
+    deployment = yaml.safe_load((ROOT / "manifests/deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "audit-log"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "audit-log"]
+    assert volume["hostPath"]["path"] == log_dir == mount["mountPath"] and mount["readOnly"]
+    seed = yaml.safe_load(
+        (ROOT / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml").read_text()
+    )
+    assert seed["spec"]["sources"][0]["file"]["path"] == kind["audit-log-path"]

@@ -1,0 +1,131 @@
+"""Writing findings: create-or-patch, coalescing, Events, and failures that keep the checkpoint back."""
+
+import logging
+
+import pytest
+
+from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.writer import Writer
+from auditwatch.kube import ApiException
+
+pytestmark = pytest.mark.asyncio
+DETECTION = {"apiVersion": "auditwatch.io/v1alpha1", "kind": "AuditDetection",
+             "metadata": {"name": "seed", "namespace": "sec", "uid": "d-uid"}}  # fmt: skip
+ROW = {"user": "system:anonymous", "src_ip": "10.0.0.1", "count": 1}
+
+
+class FakeKube:
+    """The writer's side of the API, in memory (the e2e tests use the real one)."""
+
+    def __init__(self):
+        self.objects: dict[str, dict] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.fail_patch = False
+
+    async def create_finding(self, namespace, body):
+        name = body["metadata"]["name"]
+        self.calls.append(("create", name))
+        if name in self.objects:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.objects[name] = {**body, "metadata": {**body["metadata"], "uid": f"uid-{name}"}}
+        return self.objects[name]
+
+    async def get_finding(self, namespace, name):
+        self.calls.append(("get", name))
+        return self.objects[name]
+
+    async def patch_finding_status(self, namespace, name, status):
+        self.calls.append(("patch", name))
+        if self.fail_patch:
+            raise ApiException(status=500, reason="InternalError")
+        self.objects[name]["status"] = status
+        return self.objects[name]
+
+    async def delete_finding(self, namespace, name):
+        self.calls.append(("delete", name))
+        self.objects.pop(name, None)
+
+
+@pytest.fixture
+def setup():
+    kube, events = FakeKube(), []
+    writer = Writer(kube, DETECTION, {"severity": "low", "riskScore": 20},
+                    lambda obj, kind, reason, msg: events.append((obj["metadata"]["name"], kind, reason, msg)),
+                    logging.getLogger("test"))  # fmt: skip
+    agg = Aggregator("seed", ["user", "src_ip"], "calls from $src_ip$", max_findings=1)
+    return kube, events, writer, agg
+
+
+async def test_first_write_creates_the_object_then_patches_its_status(setup):
+    kube, events, writer, agg = setup
+    agg.add(ROW, "log", 0, 10, "t1")
+    assert await writer.flush(agg, now=100.0)
+    [(name, obj)] = kube.objects.items()
+    assert obj["spec"] == {"detection": "seed", "key": {"user": "system:anonymous", "src_ip": "10.0.0.1"},
+                           "message": "calls from 10.0.0.1", "severity": "low", "riskScore": 20}  # fmt: skip
+    assert obj["metadata"]["labels"] == {"auditwatch.io/detection": "seed"}
+    assert obj["metadata"]["ownerReferences"][0]["uid"] == "d-uid"
+    assert obj["status"]["count"] == 1 and obj["status"]["checkpoints"] == {"log": 10}
+    assert [(n, k, r) for n, k, r, _ in events] == [("seed", "Warning", "FindingCreated"),
+                                                    (name, "Warning", "SuspiciousActivity")]  # fmt: skip
+
+
+async def test_writes_are_coalesced_to_one_per_second_per_finding(setup):
+    kube, _, writer, agg = setup
+    agg.add(ROW, "log", 0, 10, "t")
+    await writer.flush(agg, now=100.0)
+    for i in range(50):
+        agg.add(ROW, "log", 10 + i * 10, 20 + i * 10, "t")
+        assert not await writer.flush(agg, now=100.5)  # due in a second: not written, not complete
+    assert [c for c, _ in kube.calls].count("patch") == 1
+    assert await writer.flush(agg, now=101.0)
+    assert [c for c, _ in kube.calls].count("patch") == 2
+    assert next(iter(kube.objects.values()))["status"]["count"] == 51
+
+
+async def test_update_events_are_rate_limited(setup):
+    _, events, writer, agg = setup
+    agg.add(ROW, "log", 0, 10, "t")
+    await writer.flush(agg, now=100.0)
+    for now in (102.0, 130.0, 161.0, 170.0):
+        agg.add(ROW, "log", int(now) * 10, int(now) * 10 + 5, "t")
+        await writer.flush(agg, now=now)
+    assert [r for _, _, r, _ in events].count("FindingUpdated") == 1  # at 161: 60 s after the creation
+
+
+async def test_a_retried_create_adopts_the_existing_object(setup):
+    kube, _, writer, agg = setup
+    agg.add(ROW, "log", 0, 10, "t")
+    name = next(iter(agg.findings))
+    kube.objects[name] = {"metadata": {"name": name, "uid": "earlier"}}
+    assert await writer.flush(agg, now=100.0)
+    assert ("get", name) in kube.calls and agg.findings[name].uid == "earlier"
+
+
+async def test_a_failed_write_keeps_the_finding_pending(setup):
+    kube, _, writer, agg = setup
+    kube.fail_patch = True
+    agg.add(ROW, "log", 40, 50, "t")
+    assert not await writer.flush(agg, now=100.0)
+    assert agg.resume_seq("log", 1000) == 40  # the detection checkpoint may not pass the unwritten line
+    kube.fail_patch = False
+    assert await writer.flush(agg, now=101.0)
+    assert agg.resume_seq("log", 1000) == 1000
+
+
+async def test_the_cap_is_announced_once(setup):
+    _, events, writer, agg = setup
+    agg.add(ROW, "log", 0, 10, "t")
+    agg.add({**ROW, "src_ip": "10.0.0.2"}, "log", 10, 20, "t")
+    agg.add({**ROW, "src_ip": "10.0.0.3"}, "log", 20, 30, "t")
+    await writer.flush(agg, now=100.0)
+    await writer.flush(agg, now=200.0)
+    assert [r for _, _, r, _ in events].count("FindingsCapReached") == 1 and agg.dropped == 2
+
+
+async def test_expired_findings_are_deleted(setup):
+    kube, events, writer, agg = setup
+    agg.add(ROW, "log", 0, 10, "2020-01-01T00:00:00Z")
+    await writer.flush(agg, now=100.0)
+    assert await writer.expire(agg, 3600) == 1
+    assert kube.objects == {} and events[-1][2] == "FindingExpired"
