@@ -3,8 +3,9 @@
 kube-apiserver runs with RBAC, a static token file (an admin in ``system:masters`` and the operator's
 ServiceAccount identity, so that the RBAC of ``manifests/`` is what the operator gets), anonymous
 authentication on, the audit policy beside this file, and the audit log backend writing
-``<workdir>/audit/audit.log`` (JSON lines, rotated by size as in production). kube-controller-manager runs the garbage collector, so that ownerReferences
-delete findings with their detection, and the namespace controller.
+``<workdir>/audit/audit.log`` (JSON lines, rotated by size as in production).
+kube-controller-manager runs the garbage collector, so that ownerReferences delete findings with
+their detection, and the namespace controller.
 """
 
 from __future__ import annotations
