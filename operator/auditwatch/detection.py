@@ -22,7 +22,7 @@ from auditwatch.api.models import AuditDetectionSpec
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.findings.aggregate import Aggregator, parse_duration
 from auditwatch.findings.writer import PostEvent, Writer
-from auditwatch.kube import Kube
+from auditwatch.kube import ApiException, Kube
 from auditwatch.sources.file import FileTail, Position
 from auditwatch.spl import SPLError, compile_search
 from auditwatch.spl.plan import Plan
@@ -241,7 +241,12 @@ class DetectionRuntime:
                 cond["lastTransitionTime"] = before["lastTransitionTime"]
         if status == self._written:
             return
-        await self.kube.patch_detection_status(self.namespace, self.name, status)
+        try:
+            await self.kube.patch_detection_status(self.namespace, self.name, status)
+        except ApiException as exc:
+            # The checkpoint stays where it was: safe, the lines after it are read again on a restart.
+            self.logger.warning("status of %s/%s not written: %s %s", self.namespace, self.name, exc.status, exc.reason)
+            return
         self._written = status
         self._conditions = {c["type"]: c for c in status.get("conditions", [])}
 

@@ -37,6 +37,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     load_config()
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster ServiceAccount, else the kubeconfig that $KUBECONFIG names when the operator starts."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.daemon(GROUP, VERSION, "auditdetections", cancellation_timeout=30.0)
 async def run_detection(
     body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any], stopped: kopf.DaemonStopped, **_: Any

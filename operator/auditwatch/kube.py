@@ -7,6 +7,7 @@ watching is unaffected.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ def load_config() -> None:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # read now, not at import
 
 
 async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -1,19 +1,20 @@
 """``auditwatch scan``: run one detection over audit-log files, offline, streaming.
 
 A large plain file under a ``stats`` search is read by several processes, one byte range each (cut
-at line boundaries), each with its own stats table; the tables are merged at the end. Threads would
-not do: decoding and evaluating the candidate lines holds the GIL, and is half of a scan's time.
+at line boundaries): this process reads the first, forked children the others, each with its own
+stats table, merged at the end. Threads would not do: decoding and evaluating the candidate lines
+holds the GIL, and is half of a scan's time.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-import multiprocessing
 import os
+import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -57,9 +58,9 @@ def scan(
         if len(ranges) == 1:
             parts = [_read(plan, use_prefilter, path, 0, None, emit, bar)]
         else:
-            with ProcessPoolExecutor(len(ranges), mp_context=multiprocessing.get_context("fork")) as pool:
-                futures = [pool.submit(_read, plan, use_prefilter, path, a, n) for a, n in ranges]
-                parts = [f.result() for f in futures]
+            children = [_fork(functools.partial(_read, plan, use_prefilter, path, a, n)) for a, n in ranges[1:]]
+            start, length = ranges[0]
+            parts = [_read(plan, use_prefilter, path, start, length, bar=bar), *(_join(c) for c in children)]
         bar.done()
         line_offset = 0
         for part_counters, groups in parts:
@@ -102,6 +103,38 @@ def _read(
             if bar is not None:
                 bar.update(done)
     return reader.counters, table.groups if table is not None else {}
+
+
+def _fork(work: Callable[[], object]) -> tuple[int, int]:
+    """Run ``work`` in a forked child; returns (pid, read end of the pipe its pickled result comes on)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_fd)
+        status = 0
+        try:
+            payload = pickle.dumps((True, work()))
+        except BaseException as exc:  # handed to the parent, which raises it
+            payload, status = pickle.dumps((False, exc)), 1
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(status)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def _join(child: tuple[int, int]) -> Any:
+    """The result of a forked child; its exception is raised here."""
+    pid, read_fd = child
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError(f"scan worker {pid} died without a result")
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
 
 
 def _ranges(path: str, jobs: int) -> list[tuple[int, int | None]]:

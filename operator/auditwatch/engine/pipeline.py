@@ -33,13 +33,15 @@ class Pipeline:
         self.needs_raw = any(isinstance(c, Search) and _has_keyword(c.expr) for c in cmds[:split])
         self.int_fields = _int_fields(self.stats, cmds[split + 1 :])
         # When the per-row commands only rename, every row has the same shape: (output key, stats column).
-        self._layout: list[tuple[str, str]] | None = None
+        # When the per-row commands only rename, every row has the same shape: (output key, column
+        # index in BY values + aggregates), so rows are built without running the commands.
+        self._layout: list[tuple[str, int]] | None = None
         post = cmds[split + 1 :]
         if self.stats is not None and all(isinstance(c, Rename) or c == Search(Keyword("*")) for c in post):
             names = [*self.stats.by, *(a.name for a in self.stats.aggs)]
-            template = _run(self._post, {n: [n] for n in names})
+            template = _run(self._post, {n: [str(i)] for i, n in enumerate(names)})
             assert template is not None
-            self._layout = [(k, v[0]) for k, v in template.items()]
+            self._layout = [(k, int(v[0])) for k, v in template.items()]
         # The event fields the plan reads, or None when rows are whole events (no stats).
         self.fields: set[str] | None = (
             set().union(*map(command_fields, cmds[: split + 1])) if self.stats is not None else None
@@ -67,10 +69,11 @@ class Pipeline:
     def row(self, key: Key, aggregates: Iterable[tuple[str, list[str]]]) -> OutputRow | None:
         """One stats row through the per-row commands, as output (counts as integers)."""
         assert self.stats is not None
+        if self._layout is not None:
+            columns = [*key, *(_typed(a.func, v) for a, (_, v) in zip(self.stats.aggs, aggregates, strict=True))]
+            return {k: columns[i] for k, i in self._layout}
         record: Record = dict(zip(self.stats.by, ([v] for v in key), strict=True))
         record.update(aggregates)
-        if self._layout is not None:
-            return {k: self._value(k, record[src]) for k, src in self._layout}
         out = _run(self._post, record)
         return None if out is None else self.output(out)
 
@@ -148,6 +151,13 @@ def _combine(func: str, mine: Any, theirs: Any) -> Any:
     if func in ("values", "dc"):
         return mine | theirs
     return mine if theirs is None else _update(func, mine, [theirs])
+
+
+def _typed(func: str, values: list[str]) -> Any:
+    """An aggregate's output value: counts as integers, one value as a string, several as a list."""
+    if func in ("count", "dc"):
+        return int(values[0])
+    return values[0] if len(values) == 1 else list(values)
 
 
 def _final(func: str, state: Any) -> list[str]:

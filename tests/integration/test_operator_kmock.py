@@ -1,0 +1,106 @@
+"""The operator in-process against an emulated API: create, invalid search, spec change, delete,
+restart with exact counts, rotation. Same scenarios as tests/e2e, in a second each."""
+
+import asyncio
+import os
+
+import pytest
+from conftest import DETECTIONS, EVENTS, FINDINGS, detection_body, eventually
+
+from factory import event, line
+
+pytestmark = pytest.mark.asyncio
+SEARCH = (
+    'user.username="system:anonymous" | stats count BY user.username sourceIPs{} '
+    "| rename sourceIPs{} as src_ip, user.username as user"
+)
+
+
+def counts(h):
+    return {f["spec"]["key"]["src_ip"]: f.get("status", {}).get("count", 0) for f in h.objects(FINDINGS)}
+
+
+def condition(h, name, kind="Ready"):
+    obj = h.get(DETECTIONS, name) or {}
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+async def test_create_gives_findings_and_events(harness):
+    h = harness
+    h.write(line(event(ips=["10.0.0.1"])), line(event(ips=["10.0.0.2"])), line(event(username="alice")),
+            line(event(ips=["10.0.0.1"])))  # fmt: skip
+    await h.apply(detection_body("seed", h.log, SEARCH))
+    await eventually(lambda: counts(h) == {"10.0.0.1": 2, "10.0.0.2": 1}, what="two findings")
+    finding = h.objects(FINDINGS)[0]
+    assert finding["metadata"]["ownerReferences"][0]["name"] == "seed"
+
+    def reasons():
+        return sorted(e["reason"] for e in h.objects(EVENTS))
+
+    await eventually(lambda: reasons() == ["FindingCreated"] * 2 + ["SuspiciousActivity"] * 2, what="4 Events")
+    await eventually(lambda: condition(h, "seed").get("status") == "True", what="Ready=True")
+    status = h.get(DETECTIONS, "seed")["status"]
+    assert status["counters"]["matched"] == 3 and status["sources"][0]["offset"] == os.path.getsize(h.log)
+
+
+async def test_an_invalid_search_sets_the_condition_and_a_warning(harness):
+    h = harness
+    await h.apply(detection_body("bad", h.log, "a=1 | stats count BY"))
+    cond = await eventually(lambda: condition(h, "bad").get("reason") == "InvalidSearch" and condition(h, "bad"))
+    assert cond["status"] == "False" and cond["message"].endswith("got end of search at column 21")
+    await eventually(lambda: any(e["reason"] == "InvalidSearch" and e["type"] == "Warning" for e in h.objects(EVENTS)))
+
+
+async def test_a_spec_change_switches_plans_and_keeps_the_position(harness):
+    h = harness
+    h.write(line(event(ips=["10.0.0.1"])))
+    await h.apply(detection_body("d", h.log, SEARCH))
+    await eventually(lambda: counts(h) == {"10.0.0.1": 1})
+    await h.apply(detection_body("d", h.log, SEARCH.replace("system:anonymous", "alice")))
+    await eventually(lambda: h.get(DETECTIONS, "d")["status"].get("observedGeneration") == 2, what="generation 2")
+    h.write(line(event(username="alice", ips=["10.0.0.9"])), line(event(ips=["10.0.0.1"])))
+    await eventually(lambda: counts(h) == {"10.0.0.1": 1, "10.0.0.9": 1}, what="alice counted, not re-read")
+    await asyncio.sleep(0.3)
+    assert counts(h) == {"10.0.0.1": 1, "10.0.0.9": 1}
+
+
+async def test_delete_stops_the_detection_and_its_findings_go(harness):
+    h = harness
+    h.write(line(event()))
+    await h.apply(detection_body("gone", h.log, SEARCH))
+    await eventually(lambda: h.objects(FINDINGS), what="a finding")
+    await h.delete("gone")
+    await eventually(lambda: h.get(DETECTIONS, "gone") is None, what="the finalizer removed and the object gone")
+    await eventually(lambda: not h.objects(FINDINGS), what="its findings collected")
+
+
+async def test_restart_after_a_crash_between_finding_and_checkpoint_counts_exactly(harness):
+    """The worst moment: findings written, the detection's checkpoint not. No line may count twice."""
+    h = harness
+    h.write(*[line(event(ips=[f"10.0.0.{i % 3}"])) for i in range(30)])
+    await h.apply(detection_body("exact", h.log, SEARCH))
+    await eventually(lambda: sum(counts(h).values()) == 30, what="30 counted")
+    # The API now refuses the detection's status: findings keep being written, the checkpoint stays.
+    h.k.refuse.add((DETECTIONS, "status"))
+    h.write(*[line(event(ips=[f"10.0.0.{i % 3}"])) for i in range(20)])
+    await eventually(lambda: sum(counts(h).values()) == 50, what="50 counted")
+    checkpoint = h.get(DETECTIONS, "exact")["status"]["sources"][0]["offset"]
+    assert checkpoint < os.path.getsize(h.log)  # so a restart reads those 20 lines again
+    await h.stop_operator()
+    h.k.refuse.clear()  # the API accepts status writes again
+    h.write(*[line(event(ips=["10.0.0.7"])) for _ in range(5)])
+    await h.start_operator()
+    await eventually(lambda: sum(counts(h).values()) == 55, what="55 counted after the restart")
+    await asyncio.sleep(0.5)
+    assert counts(h) == {"10.0.0.0": 17, "10.0.0.1": 17, "10.0.0.2": 16, "10.0.0.7": 5}
+
+
+async def test_rotation_is_followed_without_loss(harness):
+    h = harness
+    h.write(line(event(ips=["10.0.0.1"])))
+    await h.apply(detection_body("rot", h.log, SEARCH))
+    await eventually(lambda: counts(h) == {"10.0.0.1": 1})
+    h.write(line(event(ips=["10.0.0.1"])))
+    os.rename(h.log, h.log.with_name("audit-2026-11-27T10-00-00.000.log"))
+    h.write(line(event(ips=["10.0.0.1"])), line(event(ips=["10.0.0.2"])))
+    await eventually(lambda: counts(h) == {"10.0.0.1": 3, "10.0.0.2": 1}, what="counts across the rotation")

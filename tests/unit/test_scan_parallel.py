@@ -1,0 +1,55 @@
+"""Reading one file in several forked processes gives what one process gives, line numbers included."""
+
+from auditwatch import scan as scan_module
+from auditwatch.spl import compile_search
+from factory import event, line, seed_search
+
+
+def run(path, jobs):
+    rows = []
+    result = scan_module.scan(compile_search(seed_search()), [str(path)], rows.append, jobs=jobs)
+    return rows, result.counters
+
+
+def test_parallel_ranges_equal_one_reader(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_BYTES", 0)
+    log = tmp_path / "audit.log"
+    with open(log, "wb") as f:
+        for i in range(600):
+            user = "system:anonymous" if i % 7 == 0 else "alice"
+            f.write(
+                line(event(username=user, ts=f"2026-11-27T10:{i // 60:02d}:{i % 60:02d}Z", ips=[f"10.0.0.{i % 5}"]))
+            )
+            if i in (100, 450):
+                f.write(b'{"user":{"username":"system:anonymous","groups":["system:unauthenticated"[Truncated...]\n')
+    one_rows, one = run(log, jobs=1)
+    many_rows, many = run(log, jobs=3)
+    assert many_rows == one_rows and len(one_rows) == 86
+    assert (many.lines, many.skipped, many.events, many.malformed, many.matched) == (
+        one.lines,
+        one.skipped,
+        one.events,
+        one.malformed,
+        one.matched,
+    )
+    assert one.malformed == 2 and [n for _, n, _ in many.samples] == [n for _, n, _ in one.samples] == [102, 453]
+
+
+def test_a_failing_worker_raises_in_the_parent(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_BYTES", 0)
+    log = tmp_path / "audit.log"
+    log.write_bytes(line(event()) * 50)
+    real_read = scan_module._read
+
+    def failing(plan, use_prefilter, path, start, length, emit=None, bar=None):
+        if start:
+            raise ValueError("worker failed")
+        return real_read(plan, use_prefilter, path, start, length, emit, bar)
+
+    monkeypatch.setattr(scan_module, "_read", failing)
+    try:
+        run(log, jobs=2)
+    except ValueError as exc:
+        assert str(exc) == "worker failed"
+    else:
+        raise AssertionError("the worker's error was lost")
