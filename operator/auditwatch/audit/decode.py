@@ -40,38 +40,75 @@ def decode_line(line: bytes) -> list[dict[str, Any]]:
 
 
 def flatten(event: dict[str, Any], only: frozenset[str] | None = None) -> Record:
-    """Splunk's field view of one event; with ``only``, just those fields (skipping other subtrees)."""
+    """Splunk's field view of one event; with ``only``, just those fields (reading nothing else)."""
     out: Record = {}
-    _walk(event, "", out, None if only is None else _prefixes(only))
+    if only is None:
+        _walk(event, "", out)
+    else:
+        _walk_trie(event, _trie(only), out)
     return out
 
 
-@lru_cache(maxsize=64)
-def _prefixes(names: frozenset[str]) -> dict[str, bool]:
-    """Every flattened key on the way to one of ``names`` -> whether it is one of them."""
-    keep: dict[str, bool] = {}
-    for name in names:
-        for i, c in enumerate(name):
-            if i and (c == "." or name.startswith("{}", i)):
-                keep.setdefault(name[:i], False)
-        keep[name] = True
-    return keep
-
-
-def _walk(value: Any, key: str, out: Record, keep: dict[str, bool] | None) -> None:
+def _walk(value: Any, key: str, out: Record) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            sub = f"{key}.{k}" if key else k
-            if keep is None or sub in keep:
-                _walk(v, sub, out, keep)
+            _walk(v, f"{key}.{k}" if key else k, out)
     elif isinstance(value, list):
-        sub = key + "{}"
-        if keep is None or sub in keep:
+        for v in value:
+            _walk(v, f"{key}{{}}", out)
+    elif value is not None:
+        out.setdefault(key, []).append(value if isinstance(value, str) else scalar(value))
+
+
+class _Node:
+    """A trie of JSON paths: object keys, ``{}`` for array items, and the field a path ends in."""
+
+    __slots__ = ("children", "field", "items")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.items: _Node | None = None
+        self.field: str | None = None
+
+
+@lru_cache(maxsize=64)
+def _trie(names: frozenset[str]) -> _Node:
+    """Every way each name can be read: ``a.b`` is key ``a`` then ``b``, or the one key ``a.b``."""
+    root = _Node()
+    for name in names:
+        _insert(root, name, name)
+    return root
+
+
+def _insert(node: _Node, rest: str, name: str) -> None:
+    if not rest:
+        node.field = name
+        return
+    if rest.startswith("{}"):
+        after = rest[2:]
+        if after and not after.startswith((".", "{}")):
+            return  # flattening never makes such a name: the field can never exist
+        node.items = node.items or _Node()
+        _insert(node.items, after.removeprefix("."), name)
+        return
+    cuts = [i for i, c in enumerate(rest) if i and (c == "." or rest.startswith("{}", i))] + [len(rest)]
+    for i in cuts:
+        child = node.children.setdefault(rest[:i], _Node())
+        _insert(child, rest[i + 1 :] if rest[i : i + 1] == "." else rest[i:], name)
+
+
+def _walk_trie(value: Any, node: _Node, out: Record) -> None:
+    if isinstance(value, dict):
+        for key, child in node.children.items():  # the few keys wanted, not every key of the event
+            v = value.get(key)
+            if v is not None:
+                _walk_trie(v, child, out)
+    elif isinstance(value, list):
+        if node.items is not None:
             for v in value:
-                _walk(v, sub, out, keep)
-    elif value is not None and (keep is None or keep[key]):
-        text = value if isinstance(value, str) else scalar(value)
-        out.setdefault(key, []).append(text)
+                _walk_trie(v, node.items, out)
+    elif node.field is not None and value is not None:
+        out.setdefault(node.field, []).append(value if isinstance(value, str) else scalar(value))
 
 
 def scalar(value: bool | int | float) -> str:

@@ -59,11 +59,11 @@ class Pipeline:
     def group_keys(self, record: Record) -> list[Key]:
         """The stats groups one event falls in."""
         assert self.stats is not None
-        columns = [record.get(f) for f in self.stats.by]
-        if all(v is not None and len(v) == 1 for v in columns):
-            return [tuple(v[0] for v in columns)]  # type: ignore[index]
-        if not all(columns):
+        columns = list(map(record.get, self.stats.by))
+        if None in columns or not all(columns):
             return []
+        if all(len(v) == 1 for v in columns):  # type: ignore[arg-type]
+            return [tuple(v[0] for v in columns)]  # type: ignore[index]
         return list(itertools.product(*(dict.fromkeys(v) for v in columns)))  # type: ignore[arg-type]
 
     def row(self, key: Key, aggregates: Iterable[tuple[str, list[str]]]) -> OutputRow | None:
