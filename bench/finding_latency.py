@@ -51,18 +51,19 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         ctx = ssl.create_default_context(cafile=str(c.ca_bundle))
         admin = {"Authorization": f"Bearer {c.admin_token}"}
-        url = f"{c.server}/apis/auditwatch.io/v1alpha1/namespaces/auditwatch/detectionfindings?labelSelector=auditwatch.io/detection%3Dlatency"
+        url = (
+            f"{c.server}/apis/auditwatch.io/v1alpha1/namespaces/auditwatch/detectionfindings"
+            "?labelSelector=auditwatch.io/detection%3Dlatency"
+        )
 
         def count() -> int:
             with urllib.request.urlopen(urllib.request.Request(url, headers=admin), context=ctx) as resp:
                 return sum(i.get("status", {}).get("count", 0) for i in json.load(resp)["items"])
 
         def anonymous() -> None:
-            try:
-                urllib.request.urlopen(urllib.request.Request(f"{c.server}/version", headers={"User-Agent": "latency-bench"}),
-                                       context=ctx).close()  # fmt: skip
-            except urllib.error.HTTPError:
-                pass
+            request = urllib.request.Request(f"{c.server}/version", headers={"User-Agent": "latency-bench"})
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(request, context=ctx).close()
 
         try:
             time.sleep(3)
