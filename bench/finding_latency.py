@@ -10,6 +10,7 @@ Prints p50/p95/max latency. Never asserts timings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import ssl
