@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--namespace", "-n", action="append", metavar="NS", help="watch only NS (repeatable)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", metavar="URL", help="kopf liveness endpoint")
+    p.add_argument(
+        "--webhook-listen",
+        default="0.0.0.0:8081",
+        metavar="HOST:PORT",
+        help="HTTP address for kube-apiserver's audit webhook backend (webhook sources); '' turns it off",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 
@@ -165,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness or None,
         standalone=True,
+        memo=kopf.Memo(webhook_listen=args.webhook_listen),
     )
     return 0
 

@@ -23,7 +23,9 @@ from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.findings.aggregate import Aggregator, parse_duration
 from auditwatch.findings.writer import PostEvent, Writer
 from auditwatch.kube import ApiException, Kube
+from auditwatch.sources import Source
 from auditwatch.sources.file import FileTail, Position
+from auditwatch.sources.webhook import WebhookServer
 from auditwatch.spl import SPLError, compile_search
 from auditwatch.spl.plan import Plan
 
@@ -41,7 +43,7 @@ class InvalidDetection(ValueError):
         self.reason = reason
 
 
-def compile_detection(spec: AuditDetectionSpec) -> Plan:
+def compile_detection(spec: AuditDetectionSpec, webhooks: WebhookServer | None = None) -> Plan:
     """The plan of a detection, or InvalidDetection naming what is wrong."""
     try:
         plan = compile_search(spec.search, spec.macros)
@@ -55,10 +57,15 @@ def compile_detection(spec: AuditDetectionSpec) -> Plan:
             "functions need a time window (spec.window), which is not implemented yet",
         )
     for source in spec.sources:
-        if source.file is None:
-            kind = "webhook" if source.webhook else "cloudwatch"
+        if source.cloudwatch is not None:
             raise InvalidDetection(
-                "UnsupportedSource", f"spec.sources[{source.name}]: {kind} sources are not implemented yet"
+                "UnsupportedSource", f"spec.sources[{source.name}]: cloudwatch sources are not implemented yet"
+            )
+        if source.webhook is not None and webhooks is None:
+            raise InvalidDetection(
+                "UnsupportedSource",
+                f"spec.sources[{source.name}]: the operator runs without its webhook server (auditwatch run "
+                "--webhook-listen)",
             )
     return plan
 
@@ -80,7 +87,9 @@ class DetectionRuntime:
         post_event: PostEvent,
         logger: logging.Logger | logging.LoggerAdapter[Any],
         parse_spec: Callable[[Mapping[str, Any]], AuditDetectionSpec],
+        webhooks: WebhookServer | None = None,
     ) -> None:
+        self.webhooks = webhooks
         self.kube = kube
         self.body = body  # kopf's live view: reflects the latest spec and generation
         self.post_event = post_event
@@ -116,7 +125,7 @@ class DetectionRuntime:
             generation = self.generation
             try:
                 spec = self.parse_spec(self.body)
-                plan = compile_detection(spec)
+                plan = compile_detection(spec, self.webhooks)
             except InvalidDetection as exc:
                 await self._invalid(exc, generation)
                 while not stopped and self.generation == generation:
@@ -148,13 +157,14 @@ class DetectionRuntime:
         writer = Writer(self.kube, self.ref(), finding.model_dump(), self.post_event, self.logger)
         evaluator = Evaluator(plan, extra_fields=frozenset([TIME_FIELD]))
         evaluator.counters = self.counters
-        tails = {
-            s.name: FileTail(s.file.path, s.file.maxLineBytes, self.positions.get(s.name))
-            for s in spec.sources
-            if s.file is not None
-        }
+        tails: dict[str, Source] = {}
+        for s in spec.sources:
+            if s.file is not None:
+                tails[s.name] = FileTail(s.file.path, s.file.maxLineBytes, self.positions.get(s.name))
+            elif s.webhook is not None and self.webhooks is not None:
+                tails[s.name] = self.webhooks.subscribe(s.webhook.path)
         segments: dict[str, deque[_Segment]] = {name: deque() for name in tails}
-        read_seq = {name: (self.positions[name].seq if name in self.positions else 0) for name in tails}
+        read_seq = {name: self.positions[name].seq if name in self.positions else 0 for name in tails}
         readers = [
             asyncio.create_task(self._read(name, tail, evaluator, aggregator, segments[name], read_seq))
             for name, tail in tails.items()
@@ -185,7 +195,7 @@ class DetectionRuntime:
             await self._status(generation, tails, segments, read_seq, aggregator)
             self.long_lines_base += sum(t.long_lines for t in tails.values())
 
-    async def _read(self, name: str, tail: FileTail, evaluator: Evaluator, aggregator: Aggregator,
+    async def _read(self, name: str, tail: Source, evaluator: Evaluator, aggregator: Aggregator,
                     segments: deque[_Segment], read_seq: dict[str, int]) -> None:  # fmt: skip
         pipeline = evaluator.pipeline
         async for chunk in tail.chunks():
@@ -200,16 +210,16 @@ class DetectionRuntime:
             _prune(segments, aggregator.resume_seq(name, read_seq[name]))
             await asyncio.sleep(0)
 
-    async def _status(self, generation: int, tails: dict[str, FileTail], segments: dict[str, deque[_Segment]],
+    async def _status(self, generation: int, tails: dict[str, Source], segments: dict[str, deque[_Segment]],
                       read_seq: dict[str, int], aggregator: Aggregator) -> None:  # fmt: skip
         sources = []
         for name, tail in tails.items():
             resume = _position(segments[name], aggregator.resume_seq(name, read_seq[name]))
-            if resume is not None:
+            if resume is not None and isinstance(tail, FileTail):  # a webhook has nothing to read again
                 self.positions[name] = resume
-            pos = self.positions.get(name)
+            pos = self.positions.get(name) or resume
             sources.append({
-                "name": name, "file": pos.file if pos else str(tail.path), "inode": pos.inode if pos else 0,
+                "name": name, "file": pos.file if pos else "", "inode": pos.inode if pos else 0,
                 "offset": pos.offset if pos else 0, "seq": pos.seq if pos else 0,
                 "lagBytes": tail.lag_bytes, "lastError": tail.error[:1024],
             })  # fmt: skip

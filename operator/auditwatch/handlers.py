@@ -17,10 +17,13 @@ from pydantic import ValidationError
 from auditwatch.api.models import GROUP, VERSION, AuditDetectionSpec
 from auditwatch.detection import DetectionRuntime, InvalidDetection
 from auditwatch.kube import Kube, load_config
+from auditwatch.sources.webhook import WebhookServer
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -35,6 +38,19 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # with the operator, and not needing list/watch on CRDs and namespaces keeps the RBAC minimal.
     settings.scanning.disabled = True
     load_config()
+    listen = memo.get("webhook_listen")
+    memo.webhooks = None
+    if listen:
+        host, _, port = listen.rpartition(":")
+        memo.webhooks = WebhookServer(host or "0.0.0.0", int(port))
+        await memo.webhooks.start()
+        logger.info("audit webhook server listening on %s", listen)
+
+
+@kopf.on.cleanup()
+async def stop_webhooks(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("webhooks") is not None:
+        await memo.webhooks.stop()
 
 
 @kopf.on.login()
@@ -45,9 +61,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.daemon(GROUP, VERSION, "auditdetections", cancellation_timeout=30.0)
 async def run_detection(
-    body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any], stopped: kopf.DaemonStopped, **_: Any
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    stopped: kopf.DaemonStopped,
+    **_: Any,
 ) -> None:
-    runtime = DetectionRuntime(Kube(), body, post_event, logger, parse_spec)
+    runtime = DetectionRuntime(Kube(), body, post_event, logger, parse_spec, memo.get("webhooks"))
     await runtime.run(stopped)
 
 

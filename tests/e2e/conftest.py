@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 
 from auditwatch.devcluster import DevCluster
+from auditwatch.devcluster.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+WEBHOOK_PORT = free_port()
 NAMESPACE = "auditwatch"
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +60,9 @@ class Operator:
         env = {**os.environ, "KUBECONFIG": str(self.cluster.operator_kubeconfig)}
         log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "auditwatch", "run", "--liveness", ""],  # cluster-wide, as the Deployment runs
+            # cluster-wide, as the Deployment runs; the webhook server is where kube-apiserver sends batches
+            [sys.executable, "-m", "auditwatch", "run", "--liveness", "",
+             "--webhook-listen", f"127.0.0.1:{WEBHOOK_PORT}"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -84,7 +88,8 @@ class Operator:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     # Small audit files so that a test can make kube-apiserver rotate them (--audit-log-maxsize=1 MB).
-    with DevCluster(workdir=tmp_path_factory.mktemp("cluster"), audit_max_size_mb=1) as c:
+    webhook = f"http://127.0.0.1:{WEBHOOK_PORT}/audit"
+    with DevCluster(workdir=tmp_path_factory.mktemp("cluster"), audit_max_size_mb=1, webhook_url=webhook) as c:
         c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
         c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
                   "crd/detectionfindings.auditwatch.io")  # fmt: skip

@@ -148,3 +148,16 @@ def test_counts_stay_exact_across_audit_log_rotation(cluster, operator, api):
     wait_for(lambda: total(api, "rotation") == expected, timeout=60, what=f"count == {expected} across rotation")
     status = api.get("auditdetection", "rotation")["status"]
     assert status["counters"]["malformed"] == 0 and json.dumps(status["sources"][0]["lastError"]) == '""'
+
+
+def test_the_audit_webhook_backend_feeds_a_webhook_source(cluster, operator, api):
+    body = detection("webhook", AGENT_SEARCH.format(agent="e2e-webhook"), cluster.audit_log, group_by=["user"])
+    body["spec"]["sources"] = [{"name": "apiserver", "webhook": {"path": "/audit"}}]
+    api.apply(body)
+    wait_for(lambda: ready(api, "webhook").get("status") == "True", what="Ready=True")
+    api.anonymous("/version", "e2e-webhook", times=3)
+    # kube-apiserver sends the same events to its log and, in batches within a second, to the webhook.
+    expected = len(api.audit_events(anonymous_with_agent("e2e-webhook")))
+    wait_for(lambda: total(api, "webhook") == expected > 0, what=f"{expected} events counted from webhook batches")
+    status = api.get("auditdetection", "webhook")["status"]
+    assert status["sources"][0]["file"].startswith("webhook:") and status["counters"]["malformed"] == 0

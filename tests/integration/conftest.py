@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import json
 import os
+import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -104,13 +105,18 @@ class Harness:
         self.log = log
         self.kubeconfig = kubeconfig
         self.thread: threading.Thread | None = None
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.webhook_port = s.getsockname()[1]
         self.stop_flag = threading.Event()
 
     async def start_operator(self) -> None:
         """The operator in a thread with its own event loop, as `auditwatch run` has one to itself."""
         self.stop_flag = threading.Event()
         ready = threading.Event()
-        operator = kopf.operator(clusterwide=True, standalone=True, stop_flag=self.stop_flag, ready_flag=ready)
+        memo = kopf.Memo(webhook_listen=f"127.0.0.1:{self.webhook_port}")
+        operator = kopf.operator(clusterwide=True, standalone=True, stop_flag=self.stop_flag, ready_flag=ready,
+                                 memo=memo)  # fmt: skip
         self.thread = threading.Thread(target=asyncio.run, args=(operator,), daemon=True)
         self.thread.start()
         assert await asyncio.to_thread(ready.wait, 10), "the operator did not start"

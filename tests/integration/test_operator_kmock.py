@@ -104,3 +104,19 @@ async def test_rotation_is_followed_without_loss(harness):
     os.rename(h.log, h.log.with_name("audit-2026-11-27T10-00-00.000.log"))
     h.write(line(event(ips=["10.0.0.1"])), line(event(ips=["10.0.0.2"])))
     await eventually(lambda: counts(h) == {"10.0.0.1": 3, "10.0.0.2": 1}, what="counts across the rotation")
+
+
+async def test_webhook_batches_become_findings(harness):
+    import aiohttp
+
+    h = harness
+    body = detection_body("hook", h.log, SEARCH)
+    body["spec"]["sources"] = [{"name": "apiserver", "webhook": {"path": "/audit"}}]
+    await h.apply(body)
+    await eventually(lambda: condition(h, "hook").get("status") == "True", what="Ready=True")
+    items = [event(ips=["10.0.0.1"]), event(ips=["10.0.0.1"]), event(username="alice"), event(ips=["10.0.0.5"])]
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{h.webhook_port}/audit"
+        async with session.post(url, json={"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}) as r:
+            assert r.status == 200
+    await eventually(lambda: counts(h) == {"10.0.0.1": 2, "10.0.0.5": 1}, what="findings from one batch")

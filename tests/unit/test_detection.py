@@ -26,7 +26,9 @@ def test_the_seed_shape_compiles():
         ("a=1 | stats values(x) BY y", FILE, "UnsupportedSearch", "spec.search: the operator runs searches whose"),
         ("a=1", FILE, "UnsupportedSearch", "spec.search: the operator runs searches whose"),
         ("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}], "UnsupportedSource",
-         "spec.sources[hook]: webhook sources are not implemented yet"),
+         "spec.sources[hook]: the operator runs without its webhook server (auditwatch run --webhook-listen)"),
+        ("a=1 | stats count BY a", [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1"}}],
+         "UnsupportedSource", "spec.sources[eks]: cloudwatch sources are not implemented yet"),
     ],
 )  # fmt: skip
 def test_what_cannot_run_says_why(search, sources, reason, message):

@@ -8,7 +8,9 @@ from auditwatch.audit.decode import flatten
 keys = st.sampled_from(["a", "b", "a.b", "c{}", "x.y.z", "user", "groups", "a{}"])
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 500), st.text("ab:1", max_size=3))
 json_values = st.recursive(
-    scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)), max_leaves=12
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)),
+    max_leaves=12,
 )
 events = st.dictionaries(keys, json_values, max_size=4)
 names = st.lists(

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import yaml
 
+from auditwatch.api.models import WebhookSource
+from auditwatch.cli import build_parser
 from auditwatch.devcluster.cluster import POLICY, DevCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +45,9 @@ def test_the_log_directory_is_what_the_deployment_mounts_and_the_seed_detection_
     _, apiserver, kind = kind_apiserver()
     log_dir = str(Path(kind["audit-log-path"]).parent)
     assert any(v["hostPath"] == log_dir == v["mountPath"] for v in apiserver["extraVolumes"])
-    deployment = yaml.safe_load((ROOT / "manifests/deployment.yaml").read_text())
+    deployment = next(
+        d for d in yaml.safe_load_all((ROOT / "manifests/deployment.yaml").read_text()) if d["kind"] == "Deployment"
+    )
     pod = deployment["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "audit-log"]
     [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "audit-log"]
@@ -52,3 +56,21 @@ def test_the_log_directory_is_what_the_deployment_mounts_and_the_seed_detection_
         (ROOT / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml").read_text()
     )
     assert seed["spec"]["sources"][0]["file"]["path"] == kind["audit-log-path"]
+
+
+def test_the_webhook_backend_reaches_the_operators_service_on_the_path_sources_default_to():
+    node, _, kind = kind_apiserver()
+    [mount] = [m for m in node["extraMounts"] if m["containerPath"] == kind["audit-webhook-config-file"]]
+    kubeconfig = yaml.safe_load((ROOT / mount["hostPath"]).read_text())
+    server = kubeconfig["clusters"][0]["cluster"]["server"]
+    docs = list(yaml.safe_load_all((ROOT / "manifests/deployment.yaml").read_text()))
+    service = next(d for d in docs if d["kind"] == "Service")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    [port] = service["spec"]["ports"]
+    assert server == f"http://{service['spec']['clusterIP']}:{port['port']}{WebhookSource().path}"
+    container_ports = {
+        p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert port["targetPort"] == "audit-webhook" and container_ports["audit-webhook"] == 8081
+    assert build_parser().parse_args(["run"]).webhook_listen.endswith(":8081")
+    assert kind["audit-webhook-mode"] == "batch"

@@ -2,8 +2,9 @@
 
 kube-apiserver runs with RBAC, a static token file (an admin in ``system:masters`` and the operator's
 ServiceAccount identity, so that the RBAC of ``manifests/`` is what the operator gets), anonymous
-authentication on, the audit policy beside this file, and the audit log backend writing
-``<workdir>/audit/audit.log`` (JSON lines, rotated by size as in production).
+authentication on, the audit policy beside this file, the audit log backend writing
+``<workdir>/audit/audit.log`` (JSON lines, rotated by size as in production), and with
+``webhook_url`` the audit webhook backend (batch mode) sending to the operator.
 kube-controller-manager runs the garbage collector, so that ownerReferences delete findings with
 their detection, and the namespace controller.
 """
@@ -49,8 +50,10 @@ class DevCluster:
         self,
         workdir: str | Path | None = None,
         audit_max_size_mb: int = 100,
+        webhook_url: str | None = None,
         log: TextIO = sys.stderr,
     ) -> None:
+        self.webhook_url = webhook_url
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auditwatch-cluster-"))
         self.audit_dir = self.workdir / "audit"
@@ -118,6 +121,11 @@ class DevCluster:
             f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
             f"--audit-log-maxsize={self.audit_max_size_mb}", "--audit-log-maxbackup=10",
         ]  # fmt: skip
+        if self.webhook_url:
+            args += [
+                f"--audit-webhook-config-file={self._webhook_kubeconfig()}",
+                "--audit-webhook-mode=batch", "--audit-webhook-batch-max-wait=1s",
+            ]  # fmt: skip
         return args
 
     def stop(self) -> None:
@@ -196,6 +204,18 @@ class DevCluster:
             "users": [{"name": user, "user": {"token": token} if token else {"username": "nobody", "password": "-"}}],
             "contexts": [{"name": "auditwatch", "context": {"cluster": "auditwatch", "user": user}}],
         }  # fmt: skip
+
+    def _webhook_kubeconfig(self) -> Path:
+        """Where kube-apiserver's webhook backend sends its batches: the operator's webhook server."""
+        path = self.workdir / "audit-webhook.kubeconfig"
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "webhook",
+            "clusters": [{"name": "auditwatch", "cluster": {"server": self.webhook_url}}],
+            "users": [{"name": "kube-apiserver", "user": {}}],
+            "contexts": [{"name": "webhook", "context": {"cluster": "auditwatch", "user": "kube-apiserver"}}],
+        }  # fmt: skip
+        path.write_text(json.dumps(config, indent=2))
+        return path
 
     def _wait_ready(self, timeout: float = 90) -> None:
         ctx = ssl.create_default_context()
