@@ -70,7 +70,8 @@ def test_macros_defaults_custom_and_arguments():
         ("a=1 | stats count BY", "stats BY: expected a field name, got end of search at column 21"),
         (
             "a=1 | frob x",
-            "unsupported command 'frob' (supported: search, fillnull, stats, rename) at column 7",
+            "unsupported command 'frob' (supported: search, fillnull, stats, rename, where, convert, iplocation)"
+            " at column 7",
         ),
         ("a=", "search: expected a value after '=', got end of search at column 3"),
         ("a IN (1, 2", "search: expected a value or ')' in the IN list, got end of search at column 11"),

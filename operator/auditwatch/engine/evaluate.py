@@ -6,8 +6,10 @@ everywhere. A malformed line is counted, sampled for the error report, and skipp
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 
@@ -76,6 +78,8 @@ class Evaluator:
             for event in events:
                 c.events += 1
                 record = flatten(event, self.fields)
+                if self.pipeline.metadata:
+                    _add_metadata(record, event, origin, self.pipeline.metadata)
                 if self.pipeline.needs_raw:
                     raw = line if len(events) == 1 else orjson.dumps(event)
                     record["_raw"] = [raw.decode("utf-8", "replace")]
@@ -92,3 +96,14 @@ def _all_lines(buf: bytes | bytearray, size: int) -> Iterator[tuple[int, int]]:
         end = size if end < 0 else end
         yield start, end
         start = end + 1
+
+
+def _add_metadata(record: Record, event: dict[str, object], origin: str, wanted: set[str]) -> None:
+    """Splunk's ``_time`` (epoch seconds of the request) and ``source`` (where the event was read)."""
+    if "_time" in wanted:
+        stamp = event.get("requestReceivedTimestamp") or event.get("stageTimestamp")
+        if isinstance(stamp, str):
+            with contextlib.suppress(ValueError):
+                record["_time"] = [f"{datetime.fromisoformat(stamp).timestamp():.6f}"]
+    if "source" in wanted and origin:
+        record["source"] = [origin]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from typing import Any
 
 from auditwatch.audit.decode import Record
-from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Or
+from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Operand, Or, WhereCompare
 
 Predicate = Callable[[Record], bool]
 ValueTest = Callable[[str], bool]
@@ -119,3 +120,33 @@ def _in_network(value: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) 
         return ipaddress.ip_address(value) in net
     except ValueError:
         return False
+
+
+def compile_where(expr: Any) -> Predicate:
+    """A ``where`` condition: eval semantics, so text compares case-sensitively and without wildcards,
+    numbers as numbers, a field's first value stands for it, and a missing field compares false."""
+    if isinstance(expr, WhereCompare):
+        left, right, op = expr.left, expr.right, expr.op
+
+        def compare(r: Record) -> bool:
+            a, b = _operand(left, r), _operand(right, r)
+            if a is None or b is None:
+                return False
+            c = ordered(a, b)
+            return c == 0 if op == "=" else c != 0 if op == "!=" else _ORDER[op](c)
+
+        return compare
+    if isinstance(expr, Not):
+        inner = compile_where(expr.item)
+        return lambda r: not inner(r)
+    parts = [compile_where(i) for i in expr.items]
+    if isinstance(expr, And):
+        return lambda r: all(p(r) for p in parts)
+    return lambda r: any(p(r) for p in parts)
+
+
+def _operand(operand: Operand, record: Record) -> str | None:
+    if not operand.is_field:
+        return operand.value
+    values = record.get(operand.value)
+    return values[0] if values else None

@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
+import maxminddb
+
 from auditwatch.audit.decode import Record
-from auditwatch.engine.match import compile_expr, ordered
-from auditwatch.spl.plan import Command, FillNull, Keyword, Plan, Rename, Search, Stats, command_fields
+from auditwatch.engine.match import compile_expr, compile_where, ordered
+from auditwatch.spl.plan import (
+    Command,
+    Convert,
+    FillNull,
+    IpLocation,
+    Keyword,
+    Plan,
+    Rename,
+    Search,
+    Stats,
+    Where,
+    command_fields,
+)
 
 Step = Callable[[Record], Record | None]
 Key = tuple[str, ...]
@@ -46,6 +61,8 @@ class Pipeline:
         self.fields: set[str] | None = (
             set().union(*map(command_fields, cmds[: split + 1])) if self.stats is not None else None
         )
+        # Splunk's metadata fields the plan reads: _time (the request's time) and source (the log).
+        self.metadata = {"_time", "source"} & set().union(*map(command_fields, cmds))
 
     @property
     def count_only(self) -> bool:
@@ -182,6 +199,12 @@ def _compile_stage(cmds: Iterable[Command], later: Iterable[Command]) -> list[St
             steps.append(_fillnull_step(fields, cmd.value))
         elif isinstance(cmd, Rename):
             steps.append(_rename_step(dict(cmd.pairs)))
+        elif isinstance(cmd, Where):
+            steps.append(_where_step(cmd))
+        elif isinstance(cmd, Convert):
+            steps.append(_convert_step(cmd))
+        elif isinstance(cmd, IpLocation):
+            steps.append(_iplocation_step(cmd))
         else:
             raise AssertionError(f"{type(cmd).__name__} cannot run per event")
     return steps
@@ -208,6 +231,64 @@ def _rename_step(mapping: dict[str, str]) -> Step:
     """Renames keep the field's position; a renamed field replaces one of the same name."""
     targets = set(mapping.values())
     return lambda r: {mapping.get(k, k): v for k, v in r.items() if k not in targets or k in mapping}
+
+
+def _where_step(cmd: Where) -> Step:
+    predicate = compile_where(cmd.expr)
+    return lambda r: r if predicate(r) else None
+
+
+def _convert_step(cmd: Convert) -> Step:
+    def step(r: Record) -> Record:
+        for field, out in cmd.fields:
+            values = r.get(field)
+            if values:
+                r[out] = [_ctime(v, cmd.timeformat) for v in values]
+        return r
+
+    return step
+
+
+def _ctime(value: str, timeformat: str) -> str:
+    try:
+        return datetime.fromtimestamp(float(value), UTC).strftime(timeformat)
+    except (ValueError, OverflowError, OSError):
+        return value  # as Splunk's convert: what is not a time stays as it is
+
+
+def _iplocation_step(cmd: IpLocation) -> Step:
+    reader = maxminddb.open_database(cmd.database)
+
+    def step(r: Record) -> Record:
+        values = r.get(cmd.field)
+        if not values:
+            return r
+        try:
+            found = reader.get(values[0])
+        except ValueError:
+            return r  # not an IP address
+        if isinstance(found, dict):
+            r.update(_geo_fields(found))
+        return r
+
+    return step
+
+
+def _geo_fields(found: dict[str, Any]) -> Record:
+    """City, Country, Region, lat, lon from a GeoIP2/GeoLite2 City record, as Splunk's iplocation."""
+
+    def name(entry: Any) -> str | None:
+        return entry.get("names", {}).get("en") if isinstance(entry, dict) else None
+
+    location = found.get("location") or {}
+    fields = {
+        "City": name(found.get("city")),
+        "Country": name(found.get("country")),
+        "Region": name((found.get("subdivisions") or [None])[0]),
+        "lat": location.get("latitude"),
+        "lon": location.get("longitude"),
+    }
+    return {k: [str(v)] for k, v in fields.items() if v is not None}
 
 
 def _run(steps: list[Step], record: Record) -> Record | None:

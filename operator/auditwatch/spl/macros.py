@@ -1,7 +1,8 @@
 """Backticked macro expansion, at token level so that errors keep the column of the call.
 
-Defaults as Splunk's tooling generates them (DESIGN.md): ``kube_audit`` means all events of the
-detection's own sources, and any ``*_filter`` macro is ``search *``. A call with arguments,
+Defaults as Splunk's tooling generates them (DESIGN.md): ``kube_audit`` (and the EKS pack's
+``aws_cloudwatchlogs_eks``) means all events of the detection's own sources, and any ``*_filter``
+macro is ``search *``. A call with arguments,
 ``name(a, b)``, looks up ``name(2)`` first (Splunk's naming), then ``name``, and substitutes
 ``$arg$`` tokens by the names listed in the definition's ``args``.
 """
@@ -38,7 +39,7 @@ def macro_table(definitions: Mapping[str, str]) -> dict[str, Macro]:
 
 
 def default_macro(name: str) -> Macro | None:
-    if name == "kube_audit":
+    if name in ("kube_audit", "aws_cloudwatchlogs_eks"):
         return Macro("*")
     if name.endswith("_filter"):
         return Macro("search *")

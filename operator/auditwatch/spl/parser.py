@@ -7,6 +7,7 @@ Precedence follows Splunk's search language: ``NOT`` binds tightest, then ``OR``
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from auditwatch.spl.errors import SPLError
 from auditwatch.spl.macros import expand, macro_table
@@ -15,36 +16,47 @@ from auditwatch.spl.plan import (
     And,
     Command,
     Compare,
+    Convert,
     Expr,
     FillNull,
     In,
+    IpLocation,
     Keyword,
     Not,
+    Operand,
     Or,
     Plan,
     Rename,
     Search,
     Stats,
+    Where,
+    WhereCompare,
 )
 from auditwatch.spl.tokens import Kind, Token, tokenize
 
 STATS_FUNCTIONS = {"count", "values", "dc", "distinct_count", "min", "max"}
-COMMANDS = ("search", "fillnull", "stats", "rename")
+COMMANDS = ("search", "fillnull", "stats", "rename", "where", "convert", "iplocation")
+NO_GEOIP = (
+    "iplocation needs a MaxMind-format database (GeoLite2-City or compatible): `auditwatch scan --geoip-db FILE`, "
+    "`auditwatch run --geoip-db FILE`, or $AUDITWATCH_GEOIP_DB"
+)
 
 
-def compile_search(text: str, macros: Mapping[str, str] | None = None) -> Plan:
+def compile_search(text: str, macros: Mapping[str, str] | None = None, geoip_db: str | None = None) -> Plan:
     """Compile an SPL search (as in an ESCU detection's ``search:``) into a Plan.
 
-    ``macros`` is spec.macros: ``name`` or ``name(arg, ...)`` -> definition.
+    ``macros`` is spec.macros: ``name`` or ``name(arg, ...)`` -> definition. ``geoip_db`` is the
+    MaxMind-format database ``iplocation`` reads; a search using it without one does not compile.
     """
     tokens = expand(tokenize(text), macro_table(macros or {}))
-    return Plan(_Parser(tokens).pipeline(), source=text)
+    return Plan(_Parser(tokens, geoip_db).pipeline(), source=text)
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token]) -> None:
+    def __init__(self, tokens: list[Token], geoip_db: str | None = None) -> None:
         self.toks = tokens
         self.i = 0
+        self.geoip_db = geoip_db
 
     # -- token helpers -------------------------------------------------------------------------
     @property
@@ -173,6 +185,92 @@ class _Parser:
             raise self.error("rename", "a field name")
         return Rename(tuple(pairs))
 
+    def cmd_where(self) -> Where:
+        if self.at_command_end():
+            raise self.error("where", "a condition")
+        expr = self.where_or()
+        if not self.at_command_end():
+            raise self.error("where", "AND, OR or the end of the command")
+        return Where(expr)
+
+    def where_or(self) -> Any:
+        items = [self.where_and()]
+        while self.tok.is_word("OR", case=False):
+            self.advance()
+            items.append(self.where_and())
+        return items[0] if len(items) == 1 else Or(tuple(items))
+
+    def where_and(self) -> Any:
+        items = [self.where_not()]
+        while self.tok.is_word("AND", case=False):
+            self.advance()
+            items.append(self.where_not())
+        return items[0] if len(items) == 1 else And(tuple(items))
+
+    def where_not(self) -> Any:
+        if self.tok.is_word("NOT", case=False):
+            self.advance()
+            return Not(self.where_not())
+        if self.tok.kind is Kind.LPAREN:
+            self.advance()
+            inner = self.where_or()
+            if self.tok.kind is not Kind.RPAREN:
+                raise self.error("where", "')'")
+            self.advance()
+            return inner
+        left = self.operand()
+        if self.tok.kind is not Kind.OP:
+            raise self.error("where", "a comparison such as = != < <= > >=")
+        op = self.advance().text
+        return WhereCompare(left, op, self.operand())
+
+    def operand(self) -> Operand:
+        tok = self.tok
+        if tok.kind is Kind.STRING:
+            self.advance()
+            return Operand(tok.text, is_field=False)
+        if tok.kind is Kind.WORD and not tok.is_word("AND", "OR", "NOT", case=False):
+            self.advance()
+            return Operand(tok.text, is_field=not _is_number(tok.text))
+        raise self.error("where", "a field, a number or a quoted string")
+
+    def cmd_convert(self) -> Convert:
+        timeformat = "%m/%d/%Y %H:%M:%S"  # Splunk's default
+        fields: list[tuple[str, str]] = []
+        while not self.at_command_end():
+            if self.tok.is_word("timeformat", case=False) and self.peek().kind is Kind.OP:
+                self.advance()
+                self.advance()
+                timeformat = self.value("convert timeformat")
+                continue
+            if not self.tok.is_word("ctime", case=False):
+                raise self.error("convert", "timeformat=... or ctime(field) (the one conversion supported)")
+            self.advance()
+            if self.tok.kind is not Kind.LPAREN:
+                raise self.error("convert ctime", "'('")
+            self.advance()
+            field = self.name("convert ctime()")
+            if self.tok.kind is not Kind.RPAREN:
+                raise self.error("convert ctime()", "')'")
+            self.advance()
+            out = field
+            if self.tok.is_word("as", case=False):
+                self.advance()
+                out = self.name("convert AS")
+            fields.append((field, out))
+        if not fields:
+            raise self.error("convert", "ctime(field)")
+        return Convert(timeformat, tuple(fields))
+
+    def cmd_iplocation(self) -> IpLocation:
+        tok = self.toks[self.i - 1]
+        field = self.name("iplocation")
+        if not self.at_command_end():
+            raise self.error("iplocation", "the end of the command (options are not supported)")
+        if not self.geoip_db:
+            raise SPLError(NO_GEOIP, tok.column, tok.macro)
+        return IpLocation(field, self.geoip_db)
+
     # -- search expressions --------------------------------------------------------------------
     def search_expr(self, context: str) -> Expr:
         items: list[Expr] = []
@@ -248,3 +346,11 @@ class _Parser:
         if not values:
             raise self.error(context, "at least one value in the IN list", self.toks[self.i - 1])
         return tuple(values)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -8,6 +8,7 @@ pipeline into the per-event part before it and the per-row part after it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,17 @@ class Keyword:
 
 @dataclass(frozen=True)
 class And:
-    items: tuple[Expr, ...]
+    items: tuple[Any, ...]  # Expr in searches, WhereExpr in where
 
 
 @dataclass(frozen=True)
 class Or:
-    items: tuple[Expr, ...]
+    items: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
 class Not:
-    item: Expr
+    item: Any
 
 
 Expr = Compare | In | Keyword | And | Or | Not
@@ -85,7 +86,48 @@ class Rename:
     pairs: tuple[tuple[str, str], ...]
 
 
-Command = Search | FillNull | Stats | Rename
+@dataclass(frozen=True)
+class Operand:
+    """A ``where`` operand: a field name, or a literal (a number, or a "double-quoted" string)."""
+
+    value: str
+    is_field: bool
+
+
+@dataclass(frozen=True)
+class WhereCompare:
+    left: Operand
+    op: str
+    right: Operand
+
+
+@dataclass(frozen=True)
+class Where:
+    """``where <expr>``: eval semantics (case-sensitive, no wildcards, numbers compare as numbers)."""
+
+    expr: WhereExpr
+
+
+WhereExpr = WhereCompare | And | Or | Not
+
+
+@dataclass(frozen=True)
+class Convert:
+    """``convert [timeformat="..."] ctime(f) [as g] ...``: epoch seconds -> formatted time (UTC)."""
+
+    timeformat: str
+    fields: tuple[tuple[str, str], ...]  # (field, output name)
+
+
+@dataclass(frozen=True)
+class IpLocation:
+    """``iplocation field``: City, Country, Region, lat, lon from a MaxMind-format database."""
+
+    field: str
+    database: str
+
+
+Command = Search | FillNull | Stats | Rename | Where | Convert | IpLocation
 
 
 @dataclass(frozen=True)
@@ -106,10 +148,15 @@ class Plan:
         return next((c for c in self.commands if isinstance(c, Stats)), None)
 
 
-def expr_fields(expr: Expr) -> set[str]:
+IPLOCATION_FIELDS = ("City", "Country", "Region", "lat", "lon")
+
+
+def expr_fields(expr: Expr | WhereExpr) -> set[str]:
     """The field names an expression reads."""
     if isinstance(expr, Compare | In):
         return {expr.field}
+    if isinstance(expr, WhereCompare):
+        return {o.value for o in (expr.left, expr.right) if o.is_field}
     if isinstance(expr, Keyword):
         return set()
     if isinstance(expr, Not):
@@ -119,8 +166,12 @@ def expr_fields(expr: Expr) -> set[str]:
 
 def command_fields(cmd: Command) -> set[str]:
     """The field names a command reads."""
-    if isinstance(cmd, Search):
+    if isinstance(cmd, Search | Where):
         return expr_fields(cmd.expr)
+    if isinstance(cmd, Convert):
+        return {f for f, _ in cmd.fields}
+    if isinstance(cmd, IpLocation):
+        return {cmd.field}
     if isinstance(cmd, Stats):
         return set(cmd.by) | {a.field for a in cmd.aggs if a.field}
     if isinstance(cmd, Rename):
