@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)")
     p.add_argument("--output", "-o", choices=("jsonl", "table"), default="jsonl", help="row format (jsonl)")
     p.add_argument("--no-prefilter", action="store_true", help="parse every line (slower; the rows are the same)")
+    add_geoip_option(p)
     p.add_argument("logs", nargs="+", metavar="LOG", help="audit log files; - reads stdin")
     p.set_defaults(func=cmd_scan)
 
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="HTTP address for kube-apiserver's audit webhook backend (webhook sources); '' turns it off",
     )
+    add_geoip_option(p)
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 
@@ -105,11 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_geoip_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--geoip-db",
+        default=os.environ.get("AUDITWATCH_GEOIP_DB"),
+        metavar="FILE",
+        help="MaxMind-format database (GeoLite2-City or compatible) for `iplocation` (default: $AUDITWATCH_GEOIP_DB)",
+    )
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from auditwatch.engine.pipeline import OutputRow
     from auditwatch.scan import format_table, scan, stderr_progress, summary
 
-    plan = compile_search(*search_and_macros(args.detection))
+    search, macros = search_and_macros(args.detection)
+    plan = compile_search(search, macros, args.geoip_db)
     collected: list[OutputRow] = []
     out = sys.stdout.buffer
 
@@ -171,7 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness or None,
         standalone=True,
-        memo=kopf.Memo(webhook_listen=args.webhook_listen),
+        memo=kopf.Memo(webhook_listen=args.webhook_listen, geoip_db=args.geoip_db),
     )
     return 0
 

@@ -43,10 +43,12 @@ class InvalidDetection(ValueError):
         self.reason = reason
 
 
-def compile_detection(spec: AuditDetectionSpec, webhooks: WebhookServer | None = None) -> Plan:
+def compile_detection(
+    spec: AuditDetectionSpec, webhooks: WebhookServer | None = None, geoip_db: str | None = None
+) -> Plan:
     """The plan of a detection, or InvalidDetection naming what is wrong."""
     try:
-        plan = compile_search(spec.search, spec.macros)
+        plan = compile_search(spec.search, spec.macros, geoip_db)
     except SPLError as exc:
         raise InvalidDetection("InvalidSearch", f"spec.search: {exc}") from None
     stats = plan.stats
@@ -88,8 +90,10 @@ class DetectionRuntime:
         logger: logging.Logger | logging.LoggerAdapter[Any],
         parse_spec: Callable[[Mapping[str, Any]], AuditDetectionSpec],
         webhooks: WebhookServer | None = None,
+        geoip_db: str | None = None,
     ) -> None:
         self.webhooks = webhooks
+        self.geoip_db = geoip_db
         self.kube = kube
         self.body = body  # kopf's live view: reflects the latest spec and generation
         self.post_event = post_event
@@ -125,7 +129,7 @@ class DetectionRuntime:
             generation = self.generation
             try:
                 spec = self.parse_spec(self.body)
-                plan = compile_detection(spec, self.webhooks)
+                plan = compile_detection(spec, self.webhooks, self.geoip_db)
             except InvalidDetection as exc:
                 await self._invalid(exc, generation)
                 while not stopped and self.generation == generation:

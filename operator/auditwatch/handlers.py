@@ -67,7 +67,7 @@ async def run_detection(
     stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
-    runtime = DetectionRuntime(Kube(), body, post_event, logger, parse_spec, memo.get("webhooks"))
+    runtime = DetectionRuntime(Kube(), body, post_event, logger, parse_spec, memo.get("webhooks"), memo.get("geoip_db"))
     await runtime.run(stopped)
 
 
