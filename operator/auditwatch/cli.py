@@ -105,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("build", "up"))
     p.add_argument("--workdir", metavar="DIR", help="up: where the cluster keeps its files (default: a temp dir)")
     p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser(
+        "import-escu",
+        help="turn Splunk ESCU detection YAML into AuditDetection manifests",
+        description="Write one AuditDetection manifest per ESCU detection file: the search verbatim, the "
+        "macros it calls (from --macros), rba/tags -> spec.finding, description and known false positives "
+        "as annotations, MITRE ATT&CK techniques and analytic stories as labels.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE.yml", help="ESCU detection files")
+    p.add_argument("-o", "--output", metavar="DIR", help="write <name>.yaml files into DIR (default: stdout)")
+    p.add_argument(
+        "--macros", metavar="DIR", help="ESCU macro files (default: macros/ beside the first file's directory)"
+    )
+    p.set_defaults(func=cmd_import_escu)
     return parser
 
 
@@ -226,3 +240,30 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     except (BuildError, ClusterError) as exc:
         print(f"auditwatch cluster: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_import_escu(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from auditwatch.escu import ImportError_, import_detection, load_macros, render
+
+    files = [Path(f) for f in args.files]
+    macro_dir = Path(args.macros) if args.macros else files[0].resolve().parent.parent / "macros"
+    macros = load_macros(macro_dir) if macro_dir.is_dir() else {}
+    out_dir = Path(args.output) if args.output else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for path in files:
+            obj = import_detection(path, macros)
+            text = render(obj, path.name)
+            if out_dir is None:
+                sys.stdout.write("---\n" + text)
+            else:
+                target = out_dir / f"{obj['metadata']['name']}.yaml"
+                target.write_text(text)
+                print(f"wrote {target}", file=sys.stderr)
+    except (ImportError_, OSError) as exc:
+        print(f"auditwatch import-escu: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

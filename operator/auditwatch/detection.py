@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from auditwatch.sources import Source
 from auditwatch.sources.file import FileTail, Position
 from auditwatch.sources.webhook import WebhookServer
 from auditwatch.spl import SPLError, compile_search
-from auditwatch.spl.plan import Plan
+from auditwatch.spl.plan import IpLocation, Plan
 
 FLUSH_SECONDS = 0.25
 STATUS_SECONDS = 1.0
@@ -51,6 +52,8 @@ def compile_detection(
         plan = compile_search(spec.search, spec.macros, geoip_db)
     except SPLError as exc:
         raise InvalidDetection("InvalidSearch", f"spec.search: {exc}") from None
+    if any(isinstance(c, IpLocation) for c in plan.commands) and not os.path.isfile(geoip_db or ""):
+        raise InvalidDetection("InvalidSearch", f"spec.search: iplocation: cannot read the MaxMind database {geoip_db}")
     stats = plan.stats
     if stats is None or not all(a.func == "count" and a.field is None for a in stats.aggs):
         raise InvalidDetection(

@@ -6,7 +6,6 @@ Precedence follows Splunk's search language: ``NOT`` binds tightest, then ``OR``
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -270,8 +269,6 @@ class _Parser:
             raise self.error("iplocation", "the end of the command (options are not supported)")
         if not self.geoip_db:
             raise SPLError(NO_GEOIP, tok.column, tok.macro)
-        if not os.path.isfile(self.geoip_db):
-            raise SPLError(f"iplocation: the MaxMind database {self.geoip_db} does not exist", tok.column, tok.macro)
         return IpLocation(field, self.geoip_db)
 
     # -- search expressions --------------------------------------------------------------------

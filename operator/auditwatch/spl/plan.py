@@ -147,6 +147,21 @@ class Plan:
     def stats(self) -> Stats | None:
         return next((c for c in self.commands if isinstance(c, Stats)), None)
 
+    def output_fields(self) -> list[str] | None:
+        """The fields of a result row, in order, or None when rows are whole events (no stats)."""
+        stats = self.stats
+        if stats is None:
+            return None
+        fields = [*stats.by, *(a.name for a in stats.aggs)]
+        for cmd in self.commands[self.commands.index(stats) + 1 :]:
+            if isinstance(cmd, Rename):
+                mapping = dict(cmd.pairs)
+                targets = set(mapping.values())
+                fields = [mapping.get(f, f) for f in fields if f not in targets or f in mapping]
+            elif isinstance(cmd, Convert):
+                fields += [out for _, out in cmd.fields if out not in fields]
+        return fields
+
 
 IPLOCATION_FIELDS = ("City", "Country", "Region", "lat", "lon")
 
