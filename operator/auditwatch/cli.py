@@ -119,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--macros", metavar="DIR", help="ESCU macro files (default: macros/ beside the first file's directory)"
     )
     p.set_defaults(func=cmd_import_escu)
+
+    p = sub.add_parser(
+        "lint",
+        help="check detections for mistakes that compile but do not do what they say",
+        description="Compile each AuditDetection and report errors and warnings (never-set, unknown-field, "
+        "no-prefilter, unbounded-key, key-not-output; see auditwatch/lint.py). Exit 1 on errors, and on "
+        "warnings too with --strict; 0 otherwise. Fits a GitOps CI step.",
+    )
+    p.add_argument("detections", nargs="+", metavar="DETECTION", help="AuditDetection manifests (YAML/JSON)")
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.set_defaults(func=cmd_lint)
     return parser
 
 
@@ -267,3 +278,26 @@ def cmd_import_escu(args: argparse.Namespace) -> int:
         print(f"auditwatch import-escu: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from auditwatch.lint import lint
+    from auditwatch.manifest import read_detection
+
+    failed = False
+    for path in args.detections:
+        try:
+            spec = read_detection(path).get("spec") or {}
+            search, macros = search_and_macros(path)
+            plan = compile_search(search, macros, geoip_db="(lint: not opened)")
+        except (ManifestError, SPLError) as exc:
+            print(f"{path}: error[compile]: {exc}")
+            failed = True
+            continue
+        problems = lint(plan, list((spec.get("finding") or {}).get("groupBy") or []))
+        for problem in problems:
+            print(f"{path}: {problem}")
+        failed |= any(p.level == "error" or args.strict for p in problems)
+        if not problems:
+            print(f"{path}: ok")
+    return 1 if failed else 0

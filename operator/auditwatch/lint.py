@@ -1,0 +1,139 @@
+"""``auditwatch lint``: what a detection will do that its author probably did not mean.
+
+Each finding has a code, so that a GitOps step can be strict about some and not others:
+
+- ``never-set``: a BY field that the events the search keeps can never carry. The seed rule's
+  ``user.uid``: Kubernetes sets no uid for ``system:anonymous``, so in Splunk ``fillnull`` (which only
+  fills fields seen in some result) cannot fill it and ``stats ... BY user.uid`` drops every row.
+  auditwatch's ``fillnull`` fills it with "0" and the rule works as intended; without a ``fillnull``
+  before ``stats``, no row can ever come out (an error then).
+- ``unknown-field``: a field no audit event has and no command makes (``apiGroup`` for
+  ``objectRef.apiGroup``); the message suggests the closest known name.
+- ``no-prefilter``: no literal the prefilter can require, so every line is parsed (slow).
+- ``unbounded-key``: the finding key has a per-request field (a timestamp, the audit ID), so there will
+  be a finding per request until ``maxFindings`` is reached.
+- ``key-not-output``: a ``groupBy`` field the search does not output: every row gets an empty key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from auditwatch.engine.prefilter import derive
+from auditwatch.spl.plan import (
+    IPLOCATION_FIELDS,
+    Compare,
+    Convert,
+    FillNull,
+    In,
+    IpLocation,
+    Plan,
+    Rename,
+    Stats,
+    command_fields,
+)
+
+# audit.k8s.io/v1 Event fields (flattened); objects below these prefixes are free-form.
+EVENT_FIELDS = {
+    "kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "userAgent", "sourceIPs{}",
+    "requestReceivedTimestamp", "stageTimestamp",
+    "user.username", "user.uid", "user.groups{}",
+    "impersonatedUser.username", "impersonatedUser.uid", "impersonatedUser.groups{}",
+    "objectRef.resource", "objectRef.namespace", "objectRef.name", "objectRef.uid", "objectRef.apiGroup",
+    "objectRef.apiVersion", "objectRef.resourceVersion", "objectRef.subresource",
+    "responseStatus.code", "responseStatus.status", "responseStatus.message", "responseStatus.reason",
+    "responseStatus.details.name", "responseStatus.details.group", "responseStatus.details.kind",
+    "responseStatus.details.uid", "responseStatus.details.causes{}.message", "responseStatus.details.causes{}.reason",
+    "responseStatus.details.causes{}.field", "responseStatus.details.retryAfterSeconds",
+}  # fmt: skip
+FREE_FORM = ("requestObject.", "responseObject.", "annotations.", "user.extra.", "impersonatedUser.extra.")
+METADATA = {"_time", "source", "_raw"}
+PER_REQUEST = {"requestReceivedTimestamp", "stageTimestamp", "auditID", "_time"}
+NEVER_SET_FILLED = (
+    "`stats ... BY user.uid`: Kubernetes sets no uid for system:anonymous, so in Splunk, where fillnull "
+    'fills only fields some result has, this BY drops every row; auditwatch\'s fillnull fills it with "0", '
+    "as the rule intends"
+)
+NEVER_SET_EMPTY = (
+    "`stats ... BY user.uid` over anonymous requests: Kubernetes sets no uid for system:anonymous, so no row "
+    "can ever come out; add `| fillnull` before stats"
+)
+ANONYMOUS = {("user.username", "system:anonymous"), ("user.groups{}", "system:unauthenticated")}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" or "warning"
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}[{self.code}]: {self.message}"
+
+
+def lint(plan: Plan, group_by: list[str] | None = None) -> list[Finding]:
+    """Everything worth saying about a compiled detection, errors first."""
+    found = _never_set(plan) + _unknown_fields(plan)
+    if derive(plan) is None:
+        found.append(Finding("warning", "no-prefilter", "the base search requires no literal text, so the "
+                             "prefilter cannot skip lines: every line is parsed (about 7x slower)"))  # fmt: skip
+    found += _key_problems(plan, group_by or [])
+    return sorted(found, key=lambda f: f.level != "error")
+
+
+def _never_set(plan: Plan) -> list[Finding]:
+    stats = plan.stats
+    if stats is None or "user.uid" not in stats.by or not _requires_anonymous(plan):
+        return []
+    before = plan.commands[: plan.commands.index(stats)]
+    if any(isinstance(c, FillNull) and (not c.fields or "user.uid" in c.fields) for c in before):
+        return [Finding("warning", "never-set", NEVER_SET_FILLED)]
+    return [Finding("error", "never-set", NEVER_SET_EMPTY)]
+
+
+def _requires_anonymous(plan: Plan) -> bool:
+    expr = plan.base.expr
+    terms = expr.items if hasattr(expr, "items") and not hasattr(expr, "op") else (expr,)
+    for term in terms:
+        if isinstance(term, Compare) and term.op == "=" and (term.field, term.value.lower()) in ANONYMOUS:
+            return True
+        if isinstance(term, In) and any((term.field, v.lower()) in ANONYMOUS for v in term.values):
+            return True
+    return False
+
+
+def _unknown_fields(plan: Plan) -> list[Finding]:
+    made: set[str] = set(METADATA)
+    found = []
+    stats_seen = False
+    for cmd in plan.commands:
+        for field in sorted(command_fields(cmd) - made):
+            if stats_seen or field in EVENT_FIELDS or field.startswith(FREE_FORM):
+                continue
+            close = difflib.get_close_matches(field, EVENT_FIELDS, n=1, cutoff=0.5)
+            close += [f for f in sorted(EVENT_FIELDS) if f.endswith("." + field)][:1]
+            hint = f"; did you mean {close[-1]}?" if close else ""
+            found.append(Finding("warning", "unknown-field", f"no audit event has a field {field!r}{hint}"))
+        if isinstance(cmd, Rename):
+            made |= {new for _, new in cmd.pairs}
+        elif isinstance(cmd, IpLocation):
+            made |= set(IPLOCATION_FIELDS)
+        elif isinstance(cmd, Convert):
+            made |= {out for _, out in cmd.fields}
+        elif isinstance(cmd, Stats):
+            stats_seen = True  # after stats the fields are the rows'
+    return found
+
+
+def _key_problems(plan: Plan, group_by: list[str]) -> list[Finding]:
+    found = []
+    outputs = plan.output_fields()
+    for field in group_by:
+        if outputs is not None and field not in outputs:
+            found.append(Finding("warning", "key-not-output", f"finding.groupBy {field!r} is not an output field "
+                                 f"of the search ({', '.join(outputs)}): every row gets an empty key"))  # fmt: skip
+        if field in PER_REQUEST:
+            found.append(Finding("warning", "unbounded-key", f"finding.groupBy {field!r} differs for every request: "
+                                 "one finding per request, until maxFindings is reached"))  # fmt: skip
+    return found

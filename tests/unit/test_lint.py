@@ -1,0 +1,56 @@
+"""auditwatch lint: each warning, the error, and the exit codes of the command."""
+
+import subprocess
+import sys
+
+from factory import SEED, seed_search
+
+from auditwatch.lint import lint
+from auditwatch.spl import compile_search
+
+
+def codes(search, group_by=None):
+    return [(f.level, f.code) for f in lint(compile_search(search, geoip_db="x"), group_by)]
+
+
+def test_the_seed_gets_the_documented_never_set_warning_and_nothing_else():
+    [finding] = lint(compile_search(seed_search()), ["user", "src_ip"])
+    assert (finding.level, finding.code) == ("warning", "never-set")
+    assert "Splunk" in finding.message and 'fills it with "0"' in finding.message
+
+
+def test_without_fillnull_the_uid_by_is_an_error():
+    search = 'user.username="system:anonymous" | stats count BY user.uid user.username'
+    assert codes(search) == [("error", "never-set")]
+    assert codes('user.username="alice" | stats count BY user.uid') == []  # others have a uid
+
+
+def test_unknown_fields_get_a_suggestion():
+    [finding] = lint(compile_search("verb=create apiGroup=apps | stats count BY verb"))
+    assert finding.code == "unknown-field" and finding.message.endswith("did you mean objectRef.apiGroup?")
+    assert codes("verb=create requestObject.spec.anything=x | rename verb as v | stats count BY v") == []
+
+
+def test_no_literal_means_no_prefilter():
+    assert codes("NOT verb=get | stats count BY verb") == [("warning", "no-prefilter")]
+
+
+def test_finding_keys_that_explode_or_do_not_exist():
+    search = "verb=create | stats count BY requestReceivedTimestamp verb | rename verb as v"
+    assert codes(search, ["requestReceivedTimestamp", "verb"]) == [
+        ("warning", "unbounded-key"), ("warning", "key-not-output")]  # fmt: skip
+
+
+def test_the_command_exits_1_on_errors_and_with_strict_on_warnings(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: AuditDetection\nspec:\n  search: 'a=1 | stats count BY'\n")
+
+    def lint_cli(*args):
+        return subprocess.run([sys.executable, "-m", "auditwatch", "lint", *map(str, args)], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+
+    ok = lint_cli(SEED)
+    assert ok.returncode == 0 and "warning[never-set]" in ok.stdout
+    assert lint_cli("--strict", SEED).returncode == 1
+    failed = lint_cli(bad)
+    assert failed.returncode == 1 and "error[compile]: stats BY: expected a field name" in failed.stdout
