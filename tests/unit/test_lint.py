@@ -3,10 +3,9 @@
 import subprocess
 import sys
 
-from factory import SEED, seed_search
-
 from auditwatch.lint import lint
 from auditwatch.spl import compile_search
+from factory import SEED, seed_search
 
 
 def codes(search, group_by=None):
