@@ -21,9 +21,11 @@ from typing import Any
 
 from auditwatch.api.models import AuditDetectionSpec
 from auditwatch.engine.evaluate import Counters, Evaluator
+from auditwatch.engine.stream import RowStream
 from auditwatch.findings.aggregate import Aggregator, parse_duration
 from auditwatch.findings.writer import PostEvent, Writer
 from auditwatch.kube import ApiException, Kube
+from auditwatch.lint import lint
 from auditwatch.sources import Source
 from auditwatch.sources.file import FileTail, Position
 from auditwatch.sources.webhook import WebhookServer
@@ -54,13 +56,9 @@ def compile_detection(
         raise InvalidDetection("InvalidSearch", f"spec.search: {exc}") from None
     if any(isinstance(c, IpLocation) for c in plan.commands) and not os.path.isfile(geoip_db or ""):
         raise InvalidDetection("InvalidSearch", f"spec.search: iplocation: cannot read the MaxMind database {geoip_db}")
-    stats = plan.stats
-    if stats is None or not all(a.func == "count" and a.field is None for a in stats.aggs):
-        raise InvalidDetection(
-            "UnsupportedSearch",
-            "spec.search: the operator runs searches whose stats is `stats count BY ...`; other stats "
-            "functions need a time window (spec.window), which is not implemented yet",
-        )
+    errors = [f for f in lint(plan, spec.finding.groupBy) if f.level == "error"]
+    if errors:
+        raise InvalidDetection("LintError", "; ".join(f"spec.search: {e}" for e in errors))
     for source in spec.sources:
         if source.cloudwatch is not None:
             raise InvalidDetection(
@@ -116,6 +114,7 @@ class DetectionRuntime:
         self.long_lines_base = int(saved.get("longLines", 0))
         self._conditions: dict[str, dict[str, Any]] = {c["type"]: c for c in status.get("conditions", [])}
         self._written: dict[str, Any] = {}
+        self.lint = ""
 
     @property
     def generation(self) -> int:
@@ -164,6 +163,9 @@ class DetectionRuntime:
         writer = Writer(self.kube, self.ref(), finding.model_dump(), self.post_event, self.logger)
         evaluator = Evaluator(plan, extra_fields=frozenset([TIME_FIELD]))
         evaluator.counters = self.counters
+        stream = RowStream(evaluator.pipeline, parse_duration(spec.window))
+        warnings = [f for f in lint(plan, finding.groupBy) if f.level == "warning"]
+        self.lint = "; ".join(str(w) for w in warnings)
         tails: dict[str, Source] = {}
         for s in spec.sources:
             if s.file is not None:
@@ -173,7 +175,7 @@ class DetectionRuntime:
         segments: dict[str, deque[_Segment]] = {name: deque() for name in tails}
         read_seq = {name: self.positions[name].seq if name in self.positions else 0 for name in tails}
         readers = [
-            asyncio.create_task(self._read(name, tail, evaluator, aggregator, segments[name], read_seq))
+            asyncio.create_task(self._read(name, tail, evaluator, stream, aggregator, segments[name], read_seq))
             for name, tail in tails.items()
         ]
         self.logger.info("detection %s/%s running generation %d on %d source(s)", self.namespace, self.name,
@@ -193,35 +195,35 @@ class DetectionRuntime:
                     await writer.expire(aggregator, ttl)
                 if now - last_status >= STATUS_SECONDS:
                     last_status = now
-                    await self._status(generation, tails, segments, read_seq, aggregator)
+                    await self._status(generation, tails, segments, read_seq, aggregator, stream)
         finally:
             for task in readers:
                 task.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
             await writer.flush(aggregator, float("inf"))  # persist what was counted before handing over
-            await self._status(generation, tails, segments, read_seq, aggregator)
+            await self._status(generation, tails, segments, read_seq, aggregator, stream)
             self.long_lines_base += sum(t.long_lines for t in tails.values())
 
-    async def _read(self, name: str, tail: Source, evaluator: Evaluator, aggregator: Aggregator,
+    async def _read(self, name: str, tail: Source, evaluator: Evaluator, stream: RowStream, aggregator: Aggregator,
                     segments: deque[_Segment], read_seq: dict[str, int]) -> None:  # fmt: skip
-        pipeline = evaluator.pipeline
         async for chunk in tail.chunks():
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            wall = datetime.now(UTC)
+            now = wall.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             for start, end, record in evaluator.records(chunk.data, origin=chunk.file):
                 seen = record.get(TIME_FIELD, [now])[0]
-                for row in pipeline.event_rows(record):
+                for row, events in stream.add(record, name, chunk.seq + start, wall.timestamp()):
                     self.rows += 1
-                    aggregator.add(row, name, chunk.seq + start, chunk.seq + end, seen)
+                    aggregator.add(row, name, chunk.seq + start, chunk.seq + end, seen, events)
             segments.append(_Segment(chunk.seq, len(chunk.data), chunk.file, chunk.inode, chunk.offset))
             read_seq[name] = chunk.seq + len(chunk.data)
-            _prune(segments, aggregator.resume_seq(name, read_seq[name]))
+            _prune(segments, _resume(aggregator, stream, name, read_seq[name]))
             await asyncio.sleep(0)
 
     async def _status(self, generation: int, tails: dict[str, Source], segments: dict[str, deque[_Segment]],
-                      read_seq: dict[str, int], aggregator: Aggregator) -> None:  # fmt: skip
+                      read_seq: dict[str, int], aggregator: Aggregator, stream: RowStream) -> None:  # fmt: skip
         sources = []
         for name, tail in tails.items():
-            resume = _position(segments[name], aggregator.resume_seq(name, read_seq[name]))
+            resume = _position(segments[name], _resume(aggregator, stream, name, read_seq[name]))
             if resume is not None and isinstance(tail, FileTail):  # a webhook has nothing to read again
                 self.positions[name] = resume
             pos = self.positions.get(name) or resume
@@ -237,6 +239,8 @@ class DetectionRuntime:
             "observedGeneration": generation,
             "conditions": [
                 _condition("Ready", "True", "Running", "evaluating audit events", generation),
+                _condition("LintClean", "False" if self.lint else "True", "LintWarnings" if self.lint else "Clean",
+                           self.lint or "auditwatch lint has nothing to say", generation),
                 _condition("SourcesReady", "True" if ready else "False", "Reading" if ready else "SourceUnavailable",
                            errors or "all sources are being read", generation),
             ],
@@ -266,6 +270,13 @@ class DetectionRuntime:
             return
         self._written = status
         self._conditions = {c["type"]: c for c in status.get("conditions", [])}
+
+
+def _resume(aggregator: Aggregator, stream: RowStream, source: str, read_seq: int) -> int:
+    """Where a restart must read ``source`` from: no unwritten finding, no window being filled, is lost."""
+    hold = stream.hold_seq(source)
+    resume = aggregator.resume_seq(source, read_seq)
+    return resume if hold is None else min(resume, hold)
 
 
 def _position(segments: deque[_Segment], seq: int) -> Position | None:

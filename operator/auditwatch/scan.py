@@ -63,11 +63,11 @@ def scan(
             parts = [_read(plan, use_prefilter, path, start, length, bar=bar), *(_join(c) for c in children)]
         bar.done()
         line_offset = 0
-        for part_counters, groups in parts:
+        for part_counters, state in parts:
             counters.add(part_counters, line_offset)
             line_offset += part_counters.lines
             if table is not None:
-                table.merge_groups(groups)
+                table.merge(state)
             else:
                 rows += part_counters.matched
     if table is not None:
@@ -85,8 +85,8 @@ def _read(
     length: int | None,
     emit: Callable[[OutputRow], None] | None = None,
     bar: _Progress | None = None,
-) -> tuple[Counters, dict[Key, list[Any]]]:
-    """Read one byte range of one log: its counters and stats groups (rows go to ``emit`` without stats)."""
+) -> tuple[Counters, tuple[dict[Key, list[Any]], dict[Key, int]]]:
+    """Read one byte range of one log: its counters and stats table state (rows go to ``emit`` without stats)."""
     reader = Evaluator(plan, use_prefilter)
     table = Table(reader.pipeline) if plan.stats else None
     done = 0
@@ -102,7 +102,7 @@ def _read(
             done += len(chunk)
             if bar is not None:
                 bar.update(done)
-    return reader.counters, table.groups if table is not None else {}
+    return reader.counters, table.state() if table is not None else ({}, {})
 
 
 def _fork(work: Callable[[], object]) -> tuple[int, int]:

@@ -33,9 +33,11 @@ def test_the_whole_kustomize_base_passes_server_side_dry_run(cluster):
     assert "deployment.apps/auditwatch" in proc.stdout and "clusterrole.rbac.authorization.k8s.io" in proc.stdout
 
 
-def test_the_sample_detections_are_accepted(cluster):
+def test_the_sample_detections_and_the_escu_component_are_accepted(cluster):
     proc = cluster.kubectl("apply", "-f", str(ROOT / "manifests/detections"), "--dry-run=server")
     assert "kubernetes-aws-detect-suspicious-kubectl-calls" in proc.stdout
+    proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests/detections/escu"), "--dry-run=server")
+    assert proc.stdout.count("(server dry run)") == 17
 
 
 def can(cluster, verb, resource, namespace=NAMESPACE):

@@ -23,8 +23,10 @@ def test_the_seed_shape_compiles():
     [
         ("a=1 | stats count BY", FILE, "InvalidSearch",
          "spec.search: stats BY: expected a field name, got end of search at column 21"),
-        ("a=1 | stats values(x) BY y", FILE, "UnsupportedSearch", "spec.search: the operator runs searches whose"),
-        ("a=1", FILE, "UnsupportedSearch", "spec.search: the operator runs searches whose"),
+        ('user.username="system:anonymous" | stats count BY user.uid', FILE, "LintError",
+         "spec.search: error[never-set]: `stats ... BY user.uid` over anonymous requests"),
+        ("a=1 | iplocation sourceIPs{} | stats count BY Country", FILE, "InvalidSearch",
+         "spec.search: iplocation needs a MaxMind-format database"),
         ("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}], "UnsupportedSource",
          "spec.sources[hook]: the operator runs without its webhook server (auditwatch run --webhook-listen)"),
         ("a=1 | stats count BY a", [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1"}}],

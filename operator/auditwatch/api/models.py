@@ -24,6 +24,12 @@ DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
 
 
+def check_duration(field: str, value: str) -> str:
+    if not value or not DURATION.match(value) or not any(ch.isdigit() for ch in value):
+        raise ValueError(f"{field} {value!r} is not a duration such as 24h, 90m or 1h30m")
+    return value
+
+
 class Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
@@ -95,9 +101,7 @@ class Finding(Model):
     @field_validator("ttl")
     @classmethod
     def duration(cls, v: str) -> str:
-        if not v or not DURATION.match(v):
-            raise ValueError(f"ttl {v!r} is not a duration such as 24h, 90m or 1h30m")
-        return v
+        return check_duration("ttl", v)
 
 
 class AuditDetectionSpec(Model):
@@ -108,6 +112,19 @@ class AuditDetectionSpec(Model):
     ] = Field(default_factory=dict)
     sources: Annotated[list[Source], Field(max_length=8)] = Field(default_factory=list)
     finding: Finding = Field(default_factory=Finding)
+    window: Annotated[
+        str,
+        Field(
+            max_length=32,
+            description="Time window of stats other than a plain count (ESCU's schedule: 60m). Rows come out "
+            "when they first pass the whole search and are updated as the window fills.",
+        ),
+    ] = "60m"
+
+    @field_validator("window")
+    @classmethod
+    def window_duration(cls, v: str) -> str:
+        return check_duration("window", v)
 
     @field_validator("sources")
     @classmethod

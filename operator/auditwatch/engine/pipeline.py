@@ -47,6 +47,7 @@ class Pipeline:
         self._post = _compile_stage(cmds[split + 1 :], ())
         self.needs_raw = any(isinstance(c, Search) and _has_keyword(c.expr) for c in cmds[:split])
         self.int_fields = _int_fields(self.stats, cmds[split + 1 :])
+        self._post_reads: set[str] = set().union(*map(command_fields, cmds[split + 1 :]))
         # When the per-row commands only rename, every row has the same shape: (output key, stats column).
         # When the per-row commands only rename, every row has the same shape: (output key, column
         # index in BY values + aggregates), so rows are built without running the commands.
@@ -66,8 +67,13 @@ class Pipeline:
 
     @property
     def count_only(self) -> bool:
-        """True when every row is a sum of per-event rows, so no state is needed between events."""
+        """True when the only aggregate is a plain count, so each event's rows can be summed."""
         return self.stats is not None and all(a.func == "count" and a.field is None for a in self.stats.aggs)
+
+    @property
+    def row_local(self) -> bool:
+        """True when the per-row commands read no aggregate (``where count > 5`` does)."""
+        return self.stats is not None and not (self._post_reads & {a.name for a in self.stats.aggs})
 
     def event(self, record: Record) -> Record | None:
         """The per-event commands: the record after them, or None when it is filtered out."""
@@ -115,17 +121,26 @@ class Table:
         self.pipeline = pipeline
         self.aggs = pipeline.stats.aggs
         self.groups: dict[Key, list[Any]] = {}
+        self.events: dict[Key, int] = {}  # events per group, whatever the aggregates
 
     def add(self, record: Record) -> None:
         for key in self.pipeline.group_keys(record):
             state = self.groups.get(key)
             if state is None:
                 state = self.groups[key] = [_initial(a.func) for a in self.aggs]
+            self.events[key] = self.events.get(key, 0) + 1
             for i, agg in enumerate(self.aggs):
                 state[i] = _update(agg.func, state[i], record.get(agg.field, []) if agg.field else None)
 
-    def merge_groups(self, groups: dict[Key, list[Any]]) -> None:
-        """Fold in the groups of another reader's table of the same plan."""
+    def state(self) -> tuple[dict[Key, list[Any]], dict[Key, int]]:
+        """What another process needs to merge this table (picklable)."""
+        return self.groups, self.events
+
+    def merge(self, state: tuple[dict[Key, list[Any]], dict[Key, int]]) -> None:
+        """Fold in the state of another reader's table of the same plan."""
+        groups, events = state
+        for key, n in events.items():
+            self.events[key] = self.events.get(key, 0) + n
         for key, theirs in groups.items():
             mine = self.groups.get(key)
             if mine is None:
@@ -133,14 +148,13 @@ class Table:
             else:
                 self.groups[key] = [_combine(a.func, m, t) for a, m, t in zip(self.aggs, mine, theirs, strict=True)]
 
+    def row(self, key: Key) -> OutputRow | None:
+        """A group's row through the per-row commands, or None when they filter it out."""
+        aggregates = [(a.name, _final(a.func, s)) for a, s in zip(self.aggs, self.groups[key], strict=True)]
+        return self.pipeline.row(key, aggregates)
+
     def rows(self) -> list[OutputRow]:
-        out = []
-        for key in sorted(self.groups):
-            aggregates = [(a.name, _final(a.func, s)) for a, s in zip(self.aggs, self.groups[key], strict=True)]
-            row = self.pipeline.row(key, aggregates)
-            if row is not None:
-                out.append(row)
-        return out
+        return [row for key in sorted(self.groups) if (row := self.row(key)) is not None]
 
 
 def _initial(func: str) -> Any:

@@ -98,8 +98,8 @@ class Aggregator:
             latest=list(status.get("latest") or []), checkpoints=dict(status.get("checkpoints") or {}), uid=uid,
         )  # fmt: skip
 
-    def add(self, row: dict[str, Any], source: str, line_start: int, line_end: int, seen: str) -> str:
-        """Count one row; returns 'new', 'updated', 'skipped' (already counted) or 'dropped' (cap)."""
+    def add(self, row: dict[str, Any], source: str, line_start: int, line_end: int, seen: str, events: int = 1) -> str:
+        """Count ``events`` for one row; returns 'new', 'updated', 'skipped' (already counted) or 'dropped'."""
         key = {f: _text(row.get(f, "")) for f in self.group_by}
         name = finding_name(self.detection, key)
         finding = self.findings.get(name)
@@ -113,7 +113,7 @@ class Aggregator:
             outcome = "updated"
         if line_end <= finding.checkpoints.get(source, -1):
             return "skipped"  # already in the count written before a restart
-        finding.count += int(row.get("count", 1))
+        finding.count += events
         finding.first_seen = min(finding.first_seen or seen, seen)
         finding.last_seen = max(finding.last_seen, seen)
         for k, v in row.items():
