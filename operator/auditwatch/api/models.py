@@ -21,7 +21,7 @@ Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a
 FieldName = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=1024)]
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
-SEVERITIES = ("informational", "low", "medium", "high", "critical")
+Severity = Literal["informational", "low", "medium", "high", "critical"]
 
 
 def check_duration(field: str, value: str) -> str:
@@ -94,7 +94,7 @@ class Finding(Model):
     ] = Field(default_factory=lambda: ["user", "src_ip"])
     message: Annotated[str, Field(max_length=1024, description="ESCU rba.message; $field$ tokens filled.")] = ""
     riskScore: Annotated[int, Field(ge=0, le=100)] = 50
-    severity: Literal["informational", "low", "medium", "high", "critical"] = "medium"
+    severity: Severity = "medium"
     maxFindings: Annotated[int, Field(ge=1, le=10000)] = 1000
     ttl: Annotated[str, Field(max_length=32, description="Findings not seen for this long expire: 168h.")] = "168h"
 
@@ -193,7 +193,7 @@ class DetectionFindingSpec(Model):
     detection: Name
     key: Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=8)]
     message: Text = ""
-    severity: Literal["informational", "low", "medium", "high", "critical"] = "medium"
+    severity: Severity = "medium"
     riskScore: Annotated[int, Field(ge=0, le=100)] = 50
 
 

@@ -46,6 +46,7 @@ class Token:
         return self.text in words if case else self.text.lower() in {w.lower() for w in words}
 
 
+_SINGLE = {"|": Kind.PIPE, "(": Kind.LPAREN, ")": Kind.RPAREN, ",": Kind.COMMA}
 _BREAK = set(' \t\r\n|()=!<>,"`')
 _OPS = ("!=", "<=", ">=", "==", "=", "<", ">")
 
@@ -59,17 +60,8 @@ def tokenize(text: str, macro: str | None = None) -> list[Token]:
         col = i + 1
         if c.isspace():
             i += 1
-        elif c == "|":
-            tokens.append(Token(Kind.PIPE, c, col, macro))
-            i += 1
-        elif c == "(":
-            tokens.append(Token(Kind.LPAREN, c, col, macro))
-            i += 1
-        elif c == ")":
-            tokens.append(Token(Kind.RPAREN, c, col, macro))
-            i += 1
-        elif c == ",":
-            tokens.append(Token(Kind.COMMA, c, col, macro))
+        elif c in _SINGLE:
+            tokens.append(Token(_SINGLE[c], c, col, macro))
             i += 1
         elif c == '"':
             value, i = _quoted(text, i, macro)
