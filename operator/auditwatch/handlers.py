@@ -59,7 +59,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-@kopf.daemon(GROUP, VERSION, "auditdetections", cancellation_timeout=30.0)
+@kopf.daemon(GROUP, VERSION, "auditdetections", cancellation_timeout=30.0, backoff=5.0)  # retry soon after an API error
 async def run_detection(
     body: kopf.Body,
     memo: kopf.Memo,

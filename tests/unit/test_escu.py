@@ -209,3 +209,18 @@ def test_unauthorized_access(geoip):
     allowed = create("pods", {"kind": "Pod"})
     [row] = rows("kubernetes-unauthorized-access", [forbidden, allowed], geoip)
     assert row["responseStatus.message"] == "pods is forbidden" and row["user"] == "bob"
+
+
+def test_an_imported_detection_through_the_scan_command(geoip, tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(anon(ips=["203.0.113.50"], uri=f"/x{i}", code=403)) + "\n" for i in range(7)))
+    detection = MANIFESTS / "kubernetes-access-scanning.yaml"
+    cmd = [sys.executable, "-m", "auditwatch", "scan", "-d", str(detection), str(log)]
+    refused = subprocess.run(cmd, capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert refused.returncode == 2 and "iplocation needs a MaxMind-format database" in refused.stderr
+    done = subprocess.run([*cmd, "--geoip-db", geoip], capture_output=True, text=True, check=True)
+    [row] = [json.loads(x) for x in done.stdout.splitlines()]
+    assert (row["src_ip"], row["Country"], row["City"], row["count"]) == ("203.0.113.50", "France", "Paris", 7)
