@@ -1,6 +1,7 @@
 """The ESCU Kubernetes pack: import-escu output (golden), and every detection on hand-written events."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from auditwatch.spl import compile_search
 from factory import event
 
 ROOT = Path(__file__).resolve().parents[2]
-ESCU = ROOT.parent / "shared" / "escu"
+# The ESCU files are read where they are shared, beside the checkout (as CI lays them out).
+ESCU = Path(os.environ.get("AUDITWATCH_ESCU_DIR", ROOT.parent / "shared" / "escu"))
+assert (ESCU / "detections").is_dir(), f"ESCU reference files not found at {ESCU}; set AUDITWATCH_ESCU_DIR"
 MANIFESTS = ROOT / "manifests/detections/escu"
 DETECTIONS = sorted((ESCU / "detections").glob("*.yml"))
 

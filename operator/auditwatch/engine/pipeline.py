@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import maxminddb
-
 from auditwatch.audit.decode import Record
 from auditwatch.engine.match import compile_expr, compile_where, ordered
 from auditwatch.spl.plan import (
@@ -271,6 +269,8 @@ def _ctime(value: str, timeformat: str) -> str:
 
 
 def _iplocation_step(cmd: IpLocation) -> Step:
+    import maxminddb  # here: importing it costs 30 ms of every scan's start-up, and few searches need it
+
     reader = maxminddb.open_database(cmd.database)
 
     def step(r: Record) -> Record:
