@@ -20,6 +20,11 @@ def counts(h):
     return {f["spec"]["key"]["src_ip"]: f.get("status", {}).get("count", 0) for f in h.objects(FINDINGS)}
 
 
+def checkpoint(h, name):
+    sources = (h.get(DETECTIONS, name) or {}).get("status", {}).get("sources") or [{}]
+    return sources[0].get("offset")
+
+
 def condition(h, name, kind="Ready"):
     obj = h.get(DETECTIONS, name) or {}
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), {})
@@ -80,12 +85,13 @@ async def test_restart_after_a_crash_between_finding_and_checkpoint_counts_exact
     h.write(*[line(event(ips=[f"10.0.0.{i % 3}"])) for i in range(30)])
     await h.apply(detection_body("exact", h.log, SEARCH))
     await eventually(lambda: sum(counts(h).values()) == 30, what="30 counted")
+    size = os.path.getsize(h.log)
+    await eventually(lambda: checkpoint(h, "exact") == size, what="the checkpoint at the end of the log")
     # The API now refuses the detection's status: findings keep being written, the checkpoint stays.
     h.k.refuse.add((DETECTIONS, "status"))
     h.write(*[line(event(ips=[f"10.0.0.{i % 3}"])) for i in range(20)])
     await eventually(lambda: sum(counts(h).values()) == 50, what="50 counted")
-    checkpoint = h.get(DETECTIONS, "exact")["status"]["sources"][0]["offset"]
-    assert checkpoint < os.path.getsize(h.log)  # so a restart reads those 20 lines again
+    assert checkpoint(h, "exact") == size < os.path.getsize(h.log)  # so a restart reads those 20 lines again
     await h.stop_operator()
     h.k.refuse.clear()  # the API accepts status writes again
     h.write(*[line(event(ips=["10.0.0.7"])) for _ in range(5)])
