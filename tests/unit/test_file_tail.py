@@ -144,3 +144,33 @@ async def test_a_long_partial_line_is_dropped_up_to_its_newline(tmp_path):
     assert [line for line in await r.wait(1) if line] == [b"next"]
     assert tail.long_lines == 1
     await r.stop()
+
+
+async def test_several_rotations_while_the_reader_was_busy_skip_no_file(tmp_path):
+    log = tmp_path / "audit.log"
+    write(log, b"x1")
+    r = Reader(FileTail(str(log)))
+    await r.wait(1)
+    # No await in between: the reader cannot run until three files have been rotated out.
+    write(log, b"x2")
+    os.rename(log, tmp_path / "audit-2026-11-27T10-00-00.000.log")
+    write(log, b"y1", b"y2")
+    os.rename(log, tmp_path / "audit-2026-11-27T10-00-01.000.log")
+    write(log, b"z1")
+    os.rename(log, tmp_path / "audit-2026-11-27T10-00-02.000.log")
+    write(log, b"live")
+    assert await r.wait(6) == [b"x1", b"x2", b"y1", b"y2", b"z1", b"live"]
+    await r.stop()
+
+
+async def test_a_rotated_file_ending_without_a_newline_counts_its_newline_in_seq(tmp_path):
+    log = tmp_path / "audit.log"
+    with open(log, "wb") as f:
+        f.write(b"ab\ncd")  # the last line never got its newline
+    r = Reader(FileTail(str(log)))
+    await r.wait(1)
+    os.rename(log, tmp_path / "audit-2026-11-27T10-00-00.000.log")
+    write(log, b"ef")
+    assert await r.wait(3) == [b"ab", b"cd", b"ef"]
+    assert [seq for _, seq, _ in r.lines] == [3, 6, 9]  # the chunks' seqs run on without a gap or overlap
+    await r.stop()

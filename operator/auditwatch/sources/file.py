@@ -60,7 +60,7 @@ class FileTail:
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Chunks of whole lines, forever (cancel the task to stop)."""
-        fd, name, inode, offset, seq, follow = await self._open_start()
+        fd, name, inode, offset, seq = await self._open_start()
         pending = b""
         dropping = False  # inside a line longer than max_line
         try:
@@ -80,36 +80,26 @@ class FileTail:
                         pending = buf
                         if len(pending) > self.max_line:
                             self.long_lines += 1
-                            offset, seq, pending, dropping = (
-                                offset + len(pending),
-                                seq + len(pending),
-                                b"",
-                                True,
-                            )
+                            offset, seq, pending, dropping = offset + len(pending), seq + len(pending), b"", True
                         continue
                     lines, pending = buf[:cut], buf[cut:]
-                    lines = self._drop_long(lines)
-                    yield Chunk(lines, name, inode, offset, seq)
+                    yield Chunk(self._drop_long(lines), name, inode, offset, seq)
                     offset, seq = offset + cut, seq + cut
                     continue
-                # End of this file for now.
-                if follow:  # an older, rotated file: finish it, then the next one
-                    if pending:
+                # At the end of this file, for now.
+                state = await asyncio.to_thread(self._state, inode, offset + len(pending))
+                if state == "rotated":  # renamed away and closed: finish it, then the file written next
+                    if pending:  # a last line without its newline: the newline counts as read, in seq too
                         yield Chunk(pending + b"\n", name, inode, offset, seq)
-                        offset, seq, pending = offset + len(pending), seq + len(pending), b""
+                        offset, seq, pending = offset + len(pending), seq + len(pending) + 1, b""
+                    following = self._next_file(inode, fd)
                     os.close(fd)
-                    name = follow.pop(0)
-                    fd, inode, offset = await self._wait_open(name)
-                    continue
-                rotated = await asyncio.to_thread(self._rotated, inode, offset + len(pending), fd)
-                if rotated == "renamed":
-                    follow = [str(self.path)]
-                    continue  # reads what is left of the renamed file first, via `follow`
-                if rotated == "truncated":
+                    fd, inode, offset = await self._wait_open(following)
+                    name = str(self.path)
+                elif state == "truncated":
                     offset, pending = 0, b""
-                    continue
-                self.lag_bytes = 0
-                await asyncio.sleep(POLL_SECONDS)
+                else:
+                    await asyncio.sleep(POLL_SECONDS)
         finally:
             os.close(fd)
 
@@ -126,25 +116,40 @@ class FileTail:
                 kept.append(line)
         return b"".join(kept)
 
-    def _rotated(self, inode: int, position: int, fd: int) -> str:
-        """'renamed', 'truncated' or '' for the live file, whose inode and size we compare."""
+    def _state(self, inode: int, position: int) -> str:
+        """'rotated' when the live file is another one now, 'truncated' when it shrank, else ''."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return ""  # renamed, new file not created yet: keep reading the old one
+            return ""  # renamed, the new file not created yet: more may still come
         if st.st_ino != inode:
-            return "renamed"
+            return "rotated"
         if st.st_size < position:
             return "truncated"
         self.lag_bytes = st.st_size - position
         return ""
 
-    async def _open_start(self) -> tuple[int, str, int, int, int, list[str]]:
-        """Open where the saved position says, or the live file from its start."""
+    def _next_file(self, inode: int, fd: int) -> str:
+        """The file written after the one open on ``fd``: the oldest rotated file newer than it, else the
+        live one. Several rotations may have happened while we were busy or down; none is skipped."""
+        entries = []
+        for path in self._rotated_siblings():
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            entries.append((st.st_mtime_ns, str(path), st.st_ino))
+        # Order by modification time, then name (kube-apiserver's timestamped names sort in time order):
+        # file times are coarse, two files rotated within one tick have the same one.
+        current = next(((m, n) for m, n, i in entries if i == inode), (os.fstat(fd).st_mtime_ns, ""))
+        later = [(m, n) for m, n, i in entries if i != inode and (m, n) > current]
+        return min(later)[1] if later else str(self.path)
+
+    async def _open_start(self) -> tuple[int, str, int, int, int]:
+        """Open where the saved position says (the live file or a rotated one), or the live file's start."""
         start = self.start
         if start is not None:
-            files = [*self._rotated_siblings(), self.path]
-            for i, candidate in enumerate(files):
+            for candidate in [*self._rotated_siblings(), self.path]:
                 try:
                     st = os.stat(candidate)
                 except FileNotFoundError:
@@ -152,19 +157,12 @@ class FileTail:
                 if st.st_ino == start.inode and st.st_size >= start.offset:
                     fd = os.open(candidate, os.O_RDONLY)
                     self.ready, self.error = True, ""
-                    return (
-                        fd,
-                        str(candidate),
-                        start.inode,
-                        start.offset,
-                        start.seq,
-                        [str(f) for f in files[i + 1 :]],
-                    )
+                    return fd, str(self.path), start.inode, start.offset, start.seq
             self.error = (
                 f"saved position in {start.file} (inode {start.inode}) is gone; reading {self.path} from its start"
             )
         fd, inode, offset = await self._wait_open(str(self.path))
-        return fd, str(self.path), inode, offset, start.seq if start else 0, []
+        return fd, str(self.path), inode, offset, start.seq if start else 0
 
     async def _wait_open(self, name: str) -> tuple[int, int, int]:
         while True:
