@@ -1,5 +1,6 @@
 """Writing findings: create-or-patch, coalescing, Events, and failures that keep the checkpoint back."""
 
+import asyncio
 import logging
 
 import pytest
@@ -129,3 +130,28 @@ async def test_expired_findings_are_deleted(setup):
     await writer.flush(agg, now=100.0)
     assert await writer.expire(agg, 3600) == 1
     assert kube.objects == {} and events[-1][2] == "FindingExpired"
+
+
+async def test_rows_counted_while_the_patch_waits_are_written_next_and_hold_the_checkpoint(setup):
+    kube, _, writer, agg = setup
+    agg.add(ROW, "log", 0, 10, "t")
+    await writer.flush(agg, now=100.0)
+    gate = asyncio.Event()
+    real_patch = kube.patch_finding_status
+
+    async def slow_patch(namespace, name, status):
+        await gate.wait()
+        return await real_patch(namespace, name, status)
+
+    kube.patch_finding_status = slow_patch
+    agg.add(ROW, "log", 10, 20, "t")
+    flush = asyncio.create_task(writer.flush(agg, now=101.0))
+    await asyncio.sleep(0)
+    agg.add(ROW, "log", 20, 30, "t")  # counted while the PATCH with count 2 is on its way
+    gate.set()
+    await flush
+    name = next(iter(agg.findings))
+    assert kube.objects[name]["status"]["count"] == 2 and kube.objects[name]["status"]["checkpoints"] == {"log": 20}
+    assert agg.resume_seq("log", 30) == 20  # a crash now must read the third row again
+    await writer.flush(agg, now=102.0)
+    assert kube.objects[name]["status"]["count"] == 3 and agg.resume_seq("log", 30) == 30

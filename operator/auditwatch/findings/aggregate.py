@@ -12,6 +12,7 @@ nor counts one twice (the checkpoint says it is already in).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import time
@@ -53,29 +54,44 @@ class Finding:
     values: dict[str, list[str]] = field(default_factory=dict)
     latest: list[dict[str, str]] = field(default_factory=list)
     checkpoints: dict[str, int] = field(default_factory=dict)  # persisted: seq counted through
-    pending: dict[str, int] = field(default_factory=dict)  # not yet written: first line start per source
     counted: dict[str, int] = field(default_factory=dict)  # in memory: seq counted through
+    # First line start, per source, of the contributions not yet written (pending) and of those in the
+    # write under way (sending): the detection's checkpoint may not pass either (resume_seq).
+    pending: dict[str, int] = field(default_factory=dict)
+    sending: dict[str, int] = field(default_factory=dict)
+    sending_counted: dict[str, int] = field(default_factory=dict)
     uid: str = ""  # set once the object exists in the cluster
-    dirty: bool = False
     written_at: float = 0.0
     announced_at: float = 0.0
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "firstSeen": self.first_seen,
-            "lastSeen": self.last_seen,
-            "values": self.values,
-            "latest": self.latest,
-            "checkpoints": {**self.checkpoints, **self.counted},
-        }
+    @property
+    def dirty(self) -> bool:
+        """Counted in memory, not yet in any write."""
+        return bool(self.pending)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the status to write now. Rows counted while the write is under way stay pending:
+        the reader keeps running while the API call waits."""
+        for source, seq in self.pending.items():
+            self.sending[source] = min(seq, self.sending.get(source, seq))
+        self.pending = {}
+        self.sending_counted = dict(self.counted)
+        return copy.deepcopy({
+            "count": self.count, "firstSeen": self.first_seen, "lastSeen": self.last_seen,
+            "values": self.values, "latest": self.latest, "checkpoints": {**self.checkpoints, **self.counted},
+        })  # fmt: skip
 
     def written(self, now: float) -> None:
-        """The status() just returned is in the cluster."""
-        self.checkpoints.update(self.counted)
-        self.pending.clear()
-        self.dirty = False
+        """The last snapshot is in the cluster."""
+        self.checkpoints.update(self.sending_counted)
+        self.sending = {}
         self.written_at = now
+
+    def unwritten(self) -> None:
+        """The last snapshot's write failed: what it held is pending again."""
+        for source, seq in self.sending.items():
+            self.pending[source] = min(seq, self.pending.get(source, seq))
+        self.sending = {}
 
 
 class Aggregator:
@@ -128,18 +144,21 @@ class Aggregator:
         finding.latest = [latest, *finding.latest][:MAX_LATEST]
         finding.pending.setdefault(source, line_start)
         finding.counted[source] = line_end
-        finding.dirty = True
         return outcome
 
     def resume_seq(self, source: str, read_seq: int) -> int:
         """Where to start reading ``source`` again so that no unwritten contribution is lost."""
-        pending = [f.pending[source] for f in self.findings.values() if source in f.pending]
-        return min([read_seq, *pending])
+        held = [d[source] for f in self.findings.values() for d in (f.pending, f.sending) if source in d]
+        return min([read_seq, *held])
 
     def expire(self, ttl_seconds: float, now: float | None = None) -> list[Finding]:
         """Remove and return findings whose last event is older than the TTL."""
         cutoff = (now or time.time()) - ttl_seconds
-        gone = [f for f in self.findings.values() if f.last_seen and _epoch(f.last_seen) < cutoff and not f.dirty]
+        gone = [
+            f
+            for f in self.findings.values()
+            if f.last_seen and _epoch(f.last_seen) < cutoff and not f.dirty and not f.sending
+        ]
         for f in gone:
             del self.findings[f.name]
         return gone

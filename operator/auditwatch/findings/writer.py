@@ -77,7 +77,12 @@ class Writer:
                     raise
                 obj = await self.kube.get_finding(self.namespace, finding.name)  # a retried create
             finding.uid = obj["metadata"]["uid"]
-        await self.kube.patch_finding_status(self.namespace, finding.name, finding.status())
+        status = finding.snapshot()
+        try:
+            await self.kube.patch_finding_status(self.namespace, finding.name, status)
+        except BaseException:
+            finding.unwritten()
+            raise
         finding.written(now)
         ref = self._ref(finding)
         if created:
