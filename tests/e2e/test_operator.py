@@ -159,5 +159,9 @@ def test_the_audit_webhook_backend_feeds_a_webhook_source(cluster, operator, api
     # kube-apiserver sends the same events to its log and, in batches within a second, to the webhook.
     expected = len(api.audit_events(anonymous_with_agent("e2e-webhook")))
     wait_for(lambda: total(api, "webhook") == expected > 0, what=f"{expected} events counted from webhook batches")
-    status = api.get("auditdetection", "webhook")["status"]
-    assert status["sources"][0]["file"].startswith("webhook:") and status["counters"]["malformed"] == 0
+
+    def status():
+        return api.get("auditdetection", "webhook")["status"]
+
+    wait_for(lambda: status()["sources"][0]["file"].startswith("webhook:"), what="the webhook source in the status")
+    assert status()["counters"]["malformed"] == 0
