@@ -54,7 +54,7 @@ def test_the_seed_detection_counts_every_anonymous_request(cluster, operator, ap
     reasons = {e["reason"] for e in api.events(name)}
     assert "FindingCreated" in reasons
     assert "SuspiciousActivity" in {e["reason"] for e in api.events(finding["metadata"]["name"])}
-    assert ready(api, name)["status"] == "True"
+    wait_for(lambda: ready(api, name).get("status") == "True", what="Ready=True")
 
 
 def test_kubectl_get_findings_shows_who_from_where_how_many_since_when(cluster, operator, api):
