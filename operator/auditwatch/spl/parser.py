@@ -194,18 +194,18 @@ class _Parser:
         return Where(expr)
 
     def where_or(self) -> Any:
-        items = [self.where_and()]
-        while self.tok.is_word("OR", case=False):
-            self.advance()
-            items.append(self.where_and())
-        return items[0] if len(items) == 1 else Or(tuple(items))
+        return self.chain("OR", self.where_and, Or)
 
     def where_and(self) -> Any:
-        items = [self.where_not()]
-        while self.tok.is_word("AND", case=False):
+        return self.chain("AND", self.where_not, And)
+
+    def chain(self, word: str, operand: Any, node: type[And] | type[Or]) -> Any:
+        """``operand (word operand)*``, the word in any case (eval's AND/OR/and/or)."""
+        items = [operand()]
+        while self.tok.is_word(word, case=False):
             self.advance()
-            items.append(self.where_not())
-        return items[0] if len(items) == 1 else And(tuple(items))
+            items.append(operand())
+        return items[0] if len(items) == 1 else node(tuple(items))
 
     def where_not(self) -> Any:
         if self.tok.is_word("NOT", case=False):
