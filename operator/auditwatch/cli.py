@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader of our output went away (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ManifestError, SPLError) as exc:
         print(f"auditwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -71,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "$KUBECONFIG.",
     )
     p.add_argument("--namespace", "-n", action="append", metavar="NS", help="watch only NS (repeatable)")
-    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", metavar="URL", help="kopf liveness endpoint")
+    p.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        metavar="URL",
+        help="kopf's liveness endpoint (default: http://0.0.0.0:8080/healthz; '' turns it off)",
+    )
     p.add_argument(
         "--webhook-listen",
         default="0.0.0.0:8081",
@@ -159,6 +167,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     try:
         result = scan(plan, args.logs, emit, not args.no_prefilter, stderr_progress())
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         print(f"auditwatch: {exc.filename or 'input'}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE

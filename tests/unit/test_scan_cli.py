@@ -101,3 +101,11 @@ def test_invalid_manifest_field_is_named(tmp_path, log):
 def test_unreadable_log_exits_2(tmp_path):
     code, _, err = scan("-d", SEED, tmp_path / "missing.log")
     assert code == 2 and "missing.log: cannot read: No such file or directory" in err
+
+
+def test_a_closed_output_pipe_is_not_an_error(log):
+    proc = subprocess.Popen([sys.executable, "-m", "auditwatch", "scan", "-d", str(SEED), str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # as `| head -0` does
+    _, err = proc.communicate()
+    assert proc.returncode == 0 and b"Traceback" not in err and b"cannot read" not in err
