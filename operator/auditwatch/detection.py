@@ -48,15 +48,16 @@ class InvalidDetection(ValueError):
 
 def compile_detection(
     spec: AuditDetectionSpec, webhooks: WebhookServer | None = None, geoip_db: str | None = None
-) -> Plan:
-    """The plan of a detection, or InvalidDetection naming what is wrong."""
+) -> tuple[Plan, str]:
+    """The plan of a detection and its lint warnings, or InvalidDetection naming what is wrong."""
     try:
         plan = compile_search(spec.search, spec.macros, geoip_db)
     except SPLError as exc:
         raise InvalidDetection("InvalidSearch", f"spec.search: {exc}") from None
     if any(isinstance(c, IpLocation) for c in plan.commands) and not os.path.isfile(geoip_db or ""):
         raise InvalidDetection("InvalidSearch", f"spec.search: iplocation: cannot read the MaxMind database {geoip_db}")
-    errors = [f for f in lint(plan, spec.finding.groupBy) if f.level == "error"]
+    problems = lint(plan, spec.finding.groupBy)
+    errors = [f for f in problems if f.level == "error"]
     if errors:
         raise InvalidDetection("LintError", "; ".join(f"spec.search: {e}" for e in errors))
     for source in spec.sources:
@@ -70,7 +71,7 @@ def compile_detection(
                 f"spec.sources[{source.name}]: the operator runs without its webhook server (auditwatch run "
                 "--webhook-listen)",
             )
-    return plan
+    return plan, "; ".join(str(f) for f in problems)
 
 
 @dataclass
@@ -114,7 +115,7 @@ class DetectionRuntime:
         self.long_lines_base = int(saved.get("longLines", 0))
         self._conditions: dict[str, dict[str, Any]] = {c["type"]: c for c in status.get("conditions", [])}
         self._written: dict[str, Any] = {}
-        self.lint = ""
+        self.lint_warnings = ""
 
     @property
     def generation(self) -> int:
@@ -131,7 +132,7 @@ class DetectionRuntime:
             generation = self.generation
             try:
                 spec = self.parse_spec(self.body)
-                plan = compile_detection(spec, self.webhooks, self.geoip_db)
+                plan, self.lint_warnings = compile_detection(spec, self.webhooks, self.geoip_db)
             except InvalidDetection as exc:
                 await self._invalid(exc, generation)
                 while not stopped and self.generation == generation:
@@ -164,8 +165,6 @@ class DetectionRuntime:
         evaluator = Evaluator(plan, extra_fields=frozenset([TIME_FIELD]))
         evaluator.counters = self.counters
         stream = RowStream(evaluator.pipeline, parse_duration(spec.window))
-        warnings = [f for f in lint(plan, finding.groupBy) if f.level == "warning"]
-        self.lint = "; ".join(str(w) for w in warnings)
         tails: dict[str, Source] = {}
         for s in spec.sources:
             if s.file is not None:
@@ -239,8 +238,9 @@ class DetectionRuntime:
             "observedGeneration": generation,
             "conditions": [
                 _condition("Ready", "True", "Running", "evaluating audit events", generation),
-                _condition("LintClean", "False" if self.lint else "True", "LintWarnings" if self.lint else "Clean",
-                           self.lint or "auditwatch lint has nothing to say", generation),
+                _condition("LintClean", "False" if self.lint_warnings else "True",
+                           "LintWarnings" if self.lint_warnings else "Clean",
+                           self.lint_warnings or "auditwatch lint has nothing to say", generation),
                 _condition("SourcesReady", "True" if ready else "False", "Reading" if ready else "SourceUnavailable",
                            errors or "all sources are being read", generation),
             ],

@@ -13,9 +13,12 @@ def spec(search, sources=FILE):
     return AuditDetectionSpec.model_validate({"search": search, "sources": sources})
 
 
-def test_the_seed_shape_compiles():
-    plan = compile_detection(spec("user.username=x | stats count BY user.username | rename user.username as user"))
-    assert plan.stats is not None
+def test_the_seed_shape_compiles_and_its_lint_warnings_come_along():
+    clean = "user.username=system:anonymous | stats count BY user.username sourceIPs{} | rename sourceIPs{} as src_ip"
+    plan, warnings = compile_detection(spec(clean + ", user.username as user"))
+    assert plan.stats is not None and warnings == ""
+    _, warnings = compile_detection(spec("user.username=x | stats count BY user.username"))
+    assert "warning[no-prefilter]" in warnings and "warning[key-not-output]: finding.groupBy 'user'" in warnings
 
 
 @pytest.mark.parametrize(
