@@ -291,20 +291,24 @@ def cmd_import_escu(args: argparse.Namespace) -> int:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
+    from auditwatch.api.models import load_detection
     from auditwatch.lint import lint
-    from auditwatch.manifest import read_detection
 
     failed = False
     for path in args.detections:
         try:
-            spec = read_detection(path).get("spec") or {}
-            search, macros = search_and_macros(path)
-            plan = compile_search(search, macros, geoip_db="(lint: not opened)")
-        except (ManifestError, SPLError) as exc:
+            spec = load_detection(path).spec  # the whole object, as the CRD schema will check it
+        except ManifestError as exc:
+            print(f"{path}: error[manifest]: {exc}")
+            failed = True
+            continue
+        try:
+            plan = compile_search(spec.search, spec.macros, geoip_db="(lint: not opened)")
+        except SPLError as exc:
             print(f"{path}: error[compile]: {exc}")
             failed = True
             continue
-        problems = lint(plan, list((spec.get("finding") or {}).get("groupBy") or []))
+        problems = lint(plan, spec.finding.groupBy)
         for problem in problems:
             print(f"{path}: {problem}")
         failed |= any(p.level == "error" or args.strict for p in problems)

@@ -14,7 +14,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from auditwatch.api.models import GROUP, VERSION, AuditDetectionSpec
+from auditwatch.api.models import GROUP, VERSION, AuditDetectionSpec, problems
 from auditwatch.detection import DetectionRuntime, InvalidDetection
 from auditwatch.kube import Kube, load_config
 from auditwatch.sources.webhook import WebhookServer
@@ -79,5 +79,4 @@ def parse_spec(body: Mapping[str, Any]) -> AuditDetectionSpec:
     try:
         return AuditDetectionSpec.model_validate(dict(body.get("spec") or {}))
     except ValidationError as exc:
-        problems = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise InvalidDetection("InvalidSpec", problems) from None
+        raise InvalidDetection("InvalidSpec", problems(exc, prefix="spec.")) from None

@@ -53,3 +53,11 @@ def test_the_command_exits_1_on_errors_and_with_strict_on_warnings(tmp_path):
     assert lint_cli("--strict", SEED).returncode == 1
     failed = lint_cli(bad)
     assert failed.returncode == 1 and "error[compile]: stats BY: expected a field name" in failed.stdout
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text("kind: AuditDetection\nspec:\n  search: x\n  finding: {riskScore: 500}\n")
+    failed = lint_cli(invalid)
+    assert failed.returncode == 1
+    assert (
+        "error[manifest]:" in failed.stdout
+        and "spec.finding.riskScore: Input should be less than or equal to 100" in failed.stdout
+    )

@@ -10,6 +10,7 @@ from auditwatch.api.models import (
     DetectionFindingSpec,
     DetectionFindingStatus,
     load_detection,
+    problems,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "DetectionFindingSpec",
     "DetectionFindingStatus",
     "load_detection",
+    "problems",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -224,14 +224,13 @@ class DetectionFinding(Model):
 
 
 def load_detection(path: str | Path) -> AuditDetection:
-    """Read and validate an AuditDetection manifest (YAML or JSON)."""
-    return parse_detection(read_detection(path), str(path))
-
-
-def parse_detection(doc: dict[str, Any], origin: str = "detection") -> AuditDetection:
-    """Validate an AuditDetection object; the error names each bad field."""
+    """Read and validate an AuditDetection manifest (YAML or JSON); the error names each bad field."""
     try:
-        return AuditDetection.model_validate(doc)
+        return AuditDetection.model_validate(read_detection(path))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ManifestError(f"{origin}: invalid AuditDetection: {problems}") from None
+        raise ManifestError(f"{path}: invalid AuditDetection: {problems(exc)}") from None
+
+
+def problems(exc: ValidationError, prefix: str = "") -> str:
+    """A pydantic validation error as ``field.path: message; ...``."""
+    return "; ".join(f"{prefix}{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
