@@ -1,10 +1,9 @@
 """The CRDs and manifests/ against a real kube-apiserver: schema, dry-run, RBAC enough and no wider."""
 
 import json
-import time
 
 import yaml
-from conftest import NAMESPACE, ROOT
+from conftest import NAMESPACE, ROOT, wait_for
 
 OPERATOR = "system:serviceaccount:auditwatch:auditwatch"
 
@@ -78,7 +77,9 @@ def test_operator_rbac_is_no_wider(cluster):
 def test_kubectl_without_credentials_is_anonymous(cluster, api):
     proc = cluster.kubectl("get", "pods", "-n", "default", kubeconfig=cluster.anonymous_kubeconfig, check=False)
     assert proc.returncode != 0 and "Forbidden" in proc.stderr
-    time.sleep(0.5)  # the log backend writes asynchronously
-    assert api.audit_events(
-        lambda ev: ev["user"]["username"] == "system:anonymous" and ev.get("userAgent", "").startswith("kubectl/")
+    wait_for(  # the audit event lands in the log just after the response
+        lambda: api.audit_events(
+            lambda ev: ev["user"]["username"] == "system:anonymous" and ev.get("userAgent", "").startswith("kubectl/")
+        ),
+        what="kubectl's anonymous request in the audit log",
     )
