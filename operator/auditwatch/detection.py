@@ -21,7 +21,7 @@ from typing import Any
 
 from auditwatch.api.models import AuditDetectionSpec
 from auditwatch.engine.evaluate import Counters, Evaluator
-from auditwatch.engine.stream import RowStream
+from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.findings.aggregate import Aggregator, parse_duration
 from auditwatch.findings.writer import PostEvent, Writer
 from auditwatch.kube import ApiException, Kube
@@ -35,7 +35,6 @@ from auditwatch.spl.plan import IpLocation, Plan
 FLUSH_SECONDS = 0.25
 STATUS_SECONDS = 1.0
 EXPIRE_SECONDS = 60.0
-TIME_FIELD = "requestReceivedTimestamp"
 
 
 class InvalidDetection(ValueError):

@@ -13,7 +13,6 @@ import contextlib
 import datetime
 import json
 import os
-import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from kmock import KubernetesEmulator, ResourceInfo, action
 
 import auditwatch.handlers  # noqa: F401 - registers the operator's handlers with kopf
 from auditwatch.api.models import GROUP, VERSION
+from auditwatch.devcluster.cluster import free_port
 
 DETECTIONS = kmock.resource(GROUP, VERSION, "auditdetections")
 FINDINGS = kmock.resource(GROUP, VERSION, "detectionfindings")
@@ -105,9 +105,7 @@ class Harness:
         self.log = log
         self.kubeconfig = kubeconfig
         self.thread: threading.Thread | None = None
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.webhook_port = s.getsockname()[1]
+        self.webhook_port = free_port()
         self.stop_flag = threading.Event()
 
     async def start_operator(self) -> None:

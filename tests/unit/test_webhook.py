@@ -2,21 +2,15 @@
 
 import asyncio
 import json
-import socket
 
 import aiohttp
 import pytest
 
+from auditwatch.devcluster.cluster import free_port
 from auditwatch.sources import webhook
 from auditwatch.sources.webhook import WebhookServer
 
 pytestmark = pytest.mark.asyncio
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

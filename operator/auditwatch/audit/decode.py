@@ -11,6 +11,7 @@ list of values; several values make it multivalue. ``null``, ``{}`` and ``[]`` m
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -109,6 +110,14 @@ def _walk_trie(value: Any, node: _Node, out: Record) -> None:
                 _walk_trie(v, node.items, out)
     elif node.field is not None and value is not None:
         out.setdefault(node.field, []).append(value if isinstance(value, str) else scalar(value))
+
+
+def epoch_seconds(stamp: str) -> float | None:
+    """An audit timestamp (RFC 3339, ``...Z``) in seconds since the epoch, or None when it is not one."""
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
 
 
 def scalar(value: bool | int | float) -> str:

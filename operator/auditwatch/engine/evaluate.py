@@ -6,16 +6,14 @@ everywhere. A malformed line is counted, sampled for the error report, and skipp
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import orjson
 
 from auditwatch.audit._lines import count_lines
 from auditwatch.audit.chunks import backing
-from auditwatch.audit.decode import MalformedLine, Record, decode_line, flatten
+from auditwatch.audit.decode import MalformedLine, Record, decode_line, epoch_seconds, flatten
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.prefilter import derive
 from auditwatch.spl.plan import Plan
@@ -102,8 +100,8 @@ def _add_metadata(record: Record, event: dict[str, object], origin: str, wanted:
     """Splunk's ``_time`` (epoch seconds of the request) and ``source`` (where the event was read)."""
     if "_time" in wanted:
         stamp = event.get("requestReceivedTimestamp") or event.get("stageTimestamp")
-        if isinstance(stamp, str):
-            with contextlib.suppress(ValueError):
-                record["_time"] = [f"{datetime.fromisoformat(stamp).timestamp():.6f}"]
+        seconds = epoch_seconds(stamp) if isinstance(stamp, str) else None
+        if seconds is not None:
+            record["_time"] = [f"{seconds:.6f}"]
     if "source" in wanted and origin:
         record["source"] = [origin]

@@ -37,20 +37,18 @@ class Pipeline:
     """Executes a Plan over flattened events."""
 
     def __init__(self, plan: Plan) -> None:
-        self.plan = plan
         cmds = plan.commands
         split = next((i for i, c in enumerate(cmds) if isinstance(c, Stats)), len(cmds))
+        post = cmds[split + 1 :]
         self.stats: Stats | None = plan.stats
         self._pre = _compile_stage(cmds[:split], cmds[split:])
-        self._post = _compile_stage(cmds[split + 1 :], ())
+        self._post = _compile_stage(post, ())
         self.needs_raw = any(isinstance(c, Search) and _has_keyword(c.expr) for c in cmds[:split])
-        self.int_fields = _int_fields(self.stats, cmds[split + 1 :])
-        self._post_reads: set[str] = set().union(*map(command_fields, cmds[split + 1 :]))
-        # When the per-row commands only rename, every row has the same shape: (output key, stats column).
+        self.int_fields = _int_fields(self.stats, post)
+        self._post_reads: set[str] = set().union(*map(command_fields, post))
         # When the per-row commands only rename, every row has the same shape: (output key, column
         # index in BY values + aggregates), so rows are built without running the commands.
         self._layout: list[tuple[str, int]] | None = None
-        post = cmds[split + 1 :]
         if self.stats is not None and all(isinstance(c, Rename) or c == Search(Keyword("*")) for c in post):
             names = [*self.stats.by, *(a.name for a in self.stats.aggs)]
             template = _run(self._post, {n: [str(i)] for i, n in enumerate(names)})

@@ -16,9 +16,7 @@ findings' checkpoints keep rows already counted from counting again.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from auditwatch.audit.decode import Record
+from auditwatch.audit.decode import Record, epoch_seconds
 from auditwatch.engine.pipeline import Key, OutputRow, Pipeline, Table
 
 TIME_FIELD = "requestReceivedTimestamp"
@@ -75,9 +73,5 @@ class RowStream:
 
 def _epoch(record: Record, default: float) -> float:
     values = record.get(TIME_FIELD)
-    if values:
-        try:
-            return datetime.fromisoformat(values[0]).timestamp()
-        except ValueError:
-            pass
-    return default
+    seconds = epoch_seconds(values[0]) if values else None
+    return default if seconds is None else seconds

@@ -17,8 +17,9 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
+
+from auditwatch.audit.decode import epoch_seconds
 
 MAX_VALUES = 20
 MAX_FIELDS = 32
@@ -170,10 +171,8 @@ def _text(value: Any) -> str:
 
 
 def _epoch(timestamp: str) -> float:
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time()
+    seconds = epoch_seconds(timestamp)
+    return time.time() if seconds is None else seconds
 
 
 def parse_duration(text: str) -> float:

@@ -41,7 +41,6 @@ class Writer:
         self.min_interval = min_interval
         self.event_interval = event_interval
         self.cap_announced = False
-        self.failures = 0
 
     async def flush(self, aggregator: Aggregator, now: float | None = None) -> bool:
         """Write the findings that are due; True when every dirty finding is written."""
@@ -56,7 +55,6 @@ class Writer:
             try:
                 await self._write(finding, now)
             except ApiException as exc:
-                self.failures += 1
                 complete = False
                 self.logger.warning("writing finding %s failed: %s %s", finding.name, exc.status, exc.reason)
         if aggregator.dropped and not self.cap_announced:
