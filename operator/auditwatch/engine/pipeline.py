@@ -8,6 +8,7 @@ come out sorted by their BY values, as Splunk's stats orders them.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from auditwatch.spl.plan import (
 )
 
 Step = Callable[[Record], Record | None]
+_first = operator.itemgetter(0)
 Key = tuple[str, ...]
 OutputRow = dict[str, Any]
 
@@ -79,10 +81,10 @@ class Pipeline:
         """The stats groups one event falls in."""
         assert self.stats is not None
         columns = list(map(record.get, self.stats.by))
-        if None in columns or not all(columns):
+        if not all(columns):  # a BY field missing (None) or without values
             return []
-        if all(len(v) == 1 for v in columns):  # type: ignore[arg-type]
-            return [tuple(v[0] for v in columns)]  # type: ignore[index]
+        if max(map(len, columns), default=1) == 1:  # type: ignore[arg-type]
+            return [tuple(map(_first, columns))]  # type: ignore[arg-type]
         return list(itertools.product(*(dict.fromkeys(v) for v in columns)))  # type: ignore[arg-type]
 
     def row(self, key: Key, aggregates: Iterable[tuple[str, list[str]]]) -> OutputRow | None:
@@ -120,11 +122,14 @@ class Table:
         self.events: dict[Key, int] = {}  # events per group, whatever the aggregates
 
     def add(self, record: Record) -> None:
+        events, groups = self.events, self.groups
         for key in self.pipeline.group_keys(record):
-            state = self.groups.get(key)
+            state = groups.get(key)
             if state is None:
-                state = self.groups[key] = [_initial(a.func) for a in self.aggs]
-            self.events[key] = self.events.get(key, 0) + 1
+                state = groups[key] = [_initial(a.func) for a in self.aggs]
+                events[key] = 1
+            else:
+                events[key] += 1
             for i, agg in enumerate(self.aggs):
                 state[i] = _update(agg.func, state[i], record.get(agg.field, []) if agg.field else None)
 
