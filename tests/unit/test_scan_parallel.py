@@ -53,3 +53,22 @@ def test_a_failing_worker_raises_in_the_parent(tmp_path, monkeypatch):
         assert str(exc) == "worker failed"
     else:
         raise AssertionError("the worker's error was lost")
+
+
+def test_groups_seen_by_several_readers_are_merged_before_their_rows_are_made(tmp_path, monkeypatch):
+    """Each reader encodes its own groups' rows; a group in several ranges is made again from the
+    merged aggregates, so ``where`` after ``stats`` sees the whole file's count."""
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_BYTES", 0)
+    log = tmp_path / "audit.log"
+    with open(log, "wb") as f:
+        for i in range(300):
+            # alice everywhere (every reader), bob only at the start, carol only at the end
+            user = "alice" if i % 3 else ("bob" if i < 150 else "carol")
+            f.write(line(event(username=user, ips=[f"10.0.0.{i % 2}"])))
+    search = "* | stats count dc(sourceIPs{}) as ips BY user.username | where count > 60"
+    runs = {}
+    for jobs in (1, 3):
+        rows = []
+        scan_module.scan(compile_search(search), [str(log)], rows.append, dict, jobs=jobs)
+        runs[jobs] = rows
+    assert runs[3] == runs[1] == [{"user.username": "alice", "count": 200, "ips": 2}]
