@@ -87,21 +87,23 @@ class Pipeline:
             return [tuple(map(_first, columns))]  # type: ignore[arg-type]
         return list(itertools.product(*(dict.fromkeys(v) for v in columns)))  # type: ignore[arg-type]
 
-    def row(self, key: Key, aggregates: Iterable[tuple[str, list[str]]]) -> OutputRow | None:
-        """One stats row through the per-row commands, as output (counts as integers)."""
+    def row(self, key: Key, states: list[Any]) -> OutputRow | None:
+        """One stats row, from its BY values and aggregate states, through the per-row commands, as
+        output (counts as integers); None when those commands drop it."""
         assert self.stats is not None
+        aggs = self.stats.aggs
         if self._layout is not None:
-            columns = [*key, *(_typed(a.func, v) for a, (_, v) in zip(self.stats.aggs, aggregates, strict=True))]
+            columns = [*key, *map(_output, (a.func for a in aggs), states)]
             return {k: columns[i] for k, i in self._layout}
         record: Record = dict(zip(self.stats.by, ([v] for v in key), strict=True))
-        record.update(aggregates)
+        record.update((a.name, _final(a.func, s)) for a, s in zip(aggs, states, strict=True))
         out = _run(self._post, record)
         return None if out is None else self.output(out)
 
     def event_rows(self, record: Record) -> list[OutputRow]:
         """For a count-only stats: the rows one event adds, each with count 1 (streaming mode)."""
         assert self.count_only and self.stats is not None
-        ones = [(a.name, ["1"]) for a in self.stats.aggs]
+        ones = [1] * len(self.stats.aggs)
         return [r for key in self.group_keys(record) if (r := self.row(key, ones)) is not None]
 
     def output(self, record: Record) -> OutputRow:
@@ -151,8 +153,7 @@ class Table:
 
     def row(self, key: Key) -> OutputRow | None:
         """A group's row through the per-row commands, or None when they filter it out."""
-        aggregates = [(a.name, _final(a.func, s)) for a, s in zip(self.aggs, self.groups[key], strict=True)]
-        return self.pipeline.row(key, aggregates)
+        return self.pipeline.row(key, self.groups[key])
 
     def rows(self) -> list[OutputRow]:
         return [row for key in sorted(self.groups) if (row := self.row(key)) is not None]
@@ -185,11 +186,14 @@ def _combine(func: str, mine: Any, theirs: Any) -> Any:
     return mine if theirs is None else _update(func, mine, [theirs])
 
 
-def _typed(func: str, values: list[str]) -> Any:
+def _output(func: str, state: Any) -> Any:
     """An aggregate's output value: counts as integers, one value as a string, several as a list."""
-    if func in ("count", "dc"):
-        return int(values[0])
-    return values[0] if len(values) == 1 else list(values)
+    if func == "count":
+        return state
+    if func == "dc":
+        return len(state)
+    values = _final(func, state)
+    return values[0] if len(values) == 1 else values
 
 
 def _final(func: str, state: Any) -> list[str]:
