@@ -43,11 +43,18 @@ def decode_line(line: bytes | memoryview) -> list[dict[str, Any]]:
 
 def flatten(event: dict[str, Any], only: frozenset[str] | None = None) -> Record:
     """Splunk's field view of one event; with ``only``, just those fields (reading nothing else)."""
+    return flattener(only)(event)
+
+
+def flattener(only: frozenset[str] | None = None) -> Callable[[dict[str, Any]], Record]:
+    """``flatten`` with ``only`` bound, for a caller that flattens many events."""
+    return _flatten_all if only is None else _extractor(only)
+
+
+def _flatten_all(event: dict[str, Any]) -> Record:
     out: Record = {}
-    if only is None:
-        _walk(event, "", out)
-        return out
-    return _extractor(only)(event)
+    _walk(event, "", out)
+    return out
 
 
 def _walk(value: Any, key: str, out: Record) -> None:
@@ -122,13 +129,14 @@ def _emit(node: _Node, depth: int, indent: int, lines: list[str]) -> None:
         lines += [f"{pad}if isinstance({v}, list):", f"{pad}    for {w} in {v}:", f"{pad}        if {w} is not None:"]
         _emit(node.items, depth + 1, indent + 3, lines)
     if node.field is not None:
+        field = repr(node.field)
         lines += [
-            f"{pad}if not isinstance({v}, (dict, list)):",
-            f"{pad}    {w} = {v} if isinstance({v}, str) else scalar({v})",
-            f"{pad}    if {node.field!r} in out:",
-            f"{pad}        out[{node.field!r}].append({w})",
+            f"{pad}if {v}.__class__ is str or not isinstance({v}, (dict, list)):",
+            f"{pad}    {w} = {v} if {v}.__class__ is str else scalar({v})",
+            f"{pad}    if {field} in out:",
+            f"{pad}        out[{field}].append({w})",
             f"{pad}    else:",
-            f"{pad}        out[{node.field!r}] = [{w}]",
+            f"{pad}        out[{field}] = [{w}]",
         ]
     if not (node.children or node.items is not None or node.field is not None):
         lines.append(f"{pad}pass")

@@ -13,7 +13,7 @@ import orjson
 
 from auditwatch.audit._lines import count_lines
 from auditwatch.audit.chunks import backing
-from auditwatch.audit.decode import MalformedLine, Record, decode_line, epoch_seconds, flatten
+from auditwatch.audit.decode import MalformedLine, Record, decode_line, epoch_seconds, flattener
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.prefilter import derive
 from auditwatch.spl.plan import Plan
@@ -45,7 +45,8 @@ class Evaluator:
     def __init__(self, plan: Plan, use_prefilter: bool = True, extra_fields: frozenset[str] = frozenset()) -> None:
         self.pipeline = Pipeline(plan)
         self.prefilter = derive(plan) if use_prefilter else None
-        self.fields = None if self.pipeline.fields is None else frozenset(self.pipeline.fields) | extra_fields
+        fields = None if self.pipeline.fields is None else frozenset(self.pipeline.fields) | extra_fields
+        self._flatten = flattener(fields)
         self.counters = Counters()
 
     def records(self, chunk: bytes | memoryview, origin: str = "") -> Iterator[tuple[int, int, Record]]:
@@ -61,6 +62,7 @@ class Evaluator:
         c.skipped += lines
         spans = self.prefilter.spans(chunk) if self.prefilter else _all_lines(buf, len(chunk))
         view = memoryview(buf)
+        flatten, pipeline = self._flatten, self.pipeline
         for start, end in spans:
             line = view[start:end]  # no copy: orjson parses the buffer in place
             c.skipped -= 1
@@ -76,13 +78,13 @@ class Evaluator:
                 continue
             for event in events:
                 c.events += 1
-                record = flatten(event, self.fields)
-                if self.pipeline.metadata:
-                    _add_metadata(record, event, origin, self.pipeline.metadata)
-                if self.pipeline.needs_raw:
+                record = flatten(event)
+                if pipeline.metadata:
+                    _add_metadata(record, event, origin, pipeline.metadata)
+                if pipeline.needs_raw:
                     raw = bytes(line) if len(events) == 1 else orjson.dumps(event)
                     record["_raw"] = [raw.decode("utf-8", "replace")]
-                out = self.pipeline.event(record)
+                out = pipeline.event(record)
                 if out is not None:
                     c.matched += 1
                     yield start, end, out
