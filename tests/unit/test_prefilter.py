@@ -148,3 +148,9 @@ def test_the_generated_events_do_reach_rows_through_escapes():
         matches_when_escaped,
         settings=settings(max_examples=2000),
     )
+
+
+def test_a_search_needing_more_literals_than_the_native_search_takes_runs_unfiltered():
+    values = ", ".join(f'"user-{i:03d}"' for i in range(61))
+    assert derive(compile_search(f"user.username IN ({values}) | stats count BY user.username")) is None
+    assert derive(compile_search(f"user.username IN ({values[: values.rindex(',')]}) | stats count")) is not None

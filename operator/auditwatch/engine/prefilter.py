@@ -18,11 +18,8 @@ Hypothesis tests compare prefiltered and unfiltered runs (tests/unit/test_prefil
 from __future__ import annotations
 
 import re
-import threading
 
-import hyperscan
-
-from auditwatch.audit.chunks import backing
+from auditwatch.audit._lines import candidate_lines
 from auditwatch.engine.match import parse_cidr
 from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Or, Plan
 
@@ -31,87 +28,42 @@ SAFE = frozenset(chr(c) for c in range(0x20, 0x7F)) - set('"\\/<>&*')
 # The non-ASCII characters whose str.lower() contains an ASCII character (checked by a unit test).
 NON_ASCII_LOWERING_TO_ASCII = {"\u0130": "i", "\u212a": "k"}
 MIN_LITERAL = 3
+MAX_LITERALS = 60
 
 Need = frozenset[str] | None  # any one of these literals must appear; None: no constraint
 
 
 class Prefilter:
-    """Finds candidate lines with Hyperscan, in one pass over a chunk.
+    """Finds candidate lines in one native pass over a chunk (``_lines.candidate_lines``).
 
-    Expressions: each literal (caseless); ``\\u00H`` where H is the high hex digit of a literal
-    character, confirmed in the match callback by the low digit (a single precise alternation of
-    all codes scans at half the speed); and the special non-ASCII characters, escaped or raw.
+    It looks for each literal (ASCII-caseless), for ``\\u00XX`` escapes of the characters whose
+    lower case is in a literal, and for the special non-ASCII characters, raw (UTF-8) or escaped.
+    Stateless, so one prefilter serves the tail and webhook threads at once.
     """
 
     def __init__(self, literals: tuple[str, ...]) -> None:
         self.literals = literals
-        self.chars = frozenset(c for lit in literals for c in lit)
-        codes = {ord(form) for c in self.chars for form in (c.lower(), c.upper()) if ord(form) < 0x80}
-        high = sorted({f"{code >> 4:x}" for code in codes})
-        specials = [k for k, v in NON_ASCII_LOWERING_TO_ASCII.items() if v in self.chars]
-        expressions = [_hs_literal(lit.encode()) for lit in literals]
-        flags = [hyperscan.HS_FLAG_CASELESS] * len(literals)
-        self._escape_id = len(expressions)
-        expressions.append(rb"\\u00[" + "".join(high).encode() + b"]")
-        flags.append(0)
-        if specials:
-            alternatives = [rb"\\u" + f"{ord(k):04x}".encode() for k in specials]
-            alternatives += [_hs_literal(k.encode()) for k in specials]
-            expressions.append(b"|".join(alternatives))
-            flags.append(hyperscan.HS_FLAG_CASELESS)
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(
-            expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions), flags=flags
+        chars = frozenset(c for lit in literals for c in lit)
+        specials = [k for k, v in NON_ASCII_LOWERING_TO_ASCII.items() if v in chars]
+        self._search = (
+            *(lit.encode() for lit in literals),
+            *(k.encode() for k in specials),  # raw UTF-8: no ASCII letter in it, so matched exactly
+            *(f"\\u{ord(k):04x}".encode() for k in specials),  # hex digits of either case
         )
-        self._local = threading.local()
+        self._escapes = bytes(chr(code).lower() in chars for code in range(128))
 
     def spans(self, chunk: bytes | memoryview) -> list[tuple[int, int]]:
-        """(start, end) of each candidate line of ``chunk`` (end excludes the newline), in order.
-
-        A memoryview chunk must start at offset 0 of its bytearray (as ``iter_chunks`` gives them).
-        """
-        buf = backing(chunk)
-        size = len(chunk)
-        starts: dict[int, int] = {}
-        last_end = -1
-        escape_id, chars = self._escape_id, self.chars
-
-        def on_match(expr_id: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-            nonlocal last_end
-            if to <= last_end:  # another match in the line already taken
-                return
-            if expr_id == escape_id:
-                try:
-                    code = int(bytes(buf[to - 1 : to + 1]), 16)
-                except ValueError:
-                    return
-                if chr(code).lower() not in chars:
-                    return
-            start = buf.rfind(b"\n", 0, to - 1) + 1
-            end = buf.find(b"\n", to - 1, size)
-            last_end = size if end < 0 else end
-            starts[start] = last_end
-
-        self._db.scan(chunk, match_event_handler=on_match, scratch=self._scratch())  # type: ignore[type-var]
-        return sorted(starts.items())
-
-    def _scratch(self) -> hyperscan.Scratch:
-        """Hyperscan scratch space is per thread: one prefilter may serve the tail and webhook threads."""
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        return scratch
+        """(start, end) of each candidate line of ``chunk`` (end excludes the newline), in order."""
+        return candidate_lines(chunk, self._search, self._escapes)
 
 
 def derive(plan: Plan) -> Prefilter | None:
-    """The prefilter for a plan's base search, or None when no literal is required."""
+    """The prefilter for a plan's base search, or None when no literal is required (or too many are:
+    the native search takes at most 64, the special characters' forms included)."""
     need = _need(plan.base.expr)
-    return Prefilter(tuple(sorted(need, key=len, reverse=True))) if need else None
-
-
-def _hs_literal(data: bytes) -> bytes:
-    """A Hyperscan expression matching ``data`` literally."""
-    return b"".join(b"\\x%02x" % b for b in data)
+    if not need or len(need) > MAX_LITERALS:
+        return None
+    return Prefilter(tuple(sorted(need, key=len, reverse=True)))
 
 
 def _need(expr: Expr) -> Need:

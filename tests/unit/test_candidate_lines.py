@@ -1,0 +1,77 @@
+"""The native candidate-line search finds exactly the lines a plain Python search finds, at every width."""
+
+import re
+
+import pytest
+from auditwatch.audit._lines import candidate_lines, widest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+WIDTHS = [w for w in (1, 16, 32) if w <= widest()]
+ESCAPE = re.compile(rb"\\u00([0-7][0-9a-fA-F])")
+
+
+def reference(buf: bytes, literals: tuple[bytes, ...], escapes: bytes) -> list[tuple[int, int]]:
+    """Lines holding a literal (ASCII-caseless: bytes.lower) or a marked \\u00XX escape."""
+    spans, start = [], 0
+    for line in buf.split(b"\n"):
+        end = start + len(line)
+        low = line.lower()
+        if any(lit in low for lit in literals) or any(escapes[int(m[1], 16)] for m in ESCAPE.finditer(line)):
+            spans.append((start, end))
+        start = end + 1
+    return spans
+
+
+PIECES = [
+    b"system:unauthenticated",
+    b"SYSTEM:Unauthenticated",
+    b"system:unauthenticate",
+    b"ystem:unauthenticated",
+    b"kubectl",
+    b"KUBE",
+    b"\\u0073",
+    b"\\u0053",
+    b"\\u006B",
+    b"\\u00",
+    b"\\u00z1",
+    b"\\\\u0073",
+    b"\xc4\xb0",
+    b"\xe2\x84\xaa",
+    b"\\u0130",
+    b"\\u212A",
+    b"\n",
+    b"\\",
+    b'"',
+]
+texts = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=40)), max_size=60).map(b"".join)
+literal_sets = st.lists(
+    st.sampled_from([b"system:unauthenticated", b"kubectl", b"kube", b"ku", b"\xc4\xb0", b"\\u0130", b"\\u212a", b"d"]),
+    max_size=4,
+    unique=True,
+).map(tuple)
+escape_tables = st.binary(min_size=128, max_size=128).map(lambda b: bytes(x & 1 for x in b))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=600, deadline=None)
+@given(buf=texts, literals=literal_sets, escapes=escape_tables)
+def test_same_lines_as_the_reference(width, buf, literals, escapes):
+    assert candidate_lines(buf, literals, escapes, width) == reference(buf, literals, escapes)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_hit_in_the_last_bytes_of_a_long_line(width):
+    """Block loops stop a block short of the end; the last bytes are searched one by one."""
+    for pad in range(0, 80):
+        buf = b"x" * pad + b"SyStem:unauthenticated"
+        assert candidate_lines(buf, (b"system:unauthenticated",), bytes(128), width) == [(0, len(buf))]
+
+
+def test_bad_arguments_name_what_is_wrong():
+    with pytest.raises(ValueError, match="escapes: expected 128 bytes"):
+        candidate_lines(b"", (b"abc",), b"")
+    with pytest.raises(ValueError, match="letters must be lower case"):
+        candidate_lines(b"", (b"ABC",), bytes(128))
+    with pytest.raises(ValueError, match="width: expected 1, 16 or 32"):
+        candidate_lines(b"", (b"abc",), bytes(128), 8)
