@@ -63,35 +63,37 @@ def scan(
     encoded: dict[Key, T | None] = {}  # each group's encoded row (None: the per-row commands drop it)
     merged: set[Key] = set()  # groups that several readers saw: their rows are made again, merged
     rows = 0
-    for path in paths:
-        ranges = _ranges(path, jobs) if table is not None else [(0, None)]
-        bar = _Progress(path, progress)
-        read = functools.partial(_read, plan, use_prefilter, encode, path)
-        if len(ranges) == 1:
-            parts = [read(0, None, emit, bar)]
-        else:
-            children = [_fork(functools.partial(read, a, n)) for a, n in ranges[1:]]
-            parts = [read(*ranges[0], bar=bar), *(_join(c) for c in children)]
-        bar.done()
-        line_offset = 0
-        for counter_fields, state, part_rows in parts:
-            part_counters = Counters(*counter_fields)
-            counters.add(part_counters, line_offset)
-            line_offset += part_counters.lines
-            if table is not None:
-                table.merge(state)
-                merged |= encoded.keys() & part_rows.keys()
-                encoded.update(part_rows)
-            else:
-                rows += part_counters.matched
-    if table is not None:
-        for key in merged:
-            row = table.row(key)
-            encoded[key] = None if row is None else encode(row)
-        for key in sorted(encoded):
-            if (value := encoded[key]) is not None:
-                emit(value)
-                rows += 1
+    children: list[tuple[int, int]] = []
+    try:
+        for path in paths:
+            ranges = _ranges(path, jobs) if table is not None else [(0, None)]
+            bar = _Progress(path, progress)
+            read = functools.partial(_read, plan, use_prefilter, encode, path)
+            forked = [_fork(functools.partial(read, a, n)) for a, n in ranges[1:]]
+            children += forked
+            parts = [read(*ranges[0], emit=emit, bar=bar), *map(_join, forked)]
+            bar.done()
+            line_offset = 0
+            for counter_fields, state, part_rows in parts:
+                part_counters = Counters(*counter_fields)
+                counters.add(part_counters, line_offset)
+                line_offset += part_counters.lines
+                if table is not None:
+                    table.merge(state)
+                    merged |= encoded.keys() & part_rows.keys()
+                    encoded.update(part_rows)
+                else:
+                    rows += part_counters.matched
+        if table is not None:
+            for key in merged:
+                row = table.row(key)
+                encoded[key] = None if row is None else encode(row)
+            for key in sorted(encoded):
+                if (value := encoded[key]) is not None:
+                    emit(value)
+                    rows += 1
+    finally:
+        _reap(children)
     return ScanResult(counters, rows, time.perf_counter() - started)
 
 
@@ -135,18 +137,20 @@ def _fork(work: Callable[[], Part]) -> tuple[int, int]:
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_fd)
-        status = 0
+    if pid == 0:  # the child: whatever happens, it ends here
+        status = 1
         try:
-            payload = b"+" + marshal.dumps(work())
-        except BaseException as exc:  # handed to the parent, which raises it
-            import pickle  # here: only failures need it, and importing it costs every scan 3 ms
+            os.close(read_fd)
+            try:
+                payload, status = b"+" + marshal.dumps(work()), 0
+            except BaseException as exc:  # handed to the parent, which raises it
+                import pickle  # here: only failures need it, and importing it costs every scan 3 ms
 
-            payload, status = b"!" + pickle.dumps(exc), 1
-        with os.fdopen(write_fd, "wb") as pipe:
-            pipe.write(payload)
-        os._exit(status)
+                payload = b"!" + pickle.dumps(exc)
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(payload)
+        finally:
+            os._exit(status)
     os.close(write_fd)
     return pid, read_fd
 
@@ -154,9 +158,8 @@ def _fork(work: Callable[[], Part]) -> tuple[int, int]:
 def _join(child: tuple[int, int]) -> Part:
     """The result of a forked child; its exception is raised here."""
     pid, read_fd = child
-    with os.fdopen(read_fd, "rb") as pipe:
+    with os.fdopen(read_fd, "rb", closefd=False) as pipe:
         data = pipe.read()
-    os.waitpid(pid, 0)
     if data[:1] == b"+":
         return cast(Part, marshal.loads(data[1:]))
     if data[:1] == b"!":
@@ -164,6 +167,15 @@ def _join(child: tuple[int, int]) -> Part:
 
         raise pickle.loads(data[1:])
     raise RuntimeError(f"scan worker {pid} died without a result")
+
+
+def _reap(children: list[tuple[int, int]]) -> None:
+    """Close the children's pipes and wait for them to exit. Done last: a child's exit (unmapping a
+    large address space) takes longer than merging and writing the rows. A child whose result was
+    never read stops on its closed pipe."""
+    for pid, read_fd in children:
+        os.close(read_fd)
+        os.waitpid(pid, 0)
 
 
 def _ranges(path: str, jobs: int) -> list[tuple[int, int | None]]:
