@@ -142,14 +142,16 @@ class Table:
     def merge(self, state: tuple[dict[Key, list[Any]], dict[Key, int]]) -> None:
         """Fold in the state of another reader's table of the same plan."""
         groups, events = state
-        for key, n in events.items():
-            self.events[key] = self.events.get(key, 0) + n
-        for key, theirs in groups.items():
-            mine = self.groups.get(key)
-            if mine is None:
-                self.groups[key] = theirs
-            else:
-                self.groups[key] = [_combine(a.func, m, t) for a, m, t in zip(self.aggs, mine, theirs, strict=True)]
+        shared = self.groups.keys() & groups.keys()
+        combined = {
+            k: [_combine(a.func, m, t) for a, m, t in zip(self.aggs, self.groups[k], groups[k], strict=True)]
+            for k in shared
+        }
+        counts = {k: self.events[k] + events[k] for k in shared}
+        self.groups.update(groups)  # the groups only they saw, in bulk
+        self.groups.update(combined)
+        self.events.update(events)
+        self.events.update(counts)
 
     def row(self, key: Key) -> OutputRow | None:
         """A group's row through the per-row commands, or None when they filter it out."""
