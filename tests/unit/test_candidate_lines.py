@@ -3,9 +3,10 @@
 import re
 
 import pytest
-from auditwatch.audit._lines import candidate_lines, widest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from auditwatch.audit._lines import candidate_lines, widest
 
 WIDTHS = [w for w in (1, 16, 32) if w <= widest()]
 ESCAPE = re.compile(rb"\\u00([0-7][0-9a-fA-F])")
