@@ -1,4 +1,4 @@
-"""The SPL subset: tokenizer, macro expansion and parser, producing a Plan of plain dataclasses."""
+"""The SPL subset: tokenizer, macro expansion and parser, producing a Plan of immutable values."""
 
 from auditwatch.spl.errors import SPLError
 from auditwatch.spl.parser import compile_search
