@@ -177,11 +177,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     def json_line(row: OutputRow) -> bytes:
         return orjson.dumps(row) + b"\n"
 
+    # table: rows collected as they are, to be aligned at the end; jsonl: each written as a line
+    emit, encode = (collected.append, lambda row: row) if args.output == "table" else (out.write, json_line)
     try:
-        if args.output == "table":
-            result = scan(plan, args.logs, collected.append, lambda row: row, not args.no_prefilter, stderr_progress())
-        else:
-            result = scan(plan, args.logs, out.write, json_line, not args.no_prefilter, stderr_progress())
+        result = scan(plan, args.logs, emit, encode, not args.no_prefilter, stderr_progress())
     except BrokenPipeError:
         raise
     except OSError as exc:

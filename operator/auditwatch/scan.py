@@ -8,7 +8,6 @@ holds the GIL, and is half of a scan's time.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import marshal
@@ -16,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, TextIO, TypeVar, cast
 
 from auditwatch.audit.chunks import iter_chunks, open_log
@@ -85,9 +84,7 @@ def scan(
                 else:
                     rows += part_counters.matched
         if table is not None:
-            for key in merged:
-                row = table.row(key)
-                encoded[key] = None if row is None else encode(row)
+            encoded.update(_encoded_rows(table, merged, encode))
             for key in sorted(encoded):
                 if (value := encoded[key]) is not None:
                     emit(value)
@@ -124,10 +121,15 @@ def _read(
             done += len(chunk)
             if bar is not None:
                 bar.update(done)
-    counters = dataclasses.astuple(reader.counters)
+    counters = astuple(reader.counters)
     if table is None:
         return counters, ({}, {}), {}
-    return counters, table.state(), {k: None if (r := table.row(k)) is None else encode(r) for k in table.groups}
+    return counters, table.state(), _encoded_rows(table, table.groups, encode)
+
+
+def _encoded_rows(table: Table, keys: Iterable[Key], encode: Callable[[OutputRow], T]) -> dict[Key, T | None]:
+    """The rows of these groups, encoded; None for a row the per-row commands drop."""
+    return {k: None if (row := table.row(k)) is None else encode(row) for k in keys}
 
 
 def _fork(work: Callable[[], Part]) -> tuple[int, int]:

@@ -79,7 +79,6 @@ class _Node:
         self.field: str | None = None
 
 
-@lru_cache(maxsize=64)
 def _trie(names: frozenset[str]) -> _Node:
     """Every way each name can be read: ``a.b`` is key ``a`` then ``b``, or the one key ``a.b``."""
     root = _Node()

@@ -67,8 +67,9 @@ def _any_of(parts: list[Predicate]) -> Predicate:
 def _matches(field: str, patterns: tuple[str, ...]) -> Predicate:
     """Some value of ``field`` matches one of ``patterns``. Plain patterns (no wildcard, no CIDR) are
     one set lookup per lower-cased value, in C: the base searches of most detections are only these."""
-    plain = frozenset(p.lower() for p in patterns if "*" not in p and parse_cidr(p) is None)
-    others = [value_test(p) for p in patterns if p.lower() not in plain]
+    is_plain = {p: "*" not in p and parse_cidr(p) is None for p in patterns}
+    plain = frozenset(p.lower() for p in patterns if is_plain[p])
+    others = [value_test(p) for p in patterns if not is_plain[p]]
     if not others:
         return lambda r: not plain.isdisjoint(map(str.lower, r.get(field, ())))
     return _any_value(field, lambda v: v.lower() in plain or any(t(v) for t in others))
