@@ -7,15 +7,22 @@ import atexit
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from auditwatch import __version__
 from auditwatch.manifest import ManifestError, search_and_macros
-from auditwatch.spl import SPLError, compile_search
+from auditwatch.spl import SPLError, parse_search
+
+if TYPE_CHECKING:
+    from auditwatch.settings import Settings
 
 EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """An option with a value that cannot work; the message names the option."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of our output went away (`| head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ManifestError, SPLError) as exc:
+    except (ManifestError, SPLError, UsageError) as exc:
         print(f"auditwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -95,12 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="kopf's liveness endpoint (default: http://0.0.0.0:8080/healthz; '' turns it off)",
     )
-    p.add_argument(
-        "--webhook-listen",
-        default="0.0.0.0:8081",
-        metavar="HOST:PORT",
-        help="HTTP address for kube-apiserver's audit webhook backend (webhook sources); '' turns it off",
-    )
+    add_webhook_option(p)
     add_geoip_option(p)
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
@@ -145,15 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "lint",
-        help="check detections for mistakes that compile but do not do what they say",
-        description="Compile each AuditDetection and report errors and warnings (never-set, unknown-field, "
-        "no-prefilter, unbounded-key, key-not-output; see auditwatch/lint.py). Exit 1 on errors, and on "
-        "warnings too with --strict; 0 otherwise. Fits a GitOps CI step.",
+        help="say whether the operator would run each detection, and what it would do that looks wrong",
+        description="Validate each AuditDetection as the operator does, with the operator's settings "
+        "(--webhook-listen, --geoip-db: give the ones `auditwatch run` gets): errors are what the operator "
+        "puts on Ready=False (InvalidSpec, InvalidSearch, UnsupportedSource, and lint errors as LintError), "
+        "warnings what it puts on LintClean=False (never-set, unknown-field, no-prefilter, unbounded-key, "
+        "key-not-output; see auditwatch/lint.py). Exit 1 on errors, and on warnings too with --strict; 0 "
+        "otherwise. Fits a GitOps CI step.",
     )
     p.add_argument("detections", nargs="+", metavar="DETECTION", help="AuditDetection manifests (YAML/JSON)")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text",
+                   help="text: a line per problem; json: one object per file with its Ready condition")  # fmt: skip
+    add_webhook_option(p)
+    add_geoip_option(p)
     p.set_defaults(func=cmd_lint)
     return parser
+
+
+def add_webhook_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--webhook-listen",
+        default="0.0.0.0:8081",
+        metavar="HOST:PORT",
+        help="HTTP address for kube-apiserver's audit webhook backend (webhook sources); '' turns it off "
+        "(default: 0.0.0.0:8081)",
+    )
 
 
 def add_geoip_option(p: argparse.ArgumentParser) -> None:
@@ -165,12 +184,25 @@ def add_geoip_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def make_settings(**values: Any) -> Settings:
+    """The operator's settings from command-line values; a bad one is a UsageError naming its option."""
+    from pydantic import ValidationError
+
+    from auditwatch.settings import Settings
+
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                                   for e in exc.errors(include_url=False))) from None  # fmt: skip
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
-    from auditwatch.engine.pipeline import OutputRow
+    from auditwatch.engine.pipeline import EngineError, OutputRow
     from auditwatch.scan import format_table, scan, stderr_progress, summary
 
     search, macros = search_and_macros(args.detection)
-    plan = compile_search(search, macros, args.geoip_db)
+    query = parse_search(search, macros)
     collected: list[OutputRow] = []
     out = sys.stdout.buffer
 
@@ -180,9 +212,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     # table: rows collected as they are, to be aligned at the end; jsonl: each written as a line
     emit, encode = (collected.append, lambda row: row) if args.output == "table" else (out.write, json_line)
     try:
-        result = scan(plan, args.logs, emit, encode, not args.no_prefilter, stderr_progress())
+        result = scan(query, args.logs, emit, encode, not args.no_prefilter, stderr_progress(), geoip_db=args.geoip_db)
     except BrokenPipeError:
         raise
+    except EngineError as exc:
+        print(f"auditwatch: {args.detection}: spec.search: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"auditwatch: {exc.filename or 'input'}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -224,16 +259,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import auditwatch.handlers  # noqa: F401 - registers the handlers
 
+    settings = make_settings(
+        namespaces=tuple(args.namespace or ()),
+        liveness=args.liveness,
+        webhook_listen=args.webhook_listen,
+        geoip_db=args.geoip_db,
+    )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace or (),
-        liveness_endpoint=args.liveness or None,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness or None,
         standalone=True,
-        memo=kopf.Memo(webhook_listen=args.webhook_listen, geoip_db=args.geoip_db),
+        memo=kopf.Memo(settings=settings),
     )
     return 0
 
@@ -305,27 +346,32 @@ def cmd_import_escu(args: argparse.Namespace) -> int:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from auditwatch.api.models import load_detection
-    from auditwatch.lint import lint
+    from auditwatch.manifest import read_detection
+    from auditwatch.validate import validate
 
+    settings = make_settings(webhook_listen=args.webhook_listen, geoip_db=args.geoip_db)
     failed = False
     for path in args.detections:
         try:
-            spec = load_detection(path).spec  # the whole object, as the CRD schema will check it
+            spec = read_detection(path).get("spec")
         except ManifestError as exc:
-            print(f"{path}: error[manifest]: {exc}")
+            print(json_verdict(path, False, "InvalidManifest", str(exc), []) if args.output == "json" else
+                  f"{path}: error[InvalidManifest]: {exc}")  # fmt: skip
             failed = True
             continue
-        try:
-            plan = compile_search(spec.search, spec.macros, geoip_db="(lint: not opened)")
-        except SPLError as exc:
-            print(f"{path}: error[compile]: {exc}")
-            failed = True
+        verdict = validate(spec if isinstance(spec, dict) else {}, settings)
+        failed |= not verdict.ready or (args.strict and bool(verdict.diagnostics))
+        if args.output == "json":
+            print(json_verdict(path, verdict.ready, verdict.reason, verdict.message, verdict.diagnostics))
             continue
-        problems = lint(plan, spec.finding.groupBy)
-        for problem in problems:
-            print(f"{path}: {problem}")
-        failed |= any(p.level == "error" or args.strict for p in problems)
-        if not problems:
-            print(f"{path}: ok")
+        for line in [*map(str, verdict.problems), *map(str, verdict.diagnostics)] or ["ok"]:
+            print(f"{path}: {line}")
     return 1 if failed else 0
+
+
+def json_verdict(path: str, ready: bool, reason: str, message: str, diagnostics: Sequence[object]) -> str:
+    """One line of `lint -o json`: the Ready condition the operator would set, and lint's diagnostics."""
+    return orjson.dumps({
+        "file": path, "ready": ready, "reason": str(reason), "message": message,
+        "diagnostics": [str(d) for d in diagnostics],
+    }).decode()  # fmt: skip

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from auditwatch.spl import compile_search
+from auditwatch.spl import parse_search
 from auditwatch.spl.macros import default_macro
 from auditwatch.spl.tokens import Kind, tokenize
 
@@ -28,7 +28,6 @@ AUDIT_LOG = "/var/log/kubernetes/audit/audit.log"
 DATA_SOURCE_MACROS = {"kube_audit", "aws_cloudwatchlogs_eks"}
 ALIASES = {"user": "user.username", "src_ip": "sourceIPs{}"}
 NAMESPACE = "auditwatch"
-ANALYSIS_ONLY = "(no database: the plan is read, never run)"  # lets searches with iplocation compile
 
 
 class ImportError_(ValueError):
@@ -66,7 +65,7 @@ def import_detection(path: Path, macros: dict[str, str]) -> dict[str, Any]:
             raise ImportError_(f"{path}: missing `{field}`")
     search = doc["search"].strip()
     used = _macros_used(search, macros)
-    outputs = compile_search(search, used, geoip_db=ANALYSIS_ONLY).output_fields()
+    outputs = parse_search(search, used).output_fields()
     rba, tags = doc.get("rba") or {}, doc.get("tags") or {}
     message = rba.get("message") or tags.get("message") or ""
     if message.strip().lower() in ("", "tbd"):

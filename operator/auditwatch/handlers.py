@@ -8,15 +8,14 @@ ownerReferences. Spec changes are seen through kopf's live ``body`` by ``Detecti
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
-from pydantic import ValidationError
 
-from auditwatch.api.models import GROUP, VERSION, AuditDetectionSpec, problems
-from auditwatch.detection import DetectionRuntime, InvalidDetection
+from auditwatch.api.models import GROUP, VERSION
+from auditwatch.detection import DetectionRuntime
 from auditwatch.kube import Kube, load_config
+from auditwatch.settings import Settings
 from auditwatch.sources.webhook import WebhookServer
 
 
@@ -38,13 +37,13 @@ async def configure(
     # with the operator, and not needing list/watch on CRDs and namespaces keeps the RBAC minimal.
     settings.scanning.disabled = True
     load_config()
-    listen = memo.get("webhook_listen")
+    memo.settings = memo.get("settings") or Settings()  # `auditwatch run` passes its own
     memo.webhooks = None
-    if listen:
-        host, _, port = listen.rpartition(":")
-        memo.webhooks = WebhookServer(host or "0.0.0.0", int(port))
+    if address := memo.settings.webhook_address:
+        host, port = address
+        memo.webhooks = WebhookServer(host, port, queue_batches=memo.settings.webhook_queue_batches)
         await memo.webhooks.start()
-        logger.info("audit webhook server listening on %s", listen)
+        logger.info("audit webhook server listening on %s", memo.settings.webhook_listen)
 
 
 @kopf.on.cleanup()
@@ -67,16 +66,9 @@ async def run_detection(
     stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
-    runtime = DetectionRuntime(Kube(), body, post_event, logger, parse_spec, memo.get("webhooks"), memo.get("geoip_db"))
+    runtime = DetectionRuntime(Kube(), body, post_event, logger, memo.settings, memo.webhooks)
     await runtime.run(stopped)
 
 
 def post_event(obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, obj), type=kind, reason=reason, message=message)
-
-
-def parse_spec(body: Mapping[str, Any]) -> AuditDetectionSpec:
-    try:
-        return AuditDetectionSpec.model_validate(dict(body.get("spec") or {}))
-    except ValidationError as exc:
-        raise InvalidDetection("InvalidSpec", problems(exc, prefix="spec.")) from None

@@ -1,6 +1,6 @@
 """``auditwatch lint``: what a detection will do that its author probably did not mean.
 
-Each finding has a code, so that a GitOps step can be strict about some and not others:
+Each diagnostic has a code, so that a GitOps step can be strict about some and not others:
 
 - ``never-set``: a BY field that the events the search keeps can never carry. The seed rule's
   ``user.uid``: Kubernetes sets no uid for ``system:anonymous``, so in Splunk ``fillnull`` (which only
@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from enum import StrEnum
 
 from auditwatch.engine.prefilter import derive
-from auditwatch.spl.plan import (
+from auditwatch.spl.syntax import (
     IPLOCATION_FIELDS,
+    And,
     Compare,
     Convert,
     FillNull,
     In,
     IpLocation,
-    Plan,
+    Query,
     Rename,
     Stats,
     command_fields,
@@ -62,39 +64,48 @@ NEVER_SET_EMPTY = (
 ANONYMOUS = {("user.username", "system:anonymous"), ("user.groups{}", "system:unauthenticated")}
 
 
+class Level(StrEnum):
+    ERROR = "error"  # the detection cannot produce what it says: it does not run
+    WARNING = "warning"
+
+
 @dataclass(frozen=True)
-class Finding:
-    level: str  # "error" or "warning"
+class Diagnostic:
+    level: Level
     code: str
     message: str
+
+    @property
+    def error(self) -> bool:
+        return self.level is Level.ERROR
 
     def __str__(self) -> str:
         return f"{self.level}[{self.code}]: {self.message}"
 
 
-def lint(plan: Plan, group_by: list[str] | None = None) -> list[Finding]:
+def lint(query: Query, group_by: list[str] | None = None) -> list[Diagnostic]:
     """Everything worth saying about a compiled detection, errors first."""
-    found = _never_set(plan) + _unknown_fields(plan)
-    if derive(plan) is None:
-        found.append(Finding("warning", "no-prefilter", "the base search requires no literal text, so the "
-                             "prefilter cannot skip lines: every line is parsed (about 7x slower)"))  # fmt: skip
-    found += _key_problems(plan, group_by or [])
-    return sorted(found, key=lambda f: f.level != "error")
+    found = _never_set(query) + _unknown_fields(query)
+    if derive(query) is None:
+        found.append(Diagnostic(Level.WARNING, "no-prefilter", "the base search requires no literal text, so the "
+                                "prefilter cannot skip lines: every line is parsed (about 7x slower)"))  # fmt: skip
+    found += _key_problems(query, group_by or [])
+    return sorted(found, key=lambda d: not d.error)
 
 
-def _never_set(plan: Plan) -> list[Finding]:
-    stats = plan.stats
-    if stats is None or "user.uid" not in stats.by or not _requires_anonymous(plan):
+def _never_set(query: Query) -> list[Diagnostic]:
+    stats = query.stats
+    if stats is None or "user.uid" not in stats.by or not _requires_anonymous(query):
         return []
-    before = plan.commands[: plan.commands.index(stats)]
+    before = query.commands[: query.commands.index(stats)]
     if any(isinstance(c, FillNull) and (not c.fields or "user.uid" in c.fields) for c in before):
-        return [Finding("warning", "never-set", NEVER_SET_FILLED)]
-    return [Finding("error", "never-set", NEVER_SET_EMPTY)]
+        return [Diagnostic(Level.WARNING, "never-set", NEVER_SET_FILLED)]
+    return [Diagnostic(Level.ERROR, "never-set", NEVER_SET_EMPTY)]
 
 
-def _requires_anonymous(plan: Plan) -> bool:
-    expr = plan.base.expr
-    terms = expr.items if hasattr(expr, "items") and not hasattr(expr, "op") else (expr,)
+def _requires_anonymous(query: Query) -> bool:
+    expr = query.base.expr
+    terms = expr.items if isinstance(expr, And) else (expr,)  # the terms every kept event satisfies
     for term in terms:
         if isinstance(term, Compare) and term.op == "=" and (term.field, term.value.lower()) in ANONYMOUS:
             return True
@@ -103,18 +114,18 @@ def _requires_anonymous(plan: Plan) -> bool:
     return False
 
 
-def _unknown_fields(plan: Plan) -> list[Finding]:
+def _unknown_fields(query: Query) -> list[Diagnostic]:
     made: set[str] = set(METADATA)
     found = []
     stats_seen = False
-    for cmd in plan.commands:
+    for cmd in query.commands:
         for field in sorted(command_fields(cmd) - made):
             if stats_seen or field in EVENT_FIELDS or field.startswith(FREE_FORM):
                 continue
             close = difflib.get_close_matches(field, EVENT_FIELDS, n=1, cutoff=0.5)
             close += [f for f in sorted(EVENT_FIELDS) if f.endswith("." + field)][:1]
             hint = f"; did you mean {close[-1]}?" if close else ""
-            found.append(Finding("warning", "unknown-field", f"no audit event has a field {field!r}{hint}"))
+            found.append(Diagnostic(Level.WARNING, "unknown-field", f"no audit event has a field {field!r}{hint}"))
         if isinstance(cmd, Rename):
             made |= {new for _, new in cmd.pairs}
         elif isinstance(cmd, IpLocation):
@@ -126,14 +137,15 @@ def _unknown_fields(plan: Plan) -> list[Finding]:
     return found
 
 
-def _key_problems(plan: Plan, group_by: list[str]) -> list[Finding]:
+def _key_problems(query: Query, group_by: list[str]) -> list[Diagnostic]:
     found = []
-    outputs = plan.output_fields()
+    outputs = query.output_fields()
     for field in group_by:
         if outputs is not None and field not in outputs:
-            found.append(Finding("warning", "key-not-output", f"finding.groupBy {field!r} is not an output field "
-                                 f"of the search ({', '.join(outputs)}): every row gets an empty key"))  # fmt: skip
+            outputs_text = ", ".join(outputs)
+            found.append(Diagnostic(Level.WARNING, "key-not-output", f"finding.groupBy {field!r} is not an output "
+                                    f"field of the search ({outputs_text}): every row gets an empty key"))  # fmt: skip
         if field in PER_REQUEST:
-            found.append(Finding("warning", "unbounded-key", f"finding.groupBy {field!r} differs for every request: "
-                                 "one finding per request, until maxFindings is reached"))  # fmt: skip
+            found.append(Diagnostic(Level.WARNING, "unbounded-key", f"finding.groupBy {field!r} differs for every "
+                                    "request: one finding per request, until maxFindings is reached"))  # fmt: skip
     return found

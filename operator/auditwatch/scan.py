@@ -21,7 +21,7 @@ from typing import Any, TextIO, TypeVar, cast
 from auditwatch.audit.chunks import iter_chunks, open_log
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.pipeline import Key, OutputRow, Pipeline, Table
-from auditwatch.spl.plan import Plan
+from auditwatch.spl.syntax import Query
 
 PROGRESS_MIN_BYTES = 32 << 20
 PARALLEL_MIN_BYTES = 16 << 20
@@ -41,15 +41,16 @@ Part = tuple[tuple[Any, ...], tuple[dict[Key, list[Any]], dict[Key, int]], dict[
 
 
 def scan(
-    plan: Plan,
+    query: Query,
     paths: Iterable[str],
     emit: Callable[[T], object],
     encode: Callable[[OutputRow], T],
     use_prefilter: bool = True,
     progress: TextIO | None = None,
     jobs: int | None = None,
+    geoip_db: str | None = None,
 ) -> ScanResult:
-    """Evaluate ``plan`` over ``paths`` in order and ``emit`` each result row, as ``encode`` makes it.
+    """Evaluate ``query`` over ``paths`` in order and ``emit`` each result row, as ``encode`` makes it.
 
     Without ``stats`` every matched event is a row, emitted as it is read; with ``stats`` the rows
     are emitted, sorted, at the end. Memory is bounded by the stats table, not by the input.
@@ -58,7 +59,7 @@ def scan(
     started = time.perf_counter()
     jobs = jobs or min(os.cpu_count() or 1, 4)
     counters = Counters()
-    table = Table(Pipeline(plan)) if plan.stats else None
+    table = Table(Pipeline(query, geoip_db)) if query.stats else None
     encoded: dict[Key, T | None] = {}  # each group's encoded row (None: the per-row commands drop it)
     merged: set[Key] = set()  # groups that several readers saw: their rows are made again, merged
     rows = 0
@@ -67,7 +68,7 @@ def scan(
         for path in paths:
             ranges = _ranges(path, jobs) if table is not None else [(0, None)]
             bar = _Progress(path, progress)
-            read = functools.partial(_read, plan, use_prefilter, encode, path)
+            read = functools.partial(_read, query, use_prefilter, geoip_db, encode, path)
             forked = [_fork(functools.partial(read, a, n)) for a, n in ranges[1:]]
             children += forked
             parts = [read(*ranges[0], emit=emit, bar=bar), *map(_join, forked)]
@@ -95,8 +96,9 @@ def scan(
 
 
 def _read(
-    plan: Plan,
+    query: Query,
     use_prefilter: bool,
+    geoip_db: str | None,
     encode: Callable[[OutputRow], T],
     path: str,
     start: int,
@@ -106,8 +108,8 @@ def _read(
 ) -> Part:
     """Read one byte range of one log: its counters, stats table state and encoded rows by group
     (without stats, rows go to ``emit`` as they are read)."""
-    reader = Evaluator(plan, use_prefilter)
-    table = Table(reader.pipeline) if plan.stats else None
+    reader = Evaluator(query, use_prefilter, geoip_db=geoip_db)
+    table = Table(reader.pipeline) if query.stats else None
     done = 0
     with open_log(path) as stream:
         if start:

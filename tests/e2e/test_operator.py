@@ -89,8 +89,8 @@ def test_a_spec_change_restarts_the_plan_and_keeps_positions(cluster, operator, 
              what="generation 2")  # fmt: skip
     api.anonymous("/version", "e2e-after", times=2)
     wait_for(lambda: len(api.audit_events(anonymous_with_agent("e2e-after"))) == 4, what="4 audit events")
-    wait_for(lambda: total(api, "changing") >= before + 4, what="the new plan counting")
-    time.sleep(3)  # the new plan would re-count earlier e2e-* events here if it re-read the log from its start
+    wait_for(lambda: total(api, "changing") >= before + 4, what="the new query counting")
+    time.sleep(3)  # the new query would re-count earlier e2e-* events here if it re-read the log from its start
     assert total(api, "changing") == before + 4
 
 

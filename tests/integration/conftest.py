@@ -21,13 +21,15 @@ from typing import Any
 
 import kmock
 import kopf
+import pydantic
 import pytest
 import pytest_asyncio
 from kmock import KubernetesEmulator, ResourceInfo, action
 
 import auditwatch.handlers  # noqa: F401 - registers the operator's handlers with kopf
-from auditwatch.api.models import GROUP, VERSION
+from auditwatch.api.models import GROUP, VERSION, AuditDetectionStatus, DetectionFinding, DetectionFindingStatus
 from auditwatch.devcluster.cluster import free_port
+from auditwatch.settings import Settings
 
 DETECTIONS = kmock.resource(GROUP, VERSION, "auditdetections")
 FINDINGS = kmock.resource(GROUP, VERSION, "detectionfindings")
@@ -37,8 +39,11 @@ EVENTS = kmock.resource("", "v1", "events")
 class Emulator(KubernetesEmulator):
     # Fault injection: (resource, subresource) pairs whose updates fail with a 500 and change nothing.
     refuse: set[tuple[Any, str | None]] = set()
+    # Every status and finding the operator wrote, each checked against its model: (what, body).
+    written: list[tuple[str, Any]] = []
 
     async def _handle(self, request: Any) -> Any:
+        self._check_against_the_models(request)
         if request.action == action.UPDATE and (request.resource, request.subresource) in self.refuse:
             import aiohttp.web
 
@@ -64,6 +69,19 @@ class Emulator(KubernetesEmulator):
         if request.action in (action.DELETE, action.UPDATE):
             await self._collect_garbage()
         return response
+
+    def _check_against_the_models(self, request: Any) -> None:
+        """What the schema declares is what the operator writes: validate each write by its model
+        (the real API server checks the CRD schema; this emulator checks nothing)."""
+        data = request.data if isinstance(request.data, dict) else {}
+        try:
+            if request.resource == FINDINGS and request.action == action.CREATE:
+                self.written.append(("finding", DetectionFinding.model_validate(data)))
+            elif request.action == action.UPDATE and request.subresource == "status" and "status" in data:
+                model = AuditDetectionStatus if request.resource == DETECTIONS else DetectionFindingStatus
+                self.written.append(("status", model.model_validate(data["status"])))
+        except pydantic.ValidationError as exc:
+            self.written.append(("invalid", exc))
 
     async def _list_selected(self, request: Any) -> Any:
         wanted = dict(term.split("=", 1) for term in request.params["labelSelector"].split(","))
@@ -106,13 +124,15 @@ class Harness:
         self.kubeconfig = kubeconfig
         self.thread: threading.Thread | None = None
         self.webhook_port = free_port()
+        self.settings = Settings(webhook_listen=f"127.0.0.1:{self.webhook_port}", poll_seconds=0.02,
+                                 flush_seconds=0.05, geoip_db=None)  # fmt: skip
         self.stop_flag = threading.Event()
 
     async def start_operator(self) -> None:
         """The operator in a thread with its own event loop, as `auditwatch run` has one to itself."""
         self.stop_flag = threading.Event()
         ready = threading.Event()
-        memo = kopf.Memo(webhook_listen=f"127.0.0.1:{self.webhook_port}")
+        memo = kopf.Memo(settings=self.settings)
         operator = kopf.operator(clusterwide=True, standalone=True, stop_flag=self.stop_flag, ready_flag=ready,
                                  memo=memo)  # fmt: skip
         self.thread = threading.Thread(target=asyncio.run, args=(operator,), daemon=True)
@@ -132,8 +152,9 @@ class Harness:
     def objects(self, resource: Any) -> list[dict[str, Any]]:
         return [obj.raw for (res, _, _), obj in self.k.objects.items() if res == resource and not obj.deleted]
 
-    def get(self, resource: Any, name: str) -> dict[str, Any] | None:
-        return next((o for o in self.objects(resource) if o["metadata"]["name"] == name), None)
+    def get(self, resource: Any, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        return next((o for o in self.objects(resource) if o["metadata"]["name"] == name
+                     and namespace in (None, o["metadata"].get("namespace"))), None)  # fmt: skip
 
     async def apply(self, body: dict[str, Any]) -> None:
         """Create, or merge-patch the spec of, an object through the HTTP API (as kubectl would)."""
@@ -141,7 +162,7 @@ class Harness:
 
         api = client.CustomObjectsApi()
         name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
-        if self.get(DETECTIONS, name) is None:
+        if self.get(DETECTIONS, name, ns) is None:
             await asyncio.to_thread(api.create_namespaced_custom_object, GROUP, VERSION, ns, "auditdetections", body)
         else:
             await asyncio.to_thread(api.patch_namespaced_custom_object, GROUP, VERSION, ns, "auditdetections", name,
@@ -167,13 +188,9 @@ async def eventually(check: Callable[[], Any], timeout: float = 10, what: str = 
 
 @pytest_asyncio.fixture
 async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
-    from auditwatch import detection
-    from auditwatch.sources import file as file_source
-
-    monkeypatch.setattr(file_source, "POLL_SECONDS", 0.02)
-    monkeypatch.setattr(detection, "FLUSH_SECONDS", 0.05)
     emulator = Emulator()
     emulator.refuse = set()
+    emulator.written = []
     for resource, kind in ((DETECTIONS, "AuditDetection"), (FINDINGS, "DetectionFinding")):
         verbs = {"list", "watch", "get", "create", "patch", "delete"}
         emulator.resources[resource] = ResourceInfo(
@@ -207,6 +224,7 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         finally:
             with contextlib.suppress(Exception):
                 await h.stop_operator()
+        assert [w for w in emulator.written if w[0] == "invalid"] == [], "the operator wrote what its models refuse"
 
 
 def detection_body(name: str, log: Path, search: str, group_by: list[str] | None = None) -> dict[str, Any]:

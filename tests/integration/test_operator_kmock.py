@@ -46,6 +46,7 @@ async def test_create_gives_findings_and_events(harness):
     await eventually(lambda: condition(h, "seed").get("status") == "True", what="Ready=True")
     status = h.get(DETECTIONS, "seed")["status"]
     assert status["counters"]["matched"] == 3 and status["sources"][0]["offset"] == os.path.getsize(h.log)
+    assert {kind for kind, _ in h.k.written} == {"finding", "status"}  # each checked against its model
 
 
 async def test_an_invalid_search_sets_the_condition_and_a_warning(harness):

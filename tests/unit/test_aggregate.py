@@ -65,7 +65,7 @@ def test_written_checkpoints_skip_lines_already_counted_after_a_restart():
     a.add(ROW, "log", 0, 100, "t")
     a.add(ROW, "log", 100, 200, "t")
     [finding] = a.findings.values()
-    status = finding.snapshot()
+    status = finding.snapshot().model_dump()
     assert status["count"] == 2 and status["checkpoints"] == {"log": 200}
     # A new process loads that status and reads again from an earlier detection checkpoint.
     b = agg()
@@ -98,11 +98,11 @@ def test_rows_counted_while_a_write_is_under_way_stay_pending():
     [finding] = a.findings.values()
     status = finding.snapshot()
     a.add({**ROW, "verb": "delete"}, "log", 200, 300, "t")  # the reader runs while the PATCH waits
-    assert status["count"] == 1 and status["checkpoints"] == {"log": 200} and "delete" not in status["values"]["verb"]
+    assert status.count == 1 and status.checkpoints == {"log": 200} and "delete" not in status.values["verb"]
     finding.written(now=1.0)
     assert finding.checkpoints == {"log": 200} and finding.dirty
     assert a.resume_seq("log", 1000) == 200  # the checkpoint may not pass the row not yet written
-    assert finding.snapshot()["count"] == 2
+    assert finding.snapshot().count == 2
 
 
 def test_a_failed_write_puts_its_rows_back_to_pending():

@@ -1,4 +1,4 @@
-"""Flattening just the fields a plan reads gives what flattening everything gives for them."""
+"""Flattening just the fields a query reads gives what flattening everything gives for them."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st

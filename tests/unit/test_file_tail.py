@@ -5,15 +5,14 @@ import os
 
 import pytest
 
-from auditwatch.sources import file as file_source
-from auditwatch.sources.file import FileTail, Position
+from auditwatch.sources.file import FilePosition
+from auditwatch.sources.file import FileTail as _FileTail
 
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture(autouse=True)
-def fast_polling(monkeypatch):
-    monkeypatch.setattr(file_source, "POLL_SECONDS", 0.01)
+def FileTail(path, max_line=4 << 20, start=None):
+    return _FileTail(path, max_line, start, poll_seconds=0.01)
 
 
 class Reader:
@@ -29,7 +28,7 @@ class Reader:
             pos = 0
             for line in chunk.data.splitlines(keepends=True):
                 pos += len(line)
-                self.lines.append((line.rstrip(b"\n"), chunk.seq + pos, chunk.file))
+                self.lines.append((line.rstrip(b"\n"), chunk.seq + pos, chunk.origin))
 
     async def wait(self, n: int, timeout: float = 5) -> list[bytes]:
         for _ in range(int(timeout / 0.01)):
@@ -66,7 +65,7 @@ async def test_reads_from_the_start_and_holds_back_a_partial_line(tmp_path):
 async def test_resumes_at_a_saved_position(tmp_path):
     log = tmp_path / "audit.log"
     write(log, b"one", b"two", b"three")
-    r = Reader(FileTail(str(log), start=Position(str(log), os.stat(log).st_ino, 8, 108)))
+    r = Reader(FileTail(str(log), start=FilePosition(str(log), os.stat(log).st_ino, 8, 108)))
     assert await r.wait(1) == [b"three"]
     assert r.lines[0][1] == 108 + 6
     await r.stop()
@@ -93,7 +92,7 @@ async def test_restart_inside_a_rotated_file_reads_its_rest_then_the_live_file(t
     inode = os.stat(log).st_ino
     os.rename(log, tmp_path / "audit-2026-11-27T10-00-00.000.log")
     write(log, b"new1")
-    r = Reader(FileTail(str(log), start=Position(str(log), inode, 5, 5)))
+    r = Reader(FileTail(str(log), start=FilePosition(str(log), inode, 5, 5)))
     assert await r.wait(2) == [b"old2", b"new1"]
     await r.stop()
 
@@ -128,8 +127,11 @@ async def test_lines_longer_than_the_maximum_are_counted_and_skipped(tmp_path):
     tail = FileTail(str(log), max_line=1024)
     r = Reader(tail)
     lines = await r.wait(3)
-    assert [line for line in lines if line] == [b"short", b"after"]
+    assert [line for line in lines if line.strip()] == [b"short", b"after"]
     assert tail.long_lines == 1
+    assert r.lines[-1][1] == os.path.getsize(log)  # the skipped line keeps the later lines' seq true
+    assert tail.checkpoint(r.lines[-1][1]) == FilePosition(str(log), os.stat(log).st_ino, r.lines[-1][1],
+                                                            r.lines[-1][1])  # fmt: skip
     await r.stop()
 
 
@@ -141,7 +143,7 @@ async def test_a_long_partial_line_is_dropped_up_to_its_newline(tmp_path):
     r = Reader(tail)
     await asyncio.sleep(0.1)
     write(log, b"z" * 10, b"next")
-    assert [line for line in await r.wait(1) if line] == [b"next"]
+    assert [line for line in await r.wait(1) if line.strip()] == [b"next"]
     assert tail.long_lines == 1
     await r.stop()
 
@@ -174,3 +176,25 @@ async def test_a_rotated_file_ending_without_a_newline_counts_its_newline_in_seq
     assert await r.wait(3) == [b"ab", b"cd", b"ef"]
     assert [seq for _, seq, _ in r.lines] == [3, 6, 9]  # the chunks' seqs run on without a gap or overlap
     await r.stop()
+
+
+async def test_checkpoints_name_the_file_and_offset_of_a_seq_across_a_rotation(tmp_path):
+    log = tmp_path / "audit.log"
+    with open(log, "wb") as f:
+        f.write(b"ab\ncd")  # the rotated file's last line has no newline
+    old_inode = os.stat(log).st_ino
+    tail = FileTail(str(log))
+    chunks = tail.chunks()
+    assert (await anext(chunks)).data == b"ab\n"
+    os.rename(log, tmp_path / "audit-2026-11-27T10-00-00.000.log")
+    write(log, b"ef")
+    assert (await anext(chunks)).data == b"cd\n"  # the old file is finished, with a newline of our own
+    assert tail.checkpoint(3) == FilePosition(str(log), old_inode, 3, 3)
+    # After the synthetic newline the position stays at the end of what the old file has.
+    assert tail.checkpoint(6) == FilePosition(str(log), old_inode, 5, 6)
+    assert (await anext(chunks)).data == b"ef\n"
+    new_inode = os.stat(log).st_ino
+    assert tail.checkpoint(6) == FilePosition(str(log), new_inode, 0, 6)  # the newest place of a seq
+    assert tail.checkpoint(9) == FilePosition(str(log), new_inode, 3, 9)
+    assert tail.checkpoint(1) is None  # forgotten: a checkpoint only moves forward
+    await chunks.aclose()

@@ -1,19 +1,20 @@
 """auditwatch lint: each warning, the error, and the exit codes of the command."""
 
+import json
 import subprocess
 import sys
 
 from auditwatch.lint import lint
-from auditwatch.spl import compile_search
+from auditwatch.spl import parse_search
 from factory import SEED, seed_search
 
 
 def codes(search, group_by=None):
-    return [(f.level, f.code) for f in lint(compile_search(search, geoip_db="x"), group_by)]
+    return [(f.level, f.code) for f in lint(parse_search(search), group_by)]
 
 
 def test_the_seed_gets_the_documented_never_set_warning_and_nothing_else():
-    [finding] = lint(compile_search(seed_search()), ["user", "src_ip"])
+    [finding] = lint(parse_search(seed_search()), ["user", "src_ip"])
     assert (finding.level, finding.code) == ("warning", "never-set")
     assert "Splunk" in finding.message and 'fills it with "0"' in finding.message
 
@@ -25,7 +26,7 @@ def test_without_fillnull_the_uid_by_is_an_error():
 
 
 def test_unknown_fields_get_a_suggestion():
-    [finding] = lint(compile_search("verb=create apiGroup=apps | stats count BY verb"))
+    [finding] = lint(parse_search("verb=create apiGroup=apps | stats count BY verb"))
     assert finding.code == "unknown-field" and finding.message.endswith("did you mean objectRef.apiGroup?")
     assert codes("verb=create requestObject.spec.anything=x | rename verb as v | stats count BY v") == []
 
@@ -52,12 +53,34 @@ def test_the_command_exits_1_on_errors_and_with_strict_on_warnings(tmp_path):
     assert ok.returncode == 0 and "warning[never-set]" in ok.stdout
     assert lint_cli("--strict", SEED).returncode == 1
     failed = lint_cli(bad)
-    assert failed.returncode == 1 and "error[compile]: stats BY: expected a field name" in failed.stdout
+    assert failed.returncode == 1
+    assert "bad.yaml: error[InvalidSearch]: spec.search: stats BY: expected a field name" in failed.stdout
     invalid = tmp_path / "invalid.yaml"
     invalid.write_text("kind: AuditDetection\nspec:\n  search: x\n  finding: {riskScore: 500}\n")
     failed = lint_cli(invalid)
     assert failed.returncode == 1
     assert (
-        "error[manifest]:" in failed.stdout
+        "error[InvalidSpec]:" in failed.stdout
         and "spec.finding.riskScore: Input should be less than or equal to 100" in failed.stdout
     )
+
+
+def test_lint_takes_the_operators_settings_and_says_what_it_would_do(tmp_path):
+    hook = tmp_path / "hook.yaml"
+    hook.write_text("kind: AuditDetection\nspec:\n  search: 'verb=get | stats count BY verb'\n"
+                    "  sources: [{name: h, webhook: {}}]\n  finding: {groupBy: [verb]}\n")  # fmt: skip
+
+    def lint_json(*args):
+        done = subprocess.run([sys.executable, "-m", "auditwatch", "lint", "-o", "json", *map(str, args)],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        return done.returncode, json.loads(done.stdout)
+
+    assert lint_json(hook) == (0, {"file": str(hook), "ready": True, "reason": "Running", "message": "",
+                                   "diagnostics": []})  # fmt: skip
+    code, verdict = lint_json("--webhook-listen", "", hook)
+    assert code == 1 and (verdict["ready"], verdict["reason"]) == (False, "UnsupportedSource")
+    assert verdict["message"].startswith("spec.sources[h]: the operator runs without its webhook server")
+    bad = subprocess.run([sys.executable, "-m", "auditwatch", "lint", "--webhook-listen", "nowhere", str(hook)],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert "--webhook-listen: Value error, webhook_listen 'nowhere' is not HOST:PORT" in bad.stderr

@@ -1,13 +1,13 @@
 """Reading one file in several forked processes gives what one process gives, line numbers included."""
 
 from auditwatch import scan as scan_module
-from auditwatch.spl import compile_search
+from auditwatch.spl import parse_search
 from factory import event, line, seed_search
 
 
 def run(path, jobs):
     rows = []
-    result = scan_module.scan(compile_search(seed_search()), [str(path)], rows.append, dict, jobs=jobs)
+    result = scan_module.scan(parse_search(seed_search()), [str(path)], rows.append, dict, jobs=jobs)
     return rows, result.counters
 
 
@@ -41,10 +41,10 @@ def test_a_failing_worker_raises_in_the_parent(tmp_path, monkeypatch):
     log.write_bytes(line(event()) * 50)
     real_read = scan_module._read
 
-    def failing(plan, use_prefilter, encode, path, start, length, emit=None, bar=None):
+    def failing(query, use_prefilter, geoip_db, encode, path, start, length, emit=None, bar=None):
         if start:
             raise ValueError("worker failed")
-        return real_read(plan, use_prefilter, encode, path, start, length, emit, bar)
+        return real_read(query, use_prefilter, geoip_db, encode, path, start, length, emit, bar)
 
     monkeypatch.setattr(scan_module, "_read", failing)
     try:
@@ -69,6 +69,6 @@ def test_groups_seen_by_several_readers_are_merged_before_their_rows_are_made(tm
     runs = {}
     for jobs in (1, 3):
         rows = []
-        scan_module.scan(compile_search(search), [str(log)], rows.append, dict, jobs=jobs)
+        scan_module.scan(parse_search(search), [str(log)], rows.append, dict, jobs=jobs)
         runs[jobs] = rows
     assert runs[3] == runs[1] == [{"user.username": "alice", "count": 200, "ips": 2}]

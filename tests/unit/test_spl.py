@@ -1,17 +1,17 @@
 import pytest
 
-from auditwatch.spl import SPLError, compile_search
-from auditwatch.spl.plan import And, Compare, FillNull, In, Keyword, Not, Or, Rename, Search, Stats
+from auditwatch.spl import SPLError, parse_search
+from auditwatch.spl.syntax import And, Compare, FillNull, In, Keyword, Not, Or, Rename, Search, Stats
 from factory import seed_search
 
 
 def base(text: str, **macros: str):
-    return compile_search(text, macros).base.expr
+    return parse_search(text, macros).base.expr
 
 
 def test_seed_compiles_to_the_expected_plan():
-    plan = compile_search(seed_search())
-    assert plan.base == Search(
+    query = parse_search(seed_search())
+    assert query.base == Search(
         And(
             (
                 Keyword("*"),
@@ -20,13 +20,13 @@ def test_seed_compiles_to_the_expected_plan():
             )
         )
     )
-    assert plan.commands[1] == FillNull("0", ())
-    stats = plan.commands[2]
+    assert query.commands[1] == FillNull("0", ())
+    stats = query.commands[2]
     assert isinstance(stats, Stats)
     assert [a.name for a in stats.aggs] == ["count"]
     assert stats.by[0] == "objectRef.name" and stats.by[-1] == "verb" and len(stats.by) == 13
-    assert plan.commands[3] == Rename((("sourceIPs{}", "src_ip"), ("user.username", "user")))
-    assert plan.commands[4] == Search(Keyword("*"))  # the *_filter macro's default
+    assert query.commands[3] == Rename((("sourceIPs{}", "src_ip"), ("user.username", "user")))
+    assert query.commands[4] == Search(Keyword("*"))  # the *_filter macro's default
 
 
 def test_or_binds_tighter_than_implicit_and():
@@ -57,9 +57,9 @@ def test_macros_defaults_custom_and_arguments():
     assert base("`kube_audit` a=1", kube_audit="index=k8s") == And(
         (Compare("index", "=", "k8s"), Compare("a", "=", "1"))
     )
-    plan = compile_search("a=1 | `only(user.username, bob)`", {"only(f, v)": "search $f$=$v$"})
-    assert plan.commands[1] == Search(Compare("user.username", "=", "bob"))
-    assert compile_search("a=1 | `x_filter`").commands[1] == Search(Keyword("*"))
+    query = parse_search("a=1 | `only(user.username, bob)`", {"only(f, v)": "search $f$=$v$"})
+    assert query.commands[1] == Search(Compare("user.username", "=", "bob"))
+    assert parse_search("a=1 | `x_filter`").commands[1] == Search(Keyword("*"))
 
 
 @pytest.mark.parametrize(
@@ -85,21 +85,21 @@ def test_macros_defaults_custom_and_arguments():
 )
 def test_errors_name_the_command_position_and_token(text, message):
     with pytest.raises(SPLError) as err:
-        compile_search(text)
+        parse_search(text)
     assert str(err.value) == message
 
 
 def test_errors_inside_macros_name_the_macro_and_the_call_column():
     with pytest.raises(SPLError) as err:
-        compile_search("a=1 | `bad`", {"bad": "stats count frob"})
+        parse_search("a=1 | `bad`", {"bad": "stats count frob"})
     assert str(err.value) == "stats: expected BY or a function, got 'frob' at column 7 (in macro `bad`)"
 
 
 def test_recursive_macros_are_refused():
     with pytest.raises(SPLError, match="more than 20 levels"):
-        compile_search("`loop`", {"loop": "`loop`"})
+        parse_search("`loop`", {"loop": "`loop`"})
 
 
 def test_macro_argument_count_is_checked():
     with pytest.raises(SPLError, match=r"macro `m` is defined as m\(1\), called with 2 argument"):
-        compile_search("`m(a, b)`", {"m(x)": "search $x$=1"})
+        parse_search("`m(a, b)`", {"m(x)": "search $x$=1"})

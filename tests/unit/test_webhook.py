@@ -7,7 +7,6 @@ import aiohttp
 import pytest
 
 from auditwatch.devcluster.cluster import free_port
-from auditwatch.sources import webhook
 from auditwatch.sources.webhook import WebhookServer
 
 pytestmark = pytest.mark.asyncio
@@ -34,7 +33,7 @@ async def test_a_batch_reaches_every_subscriber_of_its_path_as_one_line(server):
     chunk_b = await asyncio.wait_for(anext(b.chunks()), 1)
     assert chunk_a is chunk_b and chunk_a.data.count(b"\n") == 1 and chunk_a.data.endswith(b"\n")
     assert json.loads(chunk_a.data)["items"][1]["auditID"] == "2"
-    assert chunk_a.file == "webhook:/audit" and other.queue.empty()
+    assert chunk_a.origin == "webhook:/audit" and other.queue.empty()
 
 
 async def test_seq_only_grows(server):
@@ -45,9 +44,9 @@ async def test_seq_only_grows(server):
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
 
 
-async def test_unknown_paths_get_404_and_a_full_queue_503(server, monkeypatch):
+async def test_unknown_paths_get_404_and_a_full_queue_503(server):
     assert await post(server, "/nobody", b"{}") == 404
-    monkeypatch.setattr(webhook, "QUEUE_BATCHES", 1)
+    server.queue_batches = 1
     server.subscribe("/audit")
     assert await post(server, "/audit", b"{}") == 200
     assert await post(server, "/audit", b"{}") == 503  # kube-apiserver's batch backend retries

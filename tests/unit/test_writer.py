@@ -5,6 +5,7 @@ import logging
 
 import pytest
 
+from auditwatch.api.models import FindingPolicy
 from auditwatch.findings.aggregate import Aggregator
 from auditwatch.findings.writer import Writer
 from auditwatch.kube import ApiException
@@ -50,7 +51,7 @@ class FakeKube:
 @pytest.fixture
 def setup():
     kube, events = FakeKube(), []
-    writer = Writer(kube, DETECTION, {"severity": "low", "riskScore": 20},
+    writer = Writer(kube, DETECTION, FindingPolicy(severity="low", riskScore=20),
                     lambda obj, kind, reason, msg: events.append((obj["metadata"]["name"], kind, reason, msg)),
                     logging.getLogger("test"))  # fmt: skip
     agg = Aggregator("seed", ["user", "src_ip"], "calls from $src_ip$", max_findings=1)

@@ -7,8 +7,9 @@ the Kubernetes API conventions ask; ``auditwatch crds`` turns these models into 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -85,7 +86,7 @@ class Source(Model):
         return self
 
 
-class Finding(Model):
+class FindingPolicy(Model):
     """How rows become DetectionFindings."""
 
     groupBy: Annotated[
@@ -111,7 +112,7 @@ class AuditDetectionSpec(Model):
         Field(max_length=64, description="name or name(arg, ...) -> SPL definition."),
     ] = Field(default_factory=dict)
     sources: Annotated[list[Source], Field(max_length=8)] = Field(default_factory=list)
-    finding: Finding = Field(default_factory=Finding)
+    finding: FindingPolicy = Field(default_factory=FindingPolicy)
     window: Annotated[
         str,
         Field(
@@ -135,7 +136,35 @@ class AuditDetectionSpec(Model):
         return v
 
 
+class ConditionType(StrEnum):
+    READY = "Ready"  # the detection runs
+    SOURCES_READY = "SourcesReady"  # every source is being read
+    LINT_CLEAN = "LintClean"  # `auditwatch lint` has no warning
+
+
+class StatusReason(StrEnum):
+    """The reason of a condition. The ones that keep a detection from running are also the codes
+    `auditwatch lint` prints, so the two say the same thing."""
+
+    RUNNING = "Running"
+    INVALID_SPEC = "InvalidSpec"  # the spec fails the schema (what the API server did not check)
+    INVALID_SEARCH = "InvalidSearch"  # the SPL does not parse, or a database it needs is missing
+    LINT_ERROR = "LintError"  # lint finds an error: the search can never produce a row
+    UNSUPPORTED_SOURCE = "UnsupportedSource"  # a source kind this operator cannot read
+    NOT_STARTED = "NotStarted"
+    READING = "Reading"
+    SOURCE_UNAVAILABLE = "SourceUnavailable"
+    CLEAN = "Clean"
+    LINT_WARNINGS = "LintWarnings"
+
+
+# A list of objects merged by their ``type`` (server-side apply), as kubebuilder marks conditions.
+MAP_LIST_BY_TYPE = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
 class Condition(Model):
+    """metav1.Condition's shape."""
+
     type: Annotated[str, Field(max_length=64)]
     status: Literal["True", "False", "Unknown"]
     reason: Annotated[str, Field(max_length=64)] = ""
@@ -170,15 +199,24 @@ class CounterStatus(Model):
 
 class AuditDetectionStatus(Model):
     observedGeneration: int = 0
-    conditions: Annotated[list[Condition], Field(max_length=8)] = Field(default_factory=list)
+    conditions: Annotated[
+        list[Condition],
+        Field(
+            max_length=8, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+        ),
+    ] = Field(default_factory=list)
     sources: Annotated[list[SourceStatus], Field(max_length=8)] = Field(default_factory=list)
     counters: CounterStatus = Field(default_factory=CounterStatus)
 
 
 class ObjectMeta(BaseModel):
+    """The metadata fields auditwatch writes; the CRD leaves metadata to the API server."""
+
     model_config = ConfigDict(extra="allow")
     name: str = ""
     namespace: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    ownerReferences: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class AuditDetection(Model):

@@ -1,1 +1,1 @@
-"""Executes a Plan over audit events: prefilter, match, fillnull, stats, rename."""
+"""Executes a Query over audit events: prefilter, match, fillnull, stats, rename."""

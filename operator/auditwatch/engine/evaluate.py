@@ -16,7 +16,7 @@ from auditwatch.audit.chunks import backing
 from auditwatch.audit.decode import MalformedLine, Record, decode_line, epoch_seconds, flattener
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.prefilter import derive
-from auditwatch.spl.plan import Plan
+from auditwatch.spl.syntax import Query
 
 MAX_SAMPLES = 5
 
@@ -42,9 +42,15 @@ class Counters:
 class Evaluator:
     """One reader's state: the pipeline, its prefilter and the counters. Not shared between threads."""
 
-    def __init__(self, plan: Plan, use_prefilter: bool = True, extra_fields: frozenset[str] = frozenset()) -> None:
-        self.pipeline = Pipeline(plan)
-        self.prefilter = derive(plan) if use_prefilter else None
+    def __init__(
+        self,
+        query: Query,
+        use_prefilter: bool = True,
+        extra_fields: frozenset[str] = frozenset(),
+        geoip_db: str | None = None,
+    ) -> None:
+        self.pipeline = Pipeline(query, geoip_db)
+        self.prefilter = derive(query) if use_prefilter else None
         fields = None if self.pipeline.fields is None else frozenset(self.pipeline.fields) | extra_fields
         self._flatten = flattener(fields)
         self.counters = Counters()

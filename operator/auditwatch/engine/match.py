@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from auditwatch.audit.decode import Record
-from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Operand, WhereCompare
+from auditwatch.spl.syntax import And, Compare, Expr, In, Keyword, Not, Operand, WhereCompare
 
 if TYPE_CHECKING:
     import ipaddress

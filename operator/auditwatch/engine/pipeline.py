@@ -1,4 +1,4 @@
-"""A Plan made executable: the per-event stage, stats aggregation, and the per-row stage.
+"""A Query made executable: the per-event stage, stats aggregation, and the per-row stage.
 
 ``stats count BY f1 .. fn`` gives one row per combination of BY values: a multivalue field gives a
 row per distinct value, an event missing a BY field adds no row, and duplicate events count. Rows
@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import itertools
 import operator
+import os
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from auditwatch.audit.decode import Record
 from auditwatch.engine.match import compile_expr, compile_where, ordered
-from auditwatch.spl.plan import (
+from auditwatch.spl.syntax import (
     Command,
     Convert,
+    Expr,
     FillNull,
     IpLocation,
     Keyword,
-    Plan,
+    Query,
     Rename,
     Search,
     Stats,
     Where,
     command_fields,
+    renames,
+)
+
+NO_GEOIP = (
+    "iplocation needs a MaxMind-format database (GeoLite2-City or compatible): `auditwatch scan --geoip-db FILE`, "
+    "`auditwatch run --geoip-db FILE`, or $AUDITWATCH_GEOIP_DB"
 )
 
 Step = Callable[[Record], Record | None]
@@ -35,16 +43,34 @@ Key = tuple[str, ...]
 OutputRow = dict[str, Any]
 
 
-class Pipeline:
-    """Executes a Plan over flattened events."""
+class EngineError(ValueError):
+    """A query the engine cannot run with what it was given: a database ``iplocation`` needs."""
 
-    def __init__(self, plan: Plan) -> None:
-        cmds = plan.commands
+
+def geoip_problem(query: Query, geoip_db: str | None) -> str | None:
+    """Why ``query`` cannot run with ``geoip_db``, or None (no ``iplocation``, or a readable file)."""
+    if not any(isinstance(c, IpLocation) for c in query.commands):
+        return None
+    if not geoip_db:
+        return NO_GEOIP
+    if not os.path.isfile(geoip_db) or not os.access(geoip_db, os.R_OK):
+        return f"iplocation: cannot read the MaxMind database {geoip_db}"
+    return None
+
+
+class Pipeline:
+    """Executes a Query over flattened events; ``geoip_db`` is the database ``iplocation`` reads."""
+
+    def __init__(self, query: Query, geoip_db: str | None = None) -> None:
+        problem = geoip_problem(query, geoip_db)
+        if problem:
+            raise EngineError(problem)
+        cmds = query.commands
         split = next((i for i, c in enumerate(cmds) if isinstance(c, Stats)), len(cmds))
         post = cmds[split + 1 :]
-        self.stats: Stats | None = plan.stats
-        self._pre = _compile_stage(cmds[:split], cmds[split:])
-        self._post = _compile_stage(post, ())
+        self.stats: Stats | None = query.stats
+        self._pre = _compile_stage(cmds[:split], cmds[split:], geoip_db)
+        self._post = _compile_stage(post, (), geoip_db)
         self.needs_raw = any(isinstance(c, Search) and _has_keyword(c.expr) for c in cmds[:split])
         self.int_fields = _int_fields(self.stats, post)
         self._post_reads: set[str] = set().union(*map(command_fields, post))
@@ -56,11 +82,11 @@ class Pipeline:
             template = _run(self._post, {n: [str(i)] for i, n in enumerate(names)})
             assert template is not None
             self._layout = [(k, int(v[0])) for k, v in template.items()]
-        # The event fields the plan reads, or None when rows are whole events (no stats).
+        # The event fields the query reads, or None when rows are whole events (no stats).
         self.fields: set[str] | None = (
             set().union(*map(command_fields, cmds[: split + 1])) if self.stats is not None else None
         )
-        # Splunk's metadata fields the plan reads: _time (the request's time) and source (the log).
+        # Splunk's metadata fields the query reads: _time (the request's time) and source (the log).
         self.metadata = {"_time", "source"} & set().union(*map(command_fields, cmds))
 
     @property
@@ -140,7 +166,7 @@ class Table:
         return self.groups, self.events
 
     def merge(self, state: tuple[dict[Key, list[Any]], dict[Key, int]]) -> None:
-        """Fold in the state of another reader's table of the same plan."""
+        """Fold in the state of another reader's table of the same query."""
         groups, events = state
         shared = self.groups.keys() & groups.keys()
         combined = {
@@ -208,7 +234,7 @@ def _final(func: str, state: Any) -> list[str]:
     return [] if state is None else [state]
 
 
-def _compile_stage(cmds: Iterable[Command], later: Iterable[Command]) -> list[Step]:
+def _compile_stage(cmds: Iterable[Command], later: Iterable[Command], geoip_db: str | None) -> list[Step]:
     cmds, later = list(cmds), list(later)
     steps: list[Step] = []
     for i, cmd in enumerate(cmds):
@@ -219,13 +245,14 @@ def _compile_stage(cmds: Iterable[Command], later: Iterable[Command]) -> list[St
             fields = cmd.fields or tuple(sorted(set().union(*map(command_fields, cmds[i + 1 :] + later))))
             steps.append(_fillnull_step(fields, cmd.value))
         elif isinstance(cmd, Rename):
-            steps.append(_rename_step(dict(cmd.pairs)))
+            steps.append(_rename_step(cmd))
         elif isinstance(cmd, Where):
             steps.append(_where_step(cmd))
         elif isinstance(cmd, Convert):
             steps.append(_convert_step(cmd))
         elif isinstance(cmd, IpLocation):
-            steps.append(_iplocation_step(cmd))
+            assert geoip_db is not None  # checked by Pipeline
+            steps.append(_iplocation_step(cmd, geoip_db))
         else:
             raise AssertionError(f"{type(cmd).__name__} cannot run per event")
     return steps
@@ -248,10 +275,8 @@ def _fillnull_step(fields: tuple[str, ...], value: str) -> Step:
     return step
 
 
-def _rename_step(mapping: dict[str, str]) -> Step:
-    """Renames keep the field's position; a renamed field replaces one of the same name."""
-    targets = set(mapping.values())
-    return lambda r: {mapping.get(k, k): v for k, v in r.items() if k not in targets or k in mapping}
+def _rename_step(cmd: Rename) -> Step:
+    return lambda r: {new: r[old] for old, new in renames(r, cmd)}
 
 
 def _where_step(cmd: Where) -> Step:
@@ -277,10 +302,13 @@ def _ctime(value: str, timeformat: str) -> str:
         return value  # as Splunk's convert: what is not a time stays as it is
 
 
-def _iplocation_step(cmd: IpLocation) -> Step:
+def _iplocation_step(cmd: IpLocation, geoip_db: str) -> Step:
     import maxminddb  # here: importing it costs 30 ms of every scan's start-up, and few searches need it
 
-    reader = maxminddb.open_database(cmd.database)
+    try:
+        reader = maxminddb.open_database(geoip_db)
+    except (OSError, ValueError) as exc:  # maxminddb's InvalidDatabaseError is a ValueError
+        raise EngineError(f"iplocation: cannot read the MaxMind database {geoip_db}: {exc}") from None
 
     def step(r: Record) -> Record:
         values = r.get(cmd.field)
@@ -323,18 +351,14 @@ def _run(steps: list[Step], record: Record) -> Record | None:
     return record
 
 
-def _has_keyword(expr: Any) -> bool:
-    if isinstance(expr, Keyword):
-        return expr.value.strip("*") != ""
-    if hasattr(expr, "items"):
-        return any(_has_keyword(i) for i in expr.items)
-    return hasattr(expr, "item") and _has_keyword(expr.item)
+def _has_keyword(expr: Expr) -> bool:
+    """A bare keyword that reads the raw event text (``*`` alone matches anything without reading it)."""
+    return any(isinstance(n, Keyword) and n.value.strip("*") for n in expr.walk())
 
 
 def _int_fields(stats: Stats | None, post: Iterable[Command]) -> set[str]:
     names = {a.name for a in stats.aggs if a.func in ("count", "dc")} if stats else set()
     for cmd in post:
         if isinstance(cmd, Rename):
-            mapping = dict(cmd.pairs)
-            names = {mapping.get(n, n) for n in names}
+            names = {new for _, new in renames(names, cmd)}
     return names

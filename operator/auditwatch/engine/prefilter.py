@@ -21,7 +21,7 @@ import re
 
 from auditwatch.audit._lines import candidate_lines
 from auditwatch.engine.match import parse_cidr
-from auditwatch.spl.plan import And, Compare, Expr, In, Keyword, Not, Or, Plan
+from auditwatch.spl.syntax import And, Compare, Expr, In, Keyword, Not, Or, Query
 
 # Printable ASCII that JSON encoders write as itself; '/' may be written '\/', and Go writes <>& as \u00XX.
 SAFE = frozenset(chr(c) for c in range(0x20, 0x7F)) - set('"\\/<>&*')
@@ -57,10 +57,10 @@ class Prefilter:
         return candidate_lines(chunk, self._search, self._escapes)
 
 
-def derive(plan: Plan) -> Prefilter | None:
-    """The prefilter for a plan's base search, or None when no literal is required (or too many are:
+def derive(query: Query) -> Prefilter | None:
+    """The prefilter for a query's base search, or None when no literal is required (or too many are:
     the native search takes at most 64, the special characters' forms included)."""
-    need = _need(plan.base.expr)
+    need = _need(query.base.expr)
     if not need or len(need) > MAX_LITERALS:
         return None
     return Prefilter(tuple(sorted(need, key=len, reverse=True)))

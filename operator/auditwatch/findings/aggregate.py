@@ -12,13 +12,13 @@ nor counts one twice (the checkpoint says it is already in).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from auditwatch.api.models import DetectionFindingStatus
 from auditwatch.audit.decode import epoch_seconds
 
 MAX_VALUES = 20
@@ -45,7 +45,7 @@ def render_message(template: str, row: dict[str, Any]) -> str:
 
 
 @dataclass
-class Finding:
+class FindingState:
     name: str
     key: dict[str, str]
     message: str
@@ -70,17 +70,17 @@ class Finding:
         """Counted in memory, not yet in any write."""
         return bool(self.pending)
 
-    def snapshot(self) -> dict[str, Any]:
-        """A copy of the status to write now. Rows counted while the write is under way stay pending:
-        the reader keeps running while the API call waits."""
+    def snapshot(self) -> DetectionFindingStatus:
+        """The status to write now, validated by its model (which copies the lists). Rows counted while
+        the write is under way stay pending: the reader keeps running while the API call waits."""
         for source, seq in self.pending.items():
             self.sending[source] = min(seq, self.sending.get(source, seq))
         self.pending = {}
         self.sending_counted = dict(self.counted)
-        return copy.deepcopy({
-            "count": self.count, "firstSeen": self.first_seen, "lastSeen": self.last_seen,
-            "values": self.values, "latest": self.latest, "checkpoints": {**self.checkpoints, **self.counted},
-        })  # fmt: skip
+        return DetectionFindingStatus(
+            count=self.count, firstSeen=self.first_seen, lastSeen=self.last_seen, values=self.values,
+            latest=self.latest, checkpoints={**self.checkpoints, **self.counted},
+        )  # fmt: skip
 
     def written(self, now: float) -> None:
         """The last snapshot is in the cluster."""
@@ -103,12 +103,12 @@ class Aggregator:
         self.group_by = group_by
         self.message = message
         self.max_findings = max_findings
-        self.findings: dict[str, Finding] = {}
+        self.findings: dict[str, FindingState] = {}
         self.dropped = 0  # rows that would have made a finding beyond the cap
 
     def load(self, name: str, spec: dict[str, Any], status: dict[str, Any], uid: str) -> None:
         """Adopt a finding that exists in the cluster (after a restart)."""
-        self.findings[name] = Finding(
+        self.findings[name] = FindingState(
             name=name, key=dict(spec.get("key") or {}), message=spec.get("message", ""),
             count=int(status.get("count") or 0), first_seen=status.get("firstSeen", ""),
             last_seen=status.get("lastSeen", ""), values=dict(status.get("values") or {}),
@@ -124,7 +124,7 @@ class Aggregator:
             if len(self.findings) >= self.max_findings:
                 self.dropped += 1
                 return "dropped"
-            finding = self.findings[name] = Finding(name, key, render_message(self.message, row))
+            finding = self.findings[name] = FindingState(name, key, render_message(self.message, row))
             outcome = "new"
         else:
             outcome = "updated"
@@ -152,7 +152,7 @@ class Aggregator:
         held = [d[source] for f in self.findings.values() for d in (f.pending, f.sending) if source in d]
         return min([read_seq, *held])
 
-    def expire(self, ttl_seconds: float, now: float | None = None) -> list[Finding]:
+    def expire(self, ttl_seconds: float, now: float | None = None) -> list[FindingState]:
         """Remove and return findings whose last event is older than the TTL."""
         cutoff = (now or time.time()) - ttl_seconds
         gone = [

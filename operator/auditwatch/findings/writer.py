@@ -13,8 +13,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from auditwatch.api.models import GROUP, VERSION
-from auditwatch.findings.aggregate import Aggregator, Finding
+from auditwatch.api.models import (
+    GROUP,
+    VERSION,
+    DetectionFinding,
+    DetectionFindingSpec,
+    FindingPolicy,
+    ObjectMeta,
+)
+from auditwatch.findings.aggregate import Aggregator, FindingState
 from auditwatch.kube import ApiException, Kube
 
 # (object reference, event type, reason, message) -> posted; kopf.event in the operator, a list in tests.
@@ -26,7 +33,7 @@ class Writer:
         self,
         kube: Kube,
         detection: dict[str, Any],
-        finding_spec: dict[str, Any],
+        policy: FindingPolicy,
         post_event: PostEvent,
         logger: logging.Logger | logging.LoggerAdapter[Any],
         min_interval: float = 1.0,
@@ -35,7 +42,7 @@ class Writer:
         self.kube = kube
         self.detection = detection  # apiVersion, kind, metadata {name, namespace, uid}
         self.namespace = detection["metadata"]["namespace"]
-        self.finding_spec = finding_spec
+        self.policy = policy
         self.post_event = post_event
         self.logger = logger
         self.min_interval = min_interval
@@ -64,7 +71,7 @@ class Writer:
                             f"status.counters.findingsDropped, not created")  # fmt: skip
         return complete
 
-    async def _write(self, finding: Finding, now: float) -> None:
+    async def _write(self, finding: FindingState, now: float) -> None:
         created = False
         if not finding.uid:
             try:
@@ -75,8 +82,8 @@ class Writer:
                     raise
                 obj = await self.kube.get_finding(self.namespace, finding.name)  # a retried create
             finding.uid = obj["metadata"]["uid"]
-        status = finding.snapshot()
         try:
+            status = finding.snapshot().model_dump(mode="json")
             await self.kube.patch_finding_status(self.namespace, finding.name, status)
         except BaseException:
             finding.unwritten()
@@ -92,28 +99,24 @@ class Writer:
             self.post_event(ref, "Warning", "FindingUpdated", f"{finding.message} ({finding.count} in all)")
             finding.announced_at = now
 
-    def _body(self, finding: Finding) -> dict[str, Any]:
+    def _body(self, finding: FindingState) -> dict[str, Any]:
         meta = self.detection["metadata"]
-        spec = self.finding_spec
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "DetectionFinding",
-            "metadata": {
-                "name": finding.name,
-                "namespace": self.namespace,
-                "labels": {f"{GROUP}/detection": meta["name"]},
-                "ownerReferences": [{
+        body = DetectionFinding(
+            metadata=ObjectMeta(
+                name=finding.name, namespace=self.namespace, labels={f"{GROUP}/detection": meta["name"]},
+                ownerReferences=[{
                     "apiVersion": f"{GROUP}/{VERSION}", "kind": "AuditDetection", "name": meta["name"],
                     "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False,
                 }],
-            },
-            "spec": {
-                "detection": meta["name"], "key": finding.key, "message": finding.message,
-                "severity": spec.get("severity", "medium"), "riskScore": spec.get("riskScore", 50),
-            },
-        }  # fmt: skip
+            ),
+            spec=DetectionFindingSpec(
+                detection=meta["name"], key=finding.key, message=finding.message,
+                severity=self.policy.severity, riskScore=self.policy.riskScore,
+            ),
+        )  # fmt: skip
+        return body.model_dump(mode="json", exclude_none=True)
 
-    def _ref(self, finding: Finding) -> dict[str, Any]:
+    def _ref(self, finding: FindingState) -> dict[str, Any]:
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "DetectionFinding",

@@ -2,7 +2,8 @@
 
 A position is ``(file, inode, offset, seq)``: ``seq`` counts every byte read from the source across
 rotations, so it only grows, and findings record the ``seq`` their counts include (exactly-once,
-see ``findings/aggregate.py``). Handled as kube-apiserver and logrotate do things:
+see ``findings/aggregate.py``). The tail remembers which file and offset each chunk it yielded came
+from, until the runtime checkpoints past it. Handled as kube-apiserver and logrotate do things:
 
 - rotation by rename (kube-apiserver renames ``audit.log`` to ``audit-<timestamp>.log`` and creates a
   new ``audit.log``): the old file is read to its end, then the new one from its start;
@@ -16,47 +17,75 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from auditwatch.api.models import SourceStatus
+from auditwatch.sources import Chunk
 
 READ_SIZE = 1 << 20
-POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
-class Position:
+class FilePosition:
     file: str
     inode: int
     offset: int
     seq: int
 
+    def status(self) -> dict[str, Any]:
+        return {"file": self.file, "inode": self.inode, "offset": self.offset, "seq": self.seq}
+
+    @classmethod
+    def saved(cls, status: SourceStatus | None) -> FilePosition | None:
+        """The position a detection's status recorded for a file source, if any."""
+        if status is None or not status.inode:
+            return None
+        return cls(status.file, status.inode, status.offset, status.seq)
+
 
 @dataclass(frozen=True)
-class Chunk:
-    """Whole lines read from one file; ``seq`` is the source's seq at ``data[0]``."""
+class _Segment:
+    """A yielded chunk's place in its file: ``length`` bytes of the chunk from ``offset`` on."""
 
-    data: bytes
+    seq: int
+    length: int  # the chunk's bytes (a synthetic last newline included)
+    in_file: int  # of them, the bytes that are in the file
     file: str
     inode: int
     offset: int
-    seq: int
-
-    def position(self, end: int) -> Position:
-        """The position just after ``data[:end]``."""
-        return Position(self.file, self.inode, self.offset + end, self.seq + end)
 
 
 class FileTail:
-    def __init__(self, path: str, max_line: int = 4 << 20, start: Position | None = None) -> None:
+    def __init__(
+        self, path: str, max_line: int = 4 << 20, start: FilePosition | None = None, poll_seconds: float = 0.1
+    ) -> None:
         self.path = Path(path)
         self.max_line = max_line
         self.start = start
+        self.poll_seconds = poll_seconds
         self.ready = False
         self.error = ""
         self.long_lines = 0
         self.lag_bytes = 0
-        self.skipped_bytes = 0  # bytes lost when a saved position's file no longer exists
+        self._segments: deque[_Segment] = deque()
+
+    def checkpoint(self, seq: int) -> FilePosition | None:
+        """The file position of ``seq`` (within the chunks yielded); earlier chunks are forgotten."""
+        segments = self._segments
+        while len(segments) > 1 and segments[0].seq + segments[0].length < seq:
+            segments.popleft()
+        for seg in reversed(segments):
+            if seg.seq <= seq <= seg.seq + seg.length:
+                return FilePosition(seg.file, seg.inode, seg.offset + min(seq - seg.seq, seg.in_file), seq)
+        return None
+
+    def _chunk(self, data: bytes, file: str, inode: int, offset: int, seq: int, in_file: int) -> Chunk:
+        self._segments.append(_Segment(seq, len(data), in_file, file, inode, offset))
+        return Chunk(data, seq, file)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Chunks of whole lines, forever (cancel the task to stop)."""
@@ -83,14 +112,14 @@ class FileTail:
                             offset, seq, pending, dropping = offset + len(pending), seq + len(pending), b"", True
                         continue
                     lines, pending = buf[:cut], buf[cut:]
-                    yield Chunk(self._drop_long(lines), name, inode, offset, seq)
+                    yield self._chunk(self._drop_long(lines), name, inode, offset, seq, cut)
                     offset, seq = offset + cut, seq + cut
                     continue
                 # At the end of this file, for now.
                 state = await asyncio.to_thread(self._state, inode, offset + len(pending))
                 if state == "rotated":  # renamed away and closed: finish it, then the file written next
                     if pending:  # a last line without its newline: the newline counts as read, in seq too
-                        yield Chunk(pending + b"\n", name, inode, offset, seq)
+                        yield self._chunk(pending + b"\n", name, inode, offset, seq, len(pending))
                         offset, seq, pending = offset + len(pending), seq + len(pending) + 1, b""
                     following = self._next_file(inode, fd)
                     os.close(fd)
@@ -99,22 +128,22 @@ class FileTail:
                 elif state == "truncated":
                     offset, pending = 0, b""
                 else:
-                    await asyncio.sleep(POLL_SECONDS)
+                    await asyncio.sleep(self.poll_seconds)
         finally:
             os.close(fd)
 
     def _drop_long(self, lines: bytes) -> bytes:
-        """Remove complete lines longer than max_line (counted)."""
+        """Blank out complete lines longer than max_line (counted). Blanks keep every later line's
+        offset and seq where they are in the file; the evaluator skips a blank line."""
         if len(lines) <= self.max_line:
             return lines
         kept = []
-        for line in lines.splitlines(keepends=True):
-            if len(line) > self.max_line:
+        for line in lines.split(b"\n"):
+            if len(line) + 1 > self.max_line:
                 self.long_lines += 1
-                kept.append(b"\n")  # keeps offsets: an empty line is skipped by the evaluator
-            else:
-                kept.append(line)
-        return b"".join(kept)
+                line = b" " * len(line)
+            kept.append(line)
+        return b"\n".join(kept)
 
     def _state(self, inode: int, position: int) -> str:
         """'rotated' when the live file is another one now, 'truncated' when it shrank, else ''."""

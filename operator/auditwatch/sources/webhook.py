@@ -2,8 +2,9 @@
 
 One HTTP server serves every detection with a ``webhook`` source; a batch POSTed to a path goes to
 each detection subscribed to that path, as one chunk (one JSON line). There is nothing to read
-again after a restart, so a webhook source's ``seq`` is the receiving time in nanoseconds: it still
-only grows across restarts, which is what the findings' checkpoints need (findings/aggregate.py).
+again after a restart, so a webhook source's position is only its receive sequence, ``seq``: the
+receiving time in nanoseconds (or one past the last batch), so it still only grows across restarts,
+which is what the findings' checkpoints need (findings/aggregate.py).
 When a subscriber's queue is full the server answers 503, and kube-apiserver's batch backend retries.
 """
 
@@ -13,13 +14,23 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from auditwatch.sources.file import Chunk
+from auditwatch.sources import Chunk
 
 MAX_BATCH_BYTES = 64 << 20
-QUEUE_BATCHES = 256
+
+
+@dataclass(frozen=True)
+class WebhookPosition:
+    origin: str  # webhook:<path>, shown where a file source shows its file
+    seq: int
+
+    def status(self) -> dict[str, Any]:
+        return {"file": self.origin, "seq": self.seq}
 
 
 class WebhookFeed:
@@ -27,8 +38,9 @@ class WebhookFeed:
 
     def __init__(self, path: str, server: WebhookServer) -> None:
         self.path = path
+        self.origin = f"webhook:{path}"
         self.server = server
-        self.queue: asyncio.Queue[Chunk] = asyncio.Queue(QUEUE_BATCHES)
+        self.queue: asyncio.Queue[Chunk] = asyncio.Queue(server.queue_batches)
         self.ready = server.listening
         self.error = "" if server.listening else "the webhook server is not listening"
         self.long_lines = 0
@@ -43,12 +55,17 @@ class WebhookFeed:
         finally:
             self.server.unsubscribe(self)
 
+    def checkpoint(self, seq: int) -> WebhookPosition:
+        """Batches are not read again: the position only records how far the counts go."""
+        return WebhookPosition(self.origin, seq)
+
 
 class WebhookServer:
     """``POST <path>`` with an audit.k8s.io EventList body; 200 once every subscriber has it queued."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, queue_batches: int = 256) -> None:
         self.host, self.port = host, port
+        self.queue_batches = queue_batches
         self.feeds: dict[str, list[WebhookFeed]] = defaultdict(list)
         self.listening = False
         self._runner: web.AppRunner | None = None
@@ -84,7 +101,7 @@ class WebhookServer:
         if any(f.queue.full() for f in feeds):
             return web.Response(status=503, text="busy: retry later\n")
         self._seq = max(self._seq + len(body) + 1, time.time_ns())
-        chunk = Chunk(body.replace(b"\n", b" ") + b"\n", f"webhook:{request.path}", 0, 0, self._seq)
+        chunk = Chunk(body.replace(b"\n", b" ") + b"\n", self._seq, feeds[0].origin)
         for feed in feeds:
             feed.queue.put_nowait(chunk)
             feed.lag_bytes += len(chunk.data)

@@ -1,7 +1,7 @@
-"""The SPL subset: tokenizer, macro expansion and parser, producing a Plan of immutable values."""
+"""The SPL subset: tokenizer, macro expansion and parser, producing a Query of immutable values."""
 
 from auditwatch.spl.errors import SPLError
-from auditwatch.spl.parser import compile_search
-from auditwatch.spl.plan import Plan
+from auditwatch.spl.parser import parse_search
+from auditwatch.spl.syntax import Query
 
-__all__ = ["Plan", "SPLError", "compile_search"]
+__all__ = ["Query", "SPLError", "parse_search"]

@@ -1,4 +1,4 @@
-"""Parser for the SPL subset: tokens (macros expanded) -> Plan.
+"""Parser for the SPL subset: tokens (macros expanded) -> Query.
 
 Precedence follows Splunk's search language: ``NOT`` binds tightest, then ``OR``, then the implicit
 (or explicit) ``AND``; so ``a=1 b=2 OR c=3`` is ``a=1 AND (b=2 OR c=3)``.
@@ -6,12 +6,12 @@ Precedence follows Splunk's search language: ``NOT`` binds tightest, then ``OR``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from auditwatch.spl.errors import SPLError
 from auditwatch.spl.macros import expand, macro_table
-from auditwatch.spl.plan import (
+from auditwatch.spl.syntax import (
     Agg,
     And,
     Command,
@@ -25,7 +25,7 @@ from auditwatch.spl.plan import (
     Not,
     Operand,
     Or,
-    Plan,
+    Query,
     Rename,
     Search,
     Stats,
@@ -35,28 +35,21 @@ from auditwatch.spl.plan import (
 from auditwatch.spl.tokens import Kind, Token, tokenize
 
 STATS_FUNCTIONS = {"count", "values", "dc", "distinct_count", "min", "max"}
-COMMANDS = ("search", "fillnull", "stats", "rename", "where", "convert", "iplocation")
-NO_GEOIP = (
-    "iplocation needs a MaxMind-format database (GeoLite2-City or compatible): `auditwatch scan --geoip-db FILE`, "
-    "`auditwatch run --geoip-db FILE`, or $AUDITWATCH_GEOIP_DB"
-)
 
 
-def compile_search(text: str, macros: Mapping[str, str] | None = None, geoip_db: str | None = None) -> Plan:
-    """Compile an SPL search (as in an ESCU detection's ``search:``) into a Plan.
+def parse_search(text: str, macros: Mapping[str, str] | None = None) -> Query:
+    """Parse an SPL search (as in an ESCU detection's ``search:``) into its syntax tree.
 
-    ``macros`` is spec.macros: ``name`` or ``name(arg, ...)`` -> definition. ``geoip_db`` is the
-    MaxMind-format database ``iplocation`` reads; a search using it without one does not compile.
+    ``macros`` is spec.macros: ``name`` or ``name(arg, ...)`` -> definition.
     """
     tokens = expand(tokenize(text), macro_table(macros or {}))
-    return Plan(_Parser(tokens, geoip_db).pipeline(), source=text)
+    return Query(_Parser(tokens).pipeline(), source=text)
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token], geoip_db: str | None = None) -> None:
+    def __init__(self, tokens: list[Token]) -> None:
         self.toks = tokens
         self.i = 0
-        self.geoip_db = geoip_db
 
     # -- token helpers -------------------------------------------------------------------------
     @property
@@ -101,13 +94,13 @@ class _Parser:
         tok = self.tok
         if tok.kind is not Kind.WORD:
             raise self.error("pipeline", "a command name after '|'")
-        name = tok.text.lower()
-        if name not in COMMANDS:
+        parse = COMMANDS.get(tok.text.lower())
+        if parse is None:
             raise SPLError(
                 f"unsupported command '{tok.text}' (supported: {', '.join(COMMANDS)})", tok.column, tok.macro
             )
         self.advance()
-        return getattr(self, f"cmd_{name}")()
+        return parse(self)
 
     def cmd_search(self) -> Search:
         return Search(self.search_expr("search"))
@@ -263,13 +256,10 @@ class _Parser:
         return Convert(timeformat, tuple(fields))
 
     def cmd_iplocation(self) -> IpLocation:
-        tok = self.toks[self.i - 1]
         field = self.name("iplocation")
         if not self.at_command_end():
             raise self.error("iplocation", "the end of the command (options are not supported)")
-        if not self.geoip_db:
-            raise SPLError(NO_GEOIP, tok.column, tok.macro)
-        return IpLocation(field, self.geoip_db)
+        return IpLocation(field)
 
     # -- search expressions --------------------------------------------------------------------
     def search_expr(self, context: str) -> Expr:
@@ -346,6 +336,18 @@ class _Parser:
         if not values:
             raise self.error(context, "at least one value in the IN list", self.toks[self.i - 1])
         return tuple(values)
+
+
+# The commands of the subset, each with its parser (called after the command's name).
+COMMANDS: dict[str, Callable[[_Parser], Command]] = {
+    "search": _Parser.cmd_search,
+    "fillnull": _Parser.cmd_fillnull,
+    "stats": _Parser.cmd_stats,
+    "rename": _Parser.cmd_rename,
+    "where": _Parser.cmd_where,
+    "convert": _Parser.cmd_convert,
+    "iplocation": _Parser.cmd_iplocation,
+}
 
 
 def _is_number(text: str) -> bool:

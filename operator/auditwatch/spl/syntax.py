@@ -1,20 +1,23 @@
-"""The Plan: what a compiled search does, as plain immutable values the engine executes.
+"""The syntax tree of a parsed search: a ``Query`` of commands, as plain immutable values.
 
 Search expressions are a small tree: ``Compare`` / ``In`` / ``Keyword`` leaves under ``And``, ``Or``
 and ``Not``. Commands run left to right; ``Stats`` is the one aggregating command and splits the
-pipeline into the per-event part before it and the per-row part after it.
+pipeline into the per-event part before it and the per-row part after it. The tree says what the
+search is; ``engine.pipeline`` decides how to run it (as sqlglot keeps expressions apart from its
+planner). ``walk`` visits every node, ``renames`` is the one statement of rename's semantics.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable, Iterator
 from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar, dataclass_transform
 
 
 @dataclass_transform(frozen_default=True)
 class Value:
-    """Base of the Plan's classes: what ``@dataclass(frozen=True)`` gives them (``__init__`` from the
+    """Base of the Query's classes: what ``@dataclass(frozen=True)`` gives them (``__init__`` from the
     annotated fields in order, defaults, ``==`` and ``hash`` by class and fields, ``repr``, no
     assignment), without generating code per class: dataclasses took 9 ms of every scan's start-up
     to make these 17 classes."""
@@ -63,6 +66,15 @@ class Value:
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
 
+    def walk(self) -> Iterator[Value]:
+        """This node and every node under it, depth first, parents before children."""
+        yield self
+        for name in self._fields:
+            child = getattr(self, name)
+            for item in child if isinstance(child, tuple) else (child,):
+                if isinstance(item, Value):
+                    yield from item.walk()
+
 
 class Compare(Value):
     """``field <op> value``; op is one of = != < <= > >=. ``value`` keeps its ``*`` wildcards."""
@@ -105,7 +117,9 @@ class Search(Value):
 
 
 class FillNull(Value):
-    """``fillnull [value=V] [fields]``; with no fields, the fields later commands use (see DESIGN.md)."""
+    """``fillnull [value=V] [fields]``. With no fields it fills the fields the later commands read: Splunk
+    fills only fields that some result has, which drops every row of a ``stats ... BY user.uid`` over
+    anonymous requests; filling them is what ESCU's rules intend (``auditwatch lint`` says so)."""
 
     value: str = "0"
     fields: tuple[str, ...] = ()
@@ -158,16 +172,16 @@ class Convert(Value):
 
 
 class IpLocation(Value):
-    """``iplocation field``: City, Country, Region, lat, lon from a MaxMind-format database."""
+    """``iplocation field``: City, Country, Region, lat, lon from a MaxMind-format database, which the
+    engine binds when it builds its steps (the search names none)."""
 
     field: str
-    database: str
 
 
 Command = Search | FillNull | Stats | Rename | Where | Convert | IpLocation
 
 
-class Plan(Value):
+class Query(Value):
     """A compiled search. ``commands[0]`` is always the base ``Search``."""
 
     commands: tuple[Command, ...]
@@ -192,9 +206,7 @@ class Plan(Value):
         fields = [*stats.by, *(a.name for a in stats.aggs)]
         for cmd in self.commands[self.commands.index(stats) + 1 :]:
             if isinstance(cmd, Rename):
-                mapping = dict(cmd.pairs)
-                targets = set(mapping.values())
-                fields = [mapping.get(f, f) for f in fields if f not in targets or f in mapping]
+                fields = [new for _, new in renames(fields, cmd)]
             elif isinstance(cmd, Convert):
                 fields += [out for _, out in cmd.fields if out not in fields]
         return fields
@@ -203,17 +215,24 @@ class Plan(Value):
 IPLOCATION_FIELDS = ("City", "Country", "Region", "lat", "lon")
 
 
+def renames(names: Iterable[str], rename: Rename) -> list[tuple[str, str]]:
+    """(old name, new name) of each field kept by ``rename``, in order: a field keeps its position
+    under its new name, and a renamed field replaces a field that had its new name (``rename a as b``
+    drops the old ``b``)."""
+    mapping = dict(rename.pairs)
+    targets = set(mapping.values())
+    return [(n, mapping.get(n, n)) for n in names if n not in targets or n in mapping]
+
+
 def expr_fields(expr: Expr | WhereExpr) -> set[str]:
     """The field names an expression reads."""
-    if isinstance(expr, Compare | In):
-        return {expr.field}
-    if isinstance(expr, WhereCompare):
-        return {o.value for o in (expr.left, expr.right) if o.is_field}
-    if isinstance(expr, Keyword):
-        return set()
-    if isinstance(expr, Not):
-        return expr_fields(expr.item)
-    return set().union(*(expr_fields(i) for i in expr.items))
+    fields: set[str] = set()
+    for node in expr.walk():
+        if isinstance(node, Compare | In):
+            fields.add(node.field)
+        elif isinstance(node, Operand) and node.is_field:
+            fields.add(node.value)
+    return fields
 
 
 def command_fields(cmd: Command) -> set[str]:

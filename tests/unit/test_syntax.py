@@ -1,10 +1,10 @@
-"""The Plan's value classes: what frozen dataclasses would give, without their start-up cost."""
+"""The Query's value classes: what frozen dataclasses would give, without their start-up cost."""
 
 from dataclasses import FrozenInstanceError
 
 import pytest
 
-from auditwatch.spl.plan import Compare, FillNull, Plan, Search
+from auditwatch.spl.syntax import Compare, FillNull, Query, Search
 
 
 def test_plan_values_behave_as_frozen_dataclasses():
@@ -13,7 +13,7 @@ def test_plan_values_behave_as_frozen_dataclasses():
     assert a != Compare("verb", "=", "list") and a != ("verb", "=", "get")
     assert repr(a) == "Compare(field='verb', op='=', value='get')"
     assert FillNull().value == "0" and FillNull(fields=("a",)).fields == ("a",)
-    assert Plan((Search(a),), source="x") == Plan((Search(a),), source="y")  # the source text is not compared
+    assert Query((Search(a),), source="x") == Query((Search(a),), source="y")  # the source text is not compared
     with pytest.raises(FrozenInstanceError):
         a.op = "!="
     with pytest.raises(TypeError, match="missing argument 'value'"):

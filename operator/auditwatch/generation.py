@@ -1,0 +1,110 @@
+"""One generation of a detection's spec at run time: sources -> evaluator -> row stream -> findings.
+
+A ``Generation`` holds what lives as long as the spec does: a reader task per source, the evaluator,
+the row stream (windows), the aggregator (findings in memory) and the writer. ``resume_position``
+says where each source would have to be read again from after a restart: never past a line whose
+contribution is not yet written to its finding, nor past the first line of a window still kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from auditwatch.api.models import AuditDetectionSpec, SourceStatus
+from auditwatch.api.models import Source as SourceSpec
+from auditwatch.engine.evaluate import Counters, Evaluator
+from auditwatch.engine.stream import TIME_FIELD, RowStream
+from auditwatch.findings.aggregate import Aggregator, parse_duration
+from auditwatch.findings.writer import PostEvent, Writer
+from auditwatch.kube import Kube
+from auditwatch.settings import Settings
+from auditwatch.sources import Position, Source
+from auditwatch.sources.file import FilePosition, FileTail
+from auditwatch.sources.webhook import WebhookServer
+from auditwatch.spl import Query
+
+
+class Generation:
+    def __init__(
+        self,
+        spec: AuditDetectionSpec,
+        query: Query,
+        detection: dict[str, Any],
+        saved: dict[str, SourceStatus],
+        counters: Counters,
+        kube: Kube,
+        post_event: PostEvent,
+        settings: Settings,
+        webhooks: WebhookServer | None,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
+        finding = spec.finding
+        self.kube = kube
+        self.name, self.namespace = detection["metadata"]["name"], detection["metadata"]["namespace"]
+        self.aggregator = Aggregator(self.name, finding.groupBy, finding.message, finding.maxFindings)
+        self.writer = Writer(kube, detection, finding, post_event, logger, settings.finding_write_seconds,
+                             settings.finding_event_seconds)  # fmt: skip
+        self.ttl = parse_duration(finding.ttl)
+        self.evaluator = Evaluator(query, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)
+        self.evaluator.counters = counters  # the detection's, carried across generations
+        self.stream = RowStream(self.evaluator.pipeline, parse_duration(spec.window))
+        self.sources = {s.name: _open(s, saved.get(s.name), settings, webhooks) for s in spec.sources}
+        self.read_seq = {name: saved[name].seq if name in saved else 0 for name in self.sources}
+        self.rows = 0
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Adopt the findings that exist in the cluster, then start reading every source."""
+        for item in await self.kube.list_findings(self.namespace, self.name):
+            meta = item["metadata"]
+            self.aggregator.load(meta["name"], item.get("spec", {}), item.get("status", {}), meta["uid"])
+        self._readers = [asyncio.create_task(self._read(name, src)) for name, src in self.sources.items()]
+
+    def check(self) -> None:
+        """Raise what made a reader fail."""
+        for task in self._readers:
+            if task.done() and (exc := task.exception()) is not None:
+                raise exc
+
+    async def stop(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+    async def _read(self, name: str, source: Source) -> None:
+        evaluator, stream, aggregator = self.evaluator, self.stream, self.aggregator
+        async for chunk in source.chunks():
+            wall = datetime.now(UTC)
+            now = wall.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            for start, end, record in evaluator.records(chunk.data, origin=chunk.origin):
+                seen = record.get(TIME_FIELD, [now])[0]
+                for row, events in stream.add(record, name, chunk.seq + start, wall.timestamp()):
+                    self.rows += 1
+                    aggregator.add(row, name, chunk.seq + start, chunk.seq + end, seen, events)
+            self.read_seq[name] = chunk.seq + len(chunk.data)
+            source.checkpoint(self._resume_seq(name))  # lets the source forget what is before it
+            await asyncio.sleep(0)
+
+    def _resume_seq(self, name: str) -> int:
+        """Where a restart must read ``name`` from: no unwritten finding, no window being filled, is lost."""
+        resume = self.aggregator.resume_seq(name, self.read_seq[name])
+        hold = self.stream.hold_seq(name)
+        return resume if hold is None else min(resume, hold)
+
+    def resume_position(self, name: str) -> Position | None:
+        return self.sources[name].checkpoint(self._resume_seq(name))
+
+    @property
+    def long_lines(self) -> int:
+        return sum(s.long_lines for s in self.sources.values())
+
+
+def _open(spec: SourceSpec, saved: SourceStatus | None, settings: Settings, webhooks: WebhookServer | None) -> Source:
+    if spec.file is not None:
+        return FileTail(spec.file.path, spec.file.maxLineBytes, FilePosition.saved(saved), settings.poll_seconds)
+    if spec.webhook is not None and webhooks is not None:
+        return webhooks.subscribe(spec.webhook.path)
+    raise AssertionError(f"source {spec.name} passed validation but cannot be opened")  # validate() refuses it

@@ -1,0 +1,87 @@
+"""Whether a detection can run, and why not: the one verdict the operator and `auditwatch lint` share.
+
+The operator puts the verdict on the detection's conditions (``Ready``, ``LintClean``); lint prints
+it. Both take the same settings (is the webhook server on, which GeoIP database), so a detection lint
+passes is one the operator runs, and one lint refuses gets ``Ready=False`` with the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from auditwatch.api.models import AuditDetectionSpec, StatusReason, problems
+from auditwatch.engine.pipeline import geoip_problem
+from auditwatch.lint import Diagnostic, lint
+from auditwatch.settings import Settings
+from auditwatch.spl import Query, SPLError, parse_search
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that keeps the detection from running; ``message`` names the field."""
+
+    reason: StatusReason
+    message: str
+
+    def __str__(self) -> str:
+        return f"error[{self.reason}]: {self.message}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    spec: AuditDetectionSpec | None = None
+    query: Query | None = None
+    problems: tuple[Problem, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()  # lint's, errors first
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Everything that keeps it from running, lint's errors included (as ``LintError``)."""
+        lint_errors = [Problem(StatusReason.LINT_ERROR, f"spec.search: {d}") for d in self.diagnostics if d.error]
+        return [*self.problems, *lint_errors]
+
+    @property
+    def ready(self) -> bool:
+        return not self.errors
+
+    @property
+    def reason(self) -> StatusReason:
+        """The ``Ready`` condition's reason."""
+        errors = self.errors
+        return errors[0].reason if errors else StatusReason.RUNNING
+
+    @property
+    def message(self) -> str:
+        return "; ".join(e.message for e in self.errors)
+
+    @property
+    def warnings(self) -> str:
+        return "; ".join(str(d) for d in self.diagnostics if not d.error)
+
+
+def validate(spec: Mapping[str, Any], settings: Settings) -> Verdict:
+    """The verdict on an AuditDetection's ``spec`` under the operator's ``settings``."""
+    try:
+        model = AuditDetectionSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        return Verdict(problems=(Problem(StatusReason.INVALID_SPEC, problems(exc, prefix="spec.")),))
+    try:
+        query = parse_search(model.search, model.macros)
+    except SPLError as exc:
+        return Verdict(model, problems=(Problem(StatusReason.INVALID_SEARCH, f"spec.search: {exc}"),))
+    found: list[Problem] = []
+    if missing := geoip_problem(query, settings.geoip_db):
+        found.append(Problem(StatusReason.INVALID_SEARCH, f"spec.search: {missing}"))
+    for source in model.sources:
+        if source.cloudwatch is not None:
+            why = "cloudwatch sources are not implemented yet"
+        elif source.webhook is not None and not settings.webhook_listen:
+            why = "the operator runs without its webhook server (auditwatch run --webhook-listen)"
+        else:
+            continue
+        found.append(Problem(StatusReason.UNSUPPORTED_SOURCE, f"spec.sources[{source.name}]: {why}"))
+    return Verdict(model, query, tuple(found), tuple(lint(query, model.finding.groupBy)))

@@ -1,0 +1,64 @@
+"""What the operator accepts to run, and the errors it puts on the detection's Ready condition."""
+
+import pytest
+
+from auditwatch.settings import Settings
+from auditwatch.validate import validate
+
+FILE = [{"name": "log", "file": {"path": "/var/log/kubernetes/audit/audit.log"}}]
+SETTINGS = Settings(geoip_db=None)
+
+
+def spec(search, sources=FILE, **extra):
+    return {"search": search, "sources": sources, **extra}
+
+
+def test_the_seed_shape_runs_and_its_lint_warnings_come_along():
+    clean = "user.username=system:anonymous | stats count BY user.username sourceIPs{} | rename sourceIPs{} as src_ip"
+    verdict = validate(spec(clean + ", user.username as user"), SETTINGS)
+    assert verdict.ready and verdict.reason == "Running" and verdict.query.stats is not None
+    assert verdict.warnings == "" and verdict.spec.finding.groupBy == ["user", "src_ip"]
+    verdict = validate(spec("user.username=x | stats count BY user.username"), SETTINGS)
+    assert verdict.ready
+    assert "warning[no-prefilter]" in verdict.warnings
+    assert "warning[key-not-output]: finding.groupBy 'user'" in verdict.warnings
+
+
+@pytest.mark.parametrize(
+    ("search", "sources", "settings", "reason", "message"),
+    [
+        ("a=1 | stats count BY", FILE, SETTINGS, "InvalidSearch",
+         "spec.search: stats BY: expected a field name, got end of search at column 21"),
+        ('user.username="system:anonymous" | stats count BY user.uid', FILE, SETTINGS, "LintError",
+         "spec.search: error[never-set]: `stats ... BY user.uid` over anonymous requests"),
+        ("a=1 | iplocation sourceIPs{} | stats count BY Country", FILE, SETTINGS, "InvalidSearch",
+         "spec.search: iplocation needs a MaxMind-format database"),
+        ("a=1 | iplocation sourceIPs{} | stats count BY Country", FILE, Settings(geoip_db="/nonexistent.mmdb"),
+         "InvalidSearch", "spec.search: iplocation: cannot read the MaxMind database /nonexistent.mmdb"),
+        ("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}], Settings(webhook_listen=""),
+         "UnsupportedSource",
+         "spec.sources[hook]: the operator runs without its webhook server (auditwatch run --webhook-listen)"),
+        ("a=1 | stats count BY a", [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1"}}],
+         SETTINGS, "UnsupportedSource", "spec.sources[eks]: cloudwatch sources are not implemented yet"),
+    ],
+)  # fmt: skip
+def test_what_cannot_run_says_why(search, sources, settings, reason, message):
+    verdict = validate(spec(search, sources), settings)
+    assert not verdict.ready and verdict.reason == reason and verdict.message.startswith(message)
+
+
+def test_a_webhook_source_runs_when_the_server_is_on():
+    assert validate(spec("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}]), SETTINGS).ready
+
+
+def test_every_reason_is_given_not_only_the_first():
+    sources = [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1"}}]
+    verdict = validate(spec('user.username="system:anonymous" | stats count BY user.uid', sources), SETTINGS)
+    assert verdict.reason == "UnsupportedSource"
+    assert "cloudwatch sources" in verdict.message and "error[never-set]" in verdict.message
+
+
+def test_a_spec_the_schema_would_reject_is_named_field_by_field():
+    verdict = validate({"search": "x", "finding": {"riskScore": 500}}, SETTINGS)
+    assert verdict.reason == "InvalidSpec" and verdict.spec is None
+    assert verdict.message == "spec.finding.riskScore: Input should be less than or equal to 100"
