@@ -1,14 +1,23 @@
-"""The native candidate-line search finds exactly the lines a plain Python search finds, at every width."""
+"""The candidate-line search finds exactly the lines a plain line-by-line search finds: the native one
+at every width (32 AVX2, 16 SSE2, 8 portable words, 1 bytes) and the Python one of builds without C."""
 
+import functools
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditwatch.audit._lines import candidate_lines, widest
+from auditwatch.engine import candidates
 
-WIDTHS = [w for w in (1, 16, 32) if w <= widest()]
+try:
+    from auditwatch.engine import _candidates as native
+except ImportError:  # built without a compiler: only the Python search is there to test
+    native = None
+
+NATIVE_WIDTHS = [w for w in (1, 8, 16, 32) if native and w <= max(8, native.widest())]
+SEARCHES = {f"native-{w}": functools.partial(lambda w, *a: native.candidate_lines(*a, w), w) for w in NATIVE_WIDTHS}
+SEARCHES["python"] = candidates.py_candidate_lines
 ESCAPE = re.compile(rb"\\u00([0-7][0-9a-fA-F])")
 
 
@@ -54,25 +63,36 @@ literal_sets = st.lists(
 escape_tables = st.binary(min_size=128, max_size=128).map(lambda b: bytes(x & 1 for x in b))
 
 
-@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("search", SEARCHES)
 @settings(max_examples=600, deadline=None)
 @given(buf=texts, literals=literal_sets, escapes=escape_tables)
-def test_same_lines_as_the_reference(width, buf, literals, escapes):
-    assert candidate_lines(buf, literals, escapes, width) == reference(buf, literals, escapes)
+def test_same_lines_as_the_reference(search, buf, literals, escapes):
+    assert SEARCHES[search](buf, literals, escapes) == reference(buf, literals, escapes)
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_a_hit_in_the_last_bytes_of_a_long_line(width):
+@pytest.mark.parametrize("search", SEARCHES)
+def test_a_hit_in_the_last_bytes_of_a_long_line(search):
     """Block loops stop a block short of the end; the last bytes are searched one by one."""
     for pad in range(0, 80):
         buf = b"x" * pad + b"SyStem:unauthenticated"
-        assert candidate_lines(buf, (b"system:unauthenticated",), bytes(128), width) == [(0, len(buf))]
+        assert SEARCHES[search](buf, (b"system:unauthenticated",), bytes(128)) == [(0, len(buf))]
 
 
-def test_bad_arguments_name_what_is_wrong():
+@pytest.mark.parametrize("search", SEARCHES)
+def test_line_counts_agree(search):
+    count = native.count_lines if search.startswith("native") else candidates.py_count_lines
+    assert [count(b) for b in (b"", b"a", b"a\n", b"\n\n", bytearray(b"x\ny\nz"))] == [0, 0, 1, 2, 2]
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_bad_arguments_name_what_is_wrong(search):
     with pytest.raises(ValueError, match="escapes: expected 128 bytes"):
-        candidate_lines(b"", (b"abc",), b"")
-    with pytest.raises(ValueError, match="letters must be lower case"):
-        candidate_lines(b"", (b"ABC",), bytes(128))
-    with pytest.raises(ValueError, match="width: expected 1, 16 or 32"):
-        candidate_lines(b"", (b"abc",), bytes(128), 8)
+        SEARCHES[search](b"", (b"abc",), b"")
+    with pytest.raises(ValueError, match="letters"):
+        SEARCHES[search](b"", (b"ABC",), bytes(128))
+
+
+@pytest.mark.skipif(native is None, reason="built without the C extension")
+def test_widths_the_native_search_refuses():
+    with pytest.raises(ValueError, match="width: expected 1, 8, 16 or 32"):
+        native.candidate_lines(b"", (b"abc",), bytes(128), 4)

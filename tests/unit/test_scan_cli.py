@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -10,12 +11,13 @@ import pytest
 from factory import SEED, event, line
 
 
-def scan(*args, stdin=b""):
+def scan(*args, stdin=b"", env=None):
     proc = subprocess.run(
         [sys.executable, "-m", "auditwatch", "scan", *map(str, args)],
         input=stdin,
         capture_output=True,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
@@ -42,6 +44,22 @@ def test_jsonl_rows_and_summary(log):
     ]
     assert "4 lines read (2 skipped unparsed by the prefilter), 2 events decoded, 2 matched" in err
     assert "2 rows in" in err
+
+
+def test_without_the_c_extension_the_rows_and_counts_are_the_same(log):
+    native = scan("--detection", SEED, log)
+    python = scan("--detection", SEED, log, env={"AUDITWATCH_NATIVE": "0"})
+    assert python[:2] == native[:2] and len(native[1].splitlines()) == 2
+    counts = [err.splitlines()[0].split(" rows in ")[0] for err in (python[2], native[2])]  # not the timings
+    assert counts[0] == counts[1] and "2 skipped unparsed by the prefilter" in counts[0]
+
+
+def test_iplocation_without_a_database_names_the_option(tmp_path, log):
+    geo = tmp_path / "geo.yaml"
+    geo.write_text("kind: AuditDetection\nspec:\n  search: 'verb=get | iplocation sourceIPs{} | stats count BY City'\n")
+    code, out, err = scan("-d", geo, log, env={"AUDITWATCH_GEOIP_DB": ""})
+    assert code == 2 and out == ""
+    assert err.startswith(f"auditwatch: {geo}: spec.search: iplocation needs a MaxMind-format database")
 
 
 def test_no_prefilter_sees_and_reports_the_malformed_line(log):

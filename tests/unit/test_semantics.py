@@ -1,4 +1,4 @@
-"""Splunk semantics of the engine, rule by rule (DESIGN.md, 'Semantics')."""
+"""Splunk semantics of the engine, rule by rule (the README's 'How a search runs' lists them)."""
 
 from auditwatch.audit.decode import flatten
 from factory import event, line, run

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from auditwatch.audit._lines import count_lines
 from auditwatch.audit.chunks import backing
 from auditwatch.audit.decode import MalformedLine, Record, decode_line, epoch_seconds, flattener
+from auditwatch.engine.candidates import count_lines
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.prefilter import derive
 from auditwatch.spl.syntax import Query

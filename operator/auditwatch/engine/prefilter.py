@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from auditwatch.audit._lines import candidate_lines
+from auditwatch.engine.candidates import candidate_lines
 from auditwatch.engine.match import parse_cidr
 from auditwatch.spl.syntax import And, Compare, Expr, In, Keyword, Not, Or, Query
 
@@ -34,7 +34,7 @@ Need = frozenset[str] | None  # any one of these literals must appear; None: no 
 
 
 class Prefilter:
-    """Finds candidate lines in one native pass over a chunk (``_lines.candidate_lines``).
+    """Finds candidate lines in one native pass over a chunk (``engine.candidates``).
 
     It looks for each literal (ASCII-caseless), for ``\\u00XX`` escapes of the characters whose
     lower case is in a literal, and for the special non-ASCII characters, raw (UTF-8) or escaped.

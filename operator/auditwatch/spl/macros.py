@@ -1,6 +1,7 @@
 """Backticked macro expansion, at token level so that errors keep the column of the call.
 
-Defaults as Splunk's tooling generates them (DESIGN.md): ``kube_audit`` (and the EKS pack's
+Defaults as Splunk's content tooling generates them (every ESCU detection calls a data-source macro
+and a ``<name>_filter`` macro that users customise): ``kube_audit`` (and the EKS pack's
 ``aws_cloudwatchlogs_eks``) means all events of the detection's own sources, and any ``*_filter``
 macro is ``search *``. A call with arguments,
 ``name(a, b)``, looks up ``name(2)`` first (Splunk's naming), then ``name``, and substitutes

@@ -1,5 +1,5 @@
-# Types of the native module built from _lines.c (see its header for what each function does).
-from typing_extensions import Buffer
+# Types of the optional native module built from _candidates.c (see its header for what each function does).
+from auditwatch.engine.candidates import Buffer
 
 def count_lines(buffer: Buffer, /) -> int: ...
 def candidate_lines(
