@@ -2,8 +2,9 @@
 
 Splunk's semantics, as its search reference documents them: values compare case-insensitively
 (``str.lower``), ``*`` is a wildcard, a multivalue field matches when any value does, ``field!=v``
-needs the field to exist while ``NOT field=v`` also keeps events without it, a value written as a CIDR range matches IP addresses
-in it, and ``<``/``>`` compare numerically when both sides are numbers, as text otherwise.
+needs the field to exist while ``NOT field=v`` also keeps events without it, a value written as a
+CIDR range matches IP addresses in it, and ``<``/``>`` compare numerically when both sides are
+numbers, as text otherwise.
 A bare keyword matches the raw event text (``_raw``) as a case-insensitive substring.
 """
 
