@@ -51,16 +51,21 @@ class Generation:
         self.evaluator = Evaluator(query, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)
         self.evaluator.counters = counters  # the detection's, carried across generations
         self.stream = RowStream(self.evaluator.pipeline, parse_duration(spec.window))
-        self.sources = {s.name: _open(s, saved.get(s.name), settings, webhooks) for s in spec.sources}
-        self.read_seq = {name: saved[name].seq if name in saved else 0 for name in self.sources}
+        self._source_specs, self._saved, self._settings, self._webhooks = spec.sources, saved, settings, webhooks
+        self.sources: dict[str, Source] = {}
+        self.read_seq = {s.name: saved[s.name].seq if s.name in saved else 0 for s in spec.sources}
         self.rows = 0
         self._readers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Adopt the findings that exist in the cluster, then start reading every source."""
+        """Adopt the findings that exist in the cluster, then open and read every source (a webhook
+        subscription is only made once nothing can fail before its reader runs)."""
         for item in await self.kube.list_findings(self.namespace, self.name):
             meta = item["metadata"]
             self.aggregator.load(meta["name"], item.get("spec", {}), item.get("status", {}), meta["uid"])
+        self.sources = {
+            s.name: _open(s, self._saved.get(s.name), self._settings, self._webhooks) for s in self._source_specs
+        }
         self._readers = [asyncio.create_task(self._read(name, src)) for name, src in self.sources.items()]
 
     def check(self) -> None:
