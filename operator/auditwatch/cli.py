@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_webhook_option(p)
     add_geoip_option(p)
+    add_allow_path_option(p)
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text: a line per problem; json: one object per file with its Ready condition")  # fmt: skip
     add_webhook_option(p)
     add_geoip_option(p)
+    add_allow_path_option(p)
     p.set_defaults(func=cmd_lint)
     return parser
 
@@ -172,6 +174,18 @@ def add_webhook_option(p: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="HTTP address for kube-apiserver's audit webhook backend (webhook sources); '' turns it off "
         "(default: 0.0.0.0:8081)",
+    )
+
+
+def add_allow_path_option(p: argparse.ArgumentParser) -> None:
+    from auditwatch.sources.paths import AUDIT_LOG_DIRS
+
+    p.add_argument(
+        "--allow-path",
+        action="append",
+        metavar="DIR",
+        help="file sources may only read files inside DIR, symlinks resolved (repeatable; default: "
+        f"{', '.join(AUDIT_LOG_DIRS)})",
     )
 
 
@@ -195,6 +209,11 @@ def make_settings(**values: Any) -> Settings:
     except ValidationError as exc:
         raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
                                    for e in exc.errors(include_url=False))) from None  # fmt: skip
+
+
+def allow_paths(args: argparse.Namespace) -> dict[str, Any]:
+    """``allow_paths`` when --allow-path was given (else the settings' default)."""
+    return {"allow_paths": tuple(args.allow_path)} if args.allow_path else {}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -264,6 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         webhook_listen=args.webhook_listen,
         geoip_db=args.geoip_db,
+        **allow_paths(args),
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -349,7 +369,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     from auditwatch.manifest import read_detection
     from auditwatch.validate import validate
 
-    settings = make_settings(webhook_listen=args.webhook_listen, geoip_db=args.geoip_db)
+    settings = make_settings(webhook_listen=args.webhook_listen, geoip_db=args.geoip_db, **allow_paths(args))
     failed = False
     for path in args.detections:
         try:

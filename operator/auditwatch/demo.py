@@ -58,8 +58,9 @@ def run_demo(keep: bool = False, workdir: str | None = None, out: TextIO = sys.s
         log_path = cluster.workdir / "logs" / "operator.log"
         env = {**os.environ, "KUBECONFIG": str(cluster.operator_kubeconfig)}
         with open(log_path, "wb") as log:
-            operator = subprocess.Popen([sys.executable, "-m", "auditwatch", "run", "--liveness", ""], env=env,
-                                        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            operator = subprocess.Popen([sys.executable, "-m", "auditwatch", "run", "--liveness", "",
+                                         "--allow-path", str(cluster.audit_dir)],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             _traffic(cluster, step, out)
             step("Waiting for the findings (the operator writes them within about a second)")

@@ -109,7 +109,8 @@ class Generation:
 
 def _open(spec: SourceSpec, saved: SourceStatus | None, settings: Settings, webhooks: WebhookServer | None) -> Source:
     if spec.file is not None:
-        return FileTail(spec.file.path, spec.file.maxLineBytes, FilePosition.saved(saved), settings.poll_seconds)
+        return FileTail(spec.file.path, spec.file.maxLineBytes, FilePosition.saved(saved), settings.poll_seconds,
+                        settings.allow_paths)  # fmt: skip
     if spec.webhook is not None and webhooks is not None:
         return webhooks.subscribe(spec.webhook.path)
     raise AssertionError(f"source {spec.name} passed validation but cannot be opened")  # validate() refuses it

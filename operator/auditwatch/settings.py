@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from auditwatch.sources.paths import AUDIT_LOG_DIRS
+
 Seconds = Annotated[float, Field(gt=0)]
 
 
@@ -23,6 +25,7 @@ class Settings(BaseModel):
     webhook_listen: str = "0.0.0.0:8081"  # HOST:PORT of the audit webhook server; '' turns it off
     webhook_queue_batches: Annotated[int, Field(ge=1)] = 256  # per subscriber; a full queue answers 503
     geoip_db: str | None = Field(default_factory=lambda: os.environ.get("AUDITWATCH_GEOIP_DB") or None)
+    allow_paths: tuple[str, ...] = AUDIT_LOG_DIRS  # file sources may only read below these directories
     poll_seconds: Seconds = 0.1  # a file tail at the end of its file looks again after this long
     flush_seconds: Seconds = 0.25  # due findings are written this often
     status_seconds: Seconds = 1.0  # a detection's status is written at most this often

@@ -14,9 +14,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from auditwatch.api.models import AuditDetectionSpec, StatusReason, problems
+from auditwatch.api.models import Source as SourceSpec
 from auditwatch.engine.pipeline import geoip_problem
 from auditwatch.lint import Diagnostic, lint
 from auditwatch.settings import Settings
+from auditwatch.sources.paths import allowed
 from auditwatch.spl import Query, SPLError, parse_search
 
 
@@ -76,12 +78,20 @@ def validate(spec: Mapping[str, Any], settings: Settings) -> Verdict:
     found: list[Problem] = []
     if missing := geoip_problem(query, settings.geoip_db):
         found.append(Problem(StatusReason.INVALID_SEARCH, f"spec.search: {missing}"))
-    for source in model.sources:
-        if source.cloudwatch is not None:
-            why = "cloudwatch sources are not implemented yet"
-        elif source.webhook is not None and not settings.webhook_listen:
-            why = "the operator runs without its webhook server (auditwatch run --webhook-listen)"
-        else:
-            continue
-        found.append(Problem(StatusReason.UNSUPPORTED_SOURCE, f"spec.sources[{source.name}]: {why}"))
+    found += [p for source in model.sources if (p := _source_problem(source, settings))]
     return Verdict(model, query, tuple(found), tuple(lint(query, model.finding.groupBy)))
+
+
+def _source_problem(source: SourceSpec, settings: Settings) -> Problem | None:
+    """Why the operator cannot read ``source``, or None."""
+    where = f"spec.sources[{source.name}]"
+    if source.cloudwatch is not None:
+        return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: cloudwatch sources are not implemented yet")
+    if source.webhook is not None and not settings.webhook_listen:
+        why = "the operator runs without its webhook server (auditwatch run --webhook-listen)"
+        return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: {why}")
+    if source.file is not None and not allowed(source.file.path, settings.allow_paths):
+        return Problem(StatusReason.PATH_NOT_ALLOWED, f"{where}.file.path: {source.file.path} is not inside a "
+                       f"directory the operator may read ({', '.join(settings.allow_paths)}; auditwatch run "
+                       "--allow-path)")  # fmt: skip
+    return None

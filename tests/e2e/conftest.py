@@ -62,7 +62,7 @@ class Operator:
         self.proc = subprocess.Popen(
             # cluster-wide, as the Deployment runs; the webhook server is where kube-apiserver sends batches
             [sys.executable, "-m", "auditwatch", "run", "--liveness", "",
-             "--webhook-listen", f"127.0.0.1:{WEBHOOK_PORT}"],
+             "--webhook-listen", f"127.0.0.1:{WEBHOOK_PORT}", "--allow-path", str(self.cluster.audit_dir)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -147,7 +147,8 @@ def test_counts_stay_exact_across_audit_log_rotation(cluster, operator, api):
     assert set(cluster.audit_dir.glob("audit*.log")) != first_files, "kube-apiserver did not rotate its log"
     api.anonymous("/version", "e2e-rotation", times=3)
     expected = len(api.audit_events(anonymous_with_agent("e2e-rotation")))
-    wait_for(lambda: total(api, "rotation") == expected, timeout=60, what=f"count == {expected} across rotation")
+    wait_for(lambda: total(api, "rotation") == expected, timeout=60,
+             what=lambda: f"count == {expected} across rotation, counted {total(api, 'rotation')}")  # fmt: skip
     status = api.get("auditdetection", "rotation")["status"]
     assert status["counters"]["malformed"] == 0 and json.dumps(status["sources"][0]["lastError"]) == '""'
 

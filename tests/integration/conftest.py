@@ -30,6 +30,7 @@ import auditwatch.handlers  # noqa: F401 - registers the operator's handlers wit
 from auditwatch.api.models import GROUP, VERSION, AuditDetectionStatus, DetectionFinding, DetectionFindingStatus
 from auditwatch.devcluster.cluster import free_port
 from auditwatch.settings import Settings
+from auditwatch.sources.paths import AUDIT_LOG_DIRS
 
 DETECTIONS = kmock.resource(GROUP, VERSION, "auditdetections")
 FINDINGS = kmock.resource(GROUP, VERSION, "detectionfindings")
@@ -125,7 +126,8 @@ class Harness:
         self.thread: threading.Thread | None = None
         self.webhook_port = free_port()
         self.settings = Settings(webhook_listen=f"127.0.0.1:{self.webhook_port}", poll_seconds=0.02,
-                                 flush_seconds=0.05, geoip_db=None)  # fmt: skip
+                                 flush_seconds=0.05, geoip_db=None,
+                                 allow_paths=(*AUDIT_LOG_DIRS, str(log.parent)))  # fmt: skip
         self.stop_flag = threading.Event()
 
     async def start_operator(self) -> None:

@@ -1,6 +1,6 @@
 """`auditwatch lint` says what the operator will do: for every manifest shipped under manifests/ and a
-set of broken ones, lint's verdict (ready or not, and the reason) is the Ready condition the running
-operator sets, under the same settings."""
+set of broken ones (files outside the allowed directories among them), lint's verdict (ready or not,
+and the reason) is the Ready condition the running operator sets, under the same settings."""
 
 import json
 import os
@@ -26,6 +26,10 @@ BROKEN = {
                    "sources": [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "us-east-1"}}]},
     "webhook": {"search": "verb=get | stats count BY verb", "finding": {"groupBy": ["verb"]},
                 "sources": [{"name": "hook", "webhook": {}}]},
+    "outside": {"search": "verb=get | stats count BY verb", "finding": {"groupBy": ["verb"]},
+                "sources": [{"name": "token", "file": {"path": "/run/secrets/kubernetes.io/serviceaccount/token"}}]},
+    "dot-dot": {"search": "verb=get | stats count BY verb", "finding": {"groupBy": ["verb"]},
+                "sources": [{"name": "up", "file": {"path": "/var/log/kubernetes/../../../proc/self/environ"}}]},
 }  # fmt: skip
 
 
@@ -33,7 +37,7 @@ def lint_verdicts(settings, paths):
     env = {k: v for k, v in os.environ.items() if k != "AUDITWATCH_GEOIP_DB"}
     done = subprocess.run(
         [sys.executable, "-m", "auditwatch", "lint", "-o", "json", "--webhook-listen", settings.webhook_listen,
-         *map(str, paths)],
+         *(f"--allow-path={d}" for d in settings.allow_paths), *map(str, paths)],
         capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
     return {v["file"]: v for v in map(json.loads, done.stdout.splitlines())}
@@ -69,6 +73,6 @@ async def test_lint_and_the_operator_agree_on_every_manifest(harness, tmp_path):
     assert said == seen
     # The set covers each way a detection can be refused, and the shipped pack has runnable ones.
     assert {r for ok, r in seen.values() if not ok} >= {"InvalidSpec", "InvalidSearch", "LintError",
-                                                         "UnsupportedSource"}  # fmt: skip
+                                                         "UnsupportedSource", "PathNotAllowed"}  # fmt: skip
     seed = ROOT / "manifests" / "detections" / "kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
     assert seen[str(seed)] == (True, "Running") and len(SHIPPED) >= 18

@@ -198,3 +198,17 @@ async def test_checkpoints_name_the_file_and_offset_of_a_seq_across_a_rotation(t
     assert tail.checkpoint(9) == FilePosition(str(log), new_inode, 3, 9)
     assert tail.checkpoint(1) is None  # forgotten: a checkpoint only moves forward
     await chunks.aclose()
+
+
+async def test_a_file_swapped_for_a_symlink_out_of_the_allowed_directories_is_not_opened(tmp_path):
+    logs, secrets = tmp_path / "logs", tmp_path / "secrets"
+    logs.mkdir()
+    secrets.mkdir()
+    (secrets / "token").write_bytes(b"secret\n")
+    (logs / "audit.log").symlink_to(secrets / "token")  # made after the detection was admitted
+    tail = _FileTail(str(logs / "audit.log"), poll_seconds=0.01, allow=(str(logs),))
+    r = Reader(tail)
+    await asyncio.sleep(0.1)
+    assert r.lines == [] and not tail.ready
+    assert tail.error == f"{logs / 'audit.log'}: resolves outside the directories the operator may read"
+    await r.stop()

@@ -62,3 +62,24 @@ def test_a_spec_the_schema_would_reject_is_named_field_by_field():
     verdict = validate({"search": "x", "finding": {"riskScore": 500}}, SETTINGS)
     assert verdict.reason == "InvalidSpec" and verdict.spec is None
     assert verdict.message == "spec.finding.riskScore: Input should be less than or equal to 100"
+
+
+def test_file_sources_may_only_read_inside_the_allowed_directories(tmp_path):
+    logs, secrets = tmp_path / "logs", tmp_path / "secrets"
+    logs.mkdir()
+    secrets.mkdir()
+    (secrets / "token").write_text("t")
+    (logs / "link.log").symlink_to(secrets / "token")
+    settings = Settings(allow_paths=(str(logs),))
+
+    def verdict(path):
+        return validate(spec("verb=get | stats count BY verb", [{"name": "f", "file": {"path": str(path)}}]), settings)
+
+    assert verdict(logs / "audit.log").ready  # need not exist yet
+    for path in (secrets / "token", logs / ".." / "secrets" / "token", logs / "link.log", "/proc/self/environ"):
+        refused = verdict(path)
+        assert (refused.ready, refused.reason) == (False, "PathNotAllowed")
+        assert refused.message == (f"spec.sources[f].file.path: {path} is not inside a directory the operator may "
+                                   f"read ({logs}; auditwatch run --allow-path)")  # fmt: skip
+    assert validate(spec("verb=get | stats count BY verb", [{"name": "f", "file": {"path": str(logs / "audit.log")}}]),
+                    Settings()).reason == "PathNotAllowed"  # the default: the usual audit-log directories  # fmt: skip

@@ -151,6 +151,7 @@ class StatusReason(StrEnum):
     INVALID_SEARCH = "InvalidSearch"  # the SPL does not parse, or a database it needs is missing
     LINT_ERROR = "LintError"  # lint finds an error: the search can never produce a row
     UNSUPPORTED_SOURCE = "UnsupportedSource"  # a source kind this operator cannot read
+    PATH_NOT_ALLOWED = "PathNotAllowed"  # a file outside the directories the administrator allows
     NOT_STARTED = "NotStarted"
     READING = "Reading"
     SOURCE_UNAVAILABLE = "SourceUnavailable"

@@ -6,7 +6,9 @@ see ``findings/aggregate.py``). The tail remembers which file and offset each ch
 from, until the runtime checkpoints past it. Handled as kube-apiserver and logrotate do things:
 
 - rotation by rename (kube-apiserver renames ``audit.log`` to ``audit-<timestamp>.log`` and creates a
-  new ``audit.log``): the old file is read to its end, then the new one from its start;
+  new ``audit.log``): the old file is read to its end, then the new one from its start. The end is
+  read again after the rename is seen: what was written between the last read and the rename
+  would be lost otherwise (the cause of a rare failure of the rotation tests);
 - copytruncate: the file shrinks below our offset, so we start again at 0;
 - a partial last line: held back until its newline arrives;
 - a file that does not exist yet: ``ready`` is False with the reason, and we keep trying;
@@ -16,6 +18,7 @@ from, until the runtime checkpoints past it. Handled as kube-apiserver and logro
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections import deque
 from collections.abc import AsyncIterator
@@ -25,6 +28,7 @@ from typing import Any
 
 from auditwatch.api.models import SourceStatus
 from auditwatch.sources import Chunk
+from auditwatch.sources.paths import allowed
 
 READ_SIZE = 1 << 20
 
@@ -61,9 +65,15 @@ class _Segment:
 
 class FileTail:
     def __init__(
-        self, path: str, max_line: int = 4 << 20, start: FilePosition | None = None, poll_seconds: float = 0.1
+        self,
+        path: str,
+        max_line: int = 4 << 20,
+        start: FilePosition | None = None,
+        poll_seconds: float = 0.1,
+        allow: tuple[str, ...] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.allow = allow  # None: any file; else only files that resolve inside these directories
         self.max_line = max_line
         self.start = start
         self.poll_seconds = poll_seconds
@@ -92,9 +102,10 @@ class FileTail:
         fd, name, inode, offset, seq = await self._open_start()
         pending = b""
         dropping = False  # inside a line longer than max_line
+        renamed = False  # the file was seen renamed away, and is being read to its end once more
         try:
             while True:
-                data = await asyncio.to_thread(os.pread, fd, READ_SIZE, offset + len(pending))
+                data = await asyncio.to_thread(self._read_at, fd, offset + len(pending))
                 if data:
                     buf = pending + data
                     cut = buf.rfind(b"\n") + 1
@@ -117,7 +128,13 @@ class FileTail:
                     continue
                 # At the end of this file, for now.
                 state = await asyncio.to_thread(self._state, inode, offset + len(pending))
+                if state == "rotated" and not renamed:
+                    # Lines may have been written after the read that found the end and before the
+                    # rename (kube-apiserver closes the file, then renames it): read to the end again.
+                    renamed = True
+                    continue
                 if state == "rotated":  # renamed away and closed: finish it, then the file written next
+                    renamed = False
                     if pending:  # a last line without its newline: the newline counts as read, in seq too
                         yield self._chunk(pending + b"\n", name, inode, offset, seq, len(pending))
                         offset, seq, pending = offset + len(pending), seq + len(pending) + 1, b""
@@ -131,6 +148,10 @@ class FileTail:
                     await asyncio.sleep(self.poll_seconds)
         finally:
             os.close(fd)
+
+    def _read_at(self, fd: int, at: int) -> bytes:
+        """The next bytes of the open file (tests interleave file operations here and in ``_state``)."""
+        return os.pread(fd, READ_SIZE, at)
 
     def _drop_long(self, lines: bytes) -> bytes:
         """Blank out complete lines longer than max_line (counted). Blanks keep every later line's
@@ -184,7 +205,7 @@ class FileTail:
                 except FileNotFoundError:
                     continue
                 if st.st_ino == start.inode and st.st_size >= start.offset:
-                    fd = os.open(candidate, os.O_RDONLY)
+                    fd = self._open(candidate)
                     self.ready, self.error = True, ""
                     return fd, str(self.path), start.inode, start.offset, start.seq
             self.error = (
@@ -193,10 +214,17 @@ class FileTail:
         fd, inode, offset = await self._wait_open(str(self.path))
         return fd, str(self.path), inode, offset, start.seq if start else 0
 
+    def _open(self, name: str | Path) -> int:
+        """Open ``name`` for reading, unless it resolves outside the allowed directories (a symlink put
+        there after the detection was admitted, say)."""
+        if self.allow is not None and not allowed(str(name), self.allow):
+            raise PermissionError(errno.EACCES, "resolves outside the directories the operator may read")
+        return os.open(name, os.O_RDONLY)
+
     async def _wait_open(self, name: str) -> tuple[int, int, int]:
         while True:
             try:
-                fd = os.open(name, os.O_RDONLY)
+                fd = self._open(name)
             except FileNotFoundError:
                 self.ready = False
                 self.error = f"{name} does not exist yet"

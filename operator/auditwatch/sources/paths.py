@@ -1,0 +1,20 @@
+"""Which files a file source may read: only inside the directories the administrator allows."""
+
+from __future__ import annotations
+
+import os
+
+# Where control planes write the API server's audit log: kubeadm and kind, OpenShift, RKE2, k3s, Talos.
+AUDIT_LOG_DIRS = (
+    "/var/log/kubernetes",
+    "/var/log/kube-apiserver",
+    "/var/lib/rancher/rke2/server/logs",
+    "/var/lib/rancher/k3s/server/logs",
+    "/var/log/audit/kube",
+)
+
+
+def allowed(path: str, directories: tuple[str, ...]) -> bool:
+    """Is ``path``, with symlinks and ``..`` resolved, inside one of ``directories`` (resolved too)?"""
+    real = os.path.realpath(path)
+    return any(os.path.commonpath([real, d]) == d for d in map(os.path.realpath, directories))
