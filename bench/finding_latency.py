@@ -49,7 +49,7 @@ def main() -> None:
         c.kubectl("apply", "-f", "-", input=json.dumps(body))
         env = {**os.environ, "KUBECONFIG": str(c.operator_kubeconfig)}
         op = subprocess.Popen([sys.executable, "-m", "auditwatch", "run", "--liveness", "",
-                               "--allow-path", str(c.audit_dir)],
+                               "--webhook-listen=", "--allow-path", str(c.audit_dir)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         ctx = ssl.create_default_context(cafile=str(c.ca_bundle))
         admin = {"Authorization": f"Bearer {c.admin_token}"}

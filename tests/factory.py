@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from auditwatch.spl import parse_search
 SEED = Path(__file__).resolve().parents[1] / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
 
 _MISSING = object()
+_AUDIT_IDS = itertools.count(1)
 
 
 def event(
@@ -38,7 +40,7 @@ def event(
         "kind": "Event",
         "apiVersion": "audit.k8s.io/v1",
         "level": "Metadata",
-        "auditID": f"id-{abs(hash((username, uri, ts, stage))) % 10**8}",
+        "auditID": f"id-{next(_AUDIT_IDS)}",  # unique, as kube-apiserver makes them (webhooks drop repeats)
         "stage": stage,
         "requestURI": uri,
         "verb": verb,

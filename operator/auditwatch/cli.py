@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from auditwatch.settings import Settings
 
 EXIT_USAGE = 2
+# The webhook Service as kube-apiserver reaches it (manifests/deployment.yaml: a fixed ClusterIP).
+WEBHOOK_HOSTS = (
+    "10.96.200.200",
+    "auditwatch-webhook.auditwatch.svc",
+    "auditwatch-webhook.auditwatch.svc.cluster.local",
+)
 
 
 class UsageError(ValueError):
@@ -126,10 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="build: build kube-apiserver, kube-controller-manager and kubectl from the Go module "
         "proxy into the cache (~/.cache/auditwatch, or $AUDITWATCH_CACHE) unless they are there. "
         "up: start etcd, kube-apiserver (RBAC, anonymous auth, audit log) and kube-controller-manager on "
-        "loopback and keep them running until Ctrl-C.",
+        "loopback and keep them running until Ctrl-C. "
+        "certs: write the audit webhook's CA, serving and client certificates (for kind and the install).",
     )
-    p.add_argument("action", choices=("build", "up"))
-    p.add_argument("--workdir", metavar="DIR", help="up: where the cluster keeps its files (default: a temp dir)")
+    p.add_argument("action", choices=("build", "up", "certs"))
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="up: where the cluster keeps its files (default: a temp dir); "
+        "certs: where to write the certificates (default: webhook-certs)",
+    )
+    p.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="certs: an IP address or DNS name of the webhook Service for the serving certificate "
+        f"(repeatable; default: {', '.join(WEBHOOK_HOSTS)})",
+    )
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser(
@@ -168,12 +187,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_webhook_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    g = p.add_argument_group(
+        "audit webhook",
+        "kube-apiserver's audit webhook backend POSTs batches here (webhook sources). Only the API server "
+        "may: it needs a client certificate the --webhook-client-ca signed, or the bearer token in "
+        "--webhook-token-file; without either the server stays off. `auditwatch cluster certs DIR` makes "
+        "the certificates.",
+    )
+    g.add_argument(
         "--webhook-listen",
         default="0.0.0.0:8081",
         metavar="HOST:PORT",
-        help="HTTP address for kube-apiserver's audit webhook backend (webhook sources); '' turns it off "
-        "(default: 0.0.0.0:8081)",
+        help="address of the webhook server; '' turns it off (default: 0.0.0.0:8081)",
+    )
+    g.add_argument(
+        "--webhook-tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM; reloaded on change)"
+    )
+    g.add_argument("--webhook-tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    g.add_argument("--webhook-client-ca", metavar="FILE", help="accept client certificates this CA signed (mTLS)")
+    g.add_argument(
+        "--webhook-client-name",
+        action="append",
+        metavar="CN",
+        help="accept only client certificates with this common or DNS name (repeatable)",
+    )
+    g.add_argument(
+        "--webhook-token-file",
+        metavar="FILE",
+        help="accept requests with this bearer token (a file, e.g. a mounted Secret; reloaded)",
+    )
+    g.add_argument(
+        "--webhook-insecure",
+        action="store_true",
+        help="accept batches from anyone, over plain HTTP if no certificate: tests only",
     )
 
 
@@ -209,6 +255,13 @@ def make_settings(**values: Any) -> Settings:
     except ValidationError as exc:
         raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
                                    for e in exc.errors(include_url=False))) from None  # fmt: skip
+
+
+def webhook_settings(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("listen", "tls_cert", "tls_key", "client_ca", "token_file", "insecure")
+    return {f"webhook_{n}": getattr(args, f"webhook_{n}") for n in names} | {
+        "webhook_client_names": tuple(args.webhook_client_name or ())
+    }
 
 
 def allow_paths(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,8 +334,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = make_settings(
         namespaces=tuple(args.namespace or ()),
         liveness=args.liveness,
-        webhook_listen=args.webhook_listen,
         geoip_db=args.geoip_db,
+        **webhook_settings(args),
         **allow_paths(args),
     )
     logging.basicConfig(
@@ -323,6 +376,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
             for name, path in ensure_binaries().items():
                 print(f"{name}: {path}")
             return 0
+        if args.action == "certs":
+            return cmd_certs(args.workdir or "webhook-certs", args.host or list(WEBHOOK_HOSTS))
         with DevCluster(workdir=args.workdir) as cluster:
             print(f"export KUBECONFIG={cluster.admin_kubeconfig}")
             print(f"kubectl: {cluster.bins['kubectl']}; audit log: {cluster.audit_log}; Ctrl-C stops it", flush=True)
@@ -336,6 +391,21 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     except (BuildError, ClusterError) as exc:
         print(f"auditwatch cluster: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_certs(directory: str, hosts: list[str]) -> int:
+    from pathlib import Path
+
+    from auditwatch.devcluster.certs import make_webhook_certs
+
+    certs = make_webhook_certs(Path(directory), hosts)
+    print(f"wrote {certs.ca}, {certs.server_cert}, {certs.server_key}, {certs.client_cert}, {certs.client_key}")
+    print("the operator's Secrets (manifests/deployment.yaml mounts them):")
+    print(f"  kubectl -n auditwatch create secret tls auditwatch-webhook-tls --cert={certs.server_cert} "
+          f"--key={certs.server_key}")  # fmt: skip
+    print(f"  kubectl -n auditwatch create secret generic auditwatch-webhook-client-ca --from-file=ca.crt={certs.ca}")
+    print("kube-apiserver's side: client.crt, client.key and ca.crt, named by kind-audit-webhook.kubeconfig")
+    return 0
 
 
 def cmd_import_escu(args: argparse.Namespace) -> int:
@@ -369,7 +439,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     from auditwatch.manifest import read_detection
     from auditwatch.validate import validate
 
-    settings = make_settings(webhook_listen=args.webhook_listen, geoip_db=args.geoip_db, **allow_paths(args))
+    settings = make_settings(geoip_db=args.geoip_db, **webhook_settings(args), **allow_paths(args))
     failed = False
     for path in args.detections:
         try:

@@ -59,7 +59,7 @@ def run_demo(keep: bool = False, workdir: str | None = None, out: TextIO = sys.s
         env = {**os.environ, "KUBECONFIG": str(cluster.operator_kubeconfig)}
         with open(log_path, "wb") as log:
             operator = subprocess.Popen([sys.executable, "-m", "auditwatch", "run", "--liveness", "",
-                                         "--allow-path", str(cluster.audit_dir)],
+                                         "--webhook-listen=", "--allow-path", str(cluster.audit_dir)],
                                         env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             _traffic(cluster, step, out)

@@ -41,9 +41,11 @@ async def configure(
     memo.webhooks = None
     if address := memo.settings.webhook_address:
         host, port = address
-        memo.webhooks = WebhookServer(host, port, queue_batches=memo.settings.webhook_queue_batches)
+        memo.webhooks = WebhookServer(host, port, memo.settings)
         await memo.webhooks.start()
-        logger.info("audit webhook server listening on %s", memo.settings.webhook_listen)
+        logger.info("audit webhook server listening on %s://%s", memo.webhooks.scheme, memo.settings.webhook_listen)
+    elif memo.settings.webhook_listen:
+        logger.error("%s", memo.settings.webhook_off)
 
 
 @kopf.on.cleanup()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from auditwatch.sources.paths import AUDIT_LOG_DIRS
 
@@ -24,6 +24,16 @@ class Settings(BaseModel):
     liveness: str = "http://0.0.0.0:8080/healthz"  # kopf's liveness endpoint; '' turns it off
     webhook_listen: str = "0.0.0.0:8081"  # HOST:PORT of the audit webhook server; '' turns it off
     webhook_queue_batches: Annotated[int, Field(ge=1)] = 256  # per subscriber; a full queue answers 503
+    # Who may POST audit batches: clients with a certificate the CA signed (mTLS; optionally only
+    # these common names), and/or a bearer token read from a file (a mounted Secret). TLS is served
+    # with the certificate and key. Without either way of authenticating, the webhook server stays
+    # off unless webhook_insecure (tests and experiments: anyone can feed events then).
+    webhook_tls_cert: str | None = None
+    webhook_tls_key: str | None = None
+    webhook_client_ca: str | None = None
+    webhook_client_names: tuple[str, ...] = ()
+    webhook_token_file: str | None = None
+    webhook_insecure: bool = False
     geoip_db: str | None = Field(default_factory=lambda: os.environ.get("AUDITWATCH_GEOIP_DB") or None)
     allow_paths: tuple[str, ...] = AUDIT_LOG_DIRS  # file sources may only read below these directories
     poll_seconds: Seconds = 0.1  # a file tail at the end of its file looks again after this long
@@ -42,10 +52,28 @@ class Settings(BaseModel):
                 raise ValueError(f"webhook_listen {value!r} is not HOST:PORT")
         return value
 
+    @model_validator(mode="after")
+    def webhook_tls_pairs(self) -> Settings:
+        if (self.webhook_tls_cert is None) != (self.webhook_tls_key is None):
+            raise ValueError("webhook_tls_cert and webhook_tls_key go together")
+        if self.webhook_client_ca and not self.webhook_tls_cert:
+            raise ValueError("webhook_client_ca needs TLS: give webhook_tls_cert and webhook_tls_key")
+        return self
+
+    @property
+    def webhook_off(self) -> str:
+        """Why the webhook server does not run, or '' when it does."""
+        if not self.webhook_listen:
+            return "the operator runs without its webhook server (auditwatch run --webhook-listen)"
+        if not (self.webhook_client_ca or self.webhook_token_file or self.webhook_insecure):
+            return ("the webhook server is off: no way to authenticate the API server is configured "
+                    "(auditwatch run --webhook-client-ca or --webhook-token-file)")  # fmt: skip
+        return ""
+
     @property
     def webhook_address(self) -> tuple[str, int] | None:
         """(host, port) of the webhook server, or None when it is off."""
-        if not self.webhook_listen:
+        if self.webhook_off:
             return None
         host, _, port = self.webhook_listen.rpartition(":")
         return host or "0.0.0.0", int(port)

@@ -87,9 +87,8 @@ def _source_problem(source: SourceSpec, settings: Settings) -> Problem | None:
     where = f"spec.sources[{source.name}]"
     if source.cloudwatch is not None:
         return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: cloudwatch sources are not implemented yet")
-    if source.webhook is not None and not settings.webhook_listen:
-        why = "the operator runs without its webhook server (auditwatch run --webhook-listen)"
-        return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: {why}")
+    if source.webhook is not None and settings.webhook_off:
+        return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: {settings.webhook_off}")
     if source.file is not None and not allowed(source.file.path, settings.allow_paths):
         return Problem(StatusReason.PATH_NOT_ALLOWED, f"{where}.file.path: {source.file.path} is not inside a "
                        f"directory the operator may read ({', '.join(settings.allow_paths)}; auditwatch run "

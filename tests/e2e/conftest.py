@@ -61,8 +61,8 @@ class Operator:
         log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             # cluster-wide, as the Deployment runs; the webhook server is where kube-apiserver sends batches
-            [sys.executable, "-m", "auditwatch", "run", "--liveness", "",
-             "--webhook-listen", f"127.0.0.1:{WEBHOOK_PORT}", "--allow-path", str(self.cluster.audit_dir)],
+            [sys.executable, "-m", "auditwatch", "run", "--liveness", "", *self.cluster.operator_webhook_args(),
+             "--allow-path", str(self.cluster.audit_dir)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -88,8 +88,7 @@ class Operator:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     # Small audit files so that a test can make kube-apiserver rotate them (--audit-log-maxsize=1 MB).
-    webhook = f"http://127.0.0.1:{WEBHOOK_PORT}/audit"
-    with DevCluster(workdir=tmp_path_factory.mktemp("cluster"), audit_max_size_mb=1, webhook_url=webhook) as c:
+    with DevCluster(workdir=tmp_path_factory.mktemp("cluster"), audit_max_size_mb=1, webhook_port=WEBHOOK_PORT) as c:
         c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
         c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
                   "crd/detectionfindings.auditwatch.io")  # fmt: skip

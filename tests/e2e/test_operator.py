@@ -1,9 +1,13 @@
 """The operator against a real control plane: anonymous requests in, findings and Events out."""
 
 import json
+import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
 
+import pytest
 import yaml
 from conftest import NAMESPACE, ROOT, anonymous_with_agent, detection, wait_for
 
@@ -168,3 +172,16 @@ def test_the_audit_webhook_backend_feeds_a_webhook_source(cluster, operator, api
 
     wait_for(lambda: status()["sources"][0]["file"].startswith("webhook:"), what="the webhook source in the status")
     assert status()["counters"]["malformed"] == 0
+    # A pod that POSTs made-up events to the operator's webhook gets nothing in: no client certificate
+    # (or one the webhook CA did not sign) is refused, and the count stays.
+    forged = json.dumps({"kind": "EventList", "items": [
+        {"kind": "Event", "auditID": f"forged-{i}", "stage": "ResponseComplete", "userAgent": "e2e-webhook",
+         "user": {"username": "system:anonymous", "groups": ["system:unauthenticated"]}, "sourceIPs": ["10.6.6.6"],
+         "requestReceivedTimestamp": "2026-11-29T00:00:00Z"} for i in range(5)]}).encode()  # fmt: skip
+    url = f"https://127.0.0.1:{cluster.webhook_port}/audit"
+    no_cert = ssl.create_default_context(cafile=str(cluster.webhook_certs.ca))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(url, data=forged, method="POST"), context=no_cert, timeout=5)
+    assert refused.value.code == 401
+    time.sleep(2)  # longer than a status interval: a forged batch, had it got in, would be counted by now
+    assert total(api, "webhook") == expected

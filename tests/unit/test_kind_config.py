@@ -5,7 +5,8 @@ from pathlib import Path
 import yaml
 
 from auditwatch.api.models import WebhookSource
-from auditwatch.cli import build_parser
+from auditwatch.cli import WEBHOOK_HOSTS, build_parser
+from auditwatch.devcluster.certs import CLIENT_NAME, WebhookCerts
 from auditwatch.devcluster.cluster import POLICY, DevCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,10 +68,34 @@ def test_the_webhook_backend_reaches_the_operators_service_on_the_path_sources_d
     service = next(d for d in docs if d["kind"] == "Service")
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     [port] = service["spec"]["ports"]
-    assert server == f"http://{service['spec']['clusterIP']}:{port['port']}{WebhookSource().path}"
+    assert server == f"https://{service['spec']['clusterIP']}:{port['port']}{WebhookSource().path}"
+    assert service["spec"]["clusterIP"] in WEBHOOK_HOSTS  # in the serving certificate `cluster certs` makes
     container_ports = {
         p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
     }
     assert port["targetPort"] == "audit-webhook" and container_ports["audit-webhook"] == 8081
     assert build_parser().parse_args(["run"]).webhook_listen.endswith(":8081")
     assert kind["audit-webhook-mode"] == "batch"
+
+
+def test_the_api_server_and_the_operator_use_the_certificates_cluster_certs_makes(tmp_path):
+    node, _, kind = kind_apiserver()
+    made = WebhookCerts(tmp_path)  # the file names `auditwatch cluster certs` writes
+    [mount] = [m for m in node["extraMounts"] if m["containerPath"] == kind["audit-webhook-config-file"]]
+    kubeconfig = yaml.safe_load((ROOT / mount["hostPath"]).read_text())
+    cluster, user = kubeconfig["clusters"][0]["cluster"], kubeconfig["users"][0]["user"]
+    [certs] = [m for m in node["extraMounts"] if m["hostPath"] == "webhook-certs"]
+    assert {cluster["certificate-authority"], user["client-certificate"], user["client-key"]} == {
+        f"{certs['containerPath']}/{p.name}" for p in (made.ca, made.client_cert, made.client_key)}  # fmt: skip
+    deployment = next(
+        d for d in yaml.safe_load_all((ROOT / "manifests/deployment.yaml").read_text()) if d["kind"] == "Deployment"
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    args = build_parser().parse_args(pod["containers"][0]["args"])
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"webhook-tls": "auditwatch-webhook-tls", "webhook-client-ca": "auditwatch-webhook-client-ca"}
+    assert args.webhook_tls_cert == f"{mounts['webhook-tls']}/tls.crt" and made.server_cert.name == "tls.crt"
+    assert args.webhook_tls_key == f"{mounts['webhook-tls']}/tls.key" and made.server_key.name == "tls.key"
+    assert args.webhook_client_ca == f"{mounts['webhook-client-ca']}/{made.ca.name}"
+    assert args.webhook_client_name == [CLIENT_NAME] and not args.webhook_insecure

@@ -75,11 +75,11 @@ def test_lint_takes_the_operators_settings_and_says_what_it_would_do(tmp_path):
                               capture_output=True, text=True, check=False)  # fmt: skip
         return done.returncode, json.loads(done.stdout)
 
-    assert lint_json(hook) == (0, {"file": str(hook), "ready": True, "reason": "Running", "message": "",
-                                   "diagnostics": []})  # fmt: skip
-    code, verdict = lint_json("--webhook-listen", "", hook)
+    assert lint_json("--webhook-token-file", "/run/secrets/token", hook) == (
+        0, {"file": str(hook), "ready": True, "reason": "Running", "message": "", "diagnostics": []})  # fmt: skip
+    code, verdict = lint_json(hook)  # the defaults: no way to authenticate the API server, no webhook server
     assert code == 1 and (verdict["ready"], verdict["reason"]) == (False, "UnsupportedSource")
-    assert verdict["message"].startswith("spec.sources[h]: the operator runs without its webhook server")
+    assert verdict["message"].startswith("spec.sources[h]: the webhook server is off: no way to authenticate")
     bad = subprocess.run([sys.executable, "-m", "auditwatch", "lint", "--webhook-listen", "nowhere", str(hook)],
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 2

@@ -6,7 +6,7 @@ from auditwatch.settings import Settings
 from auditwatch.validate import validate
 
 FILE = [{"name": "log", "file": {"path": "/var/log/kubernetes/audit/audit.log"}}]
-SETTINGS = Settings(geoip_db=None)
+SETTINGS = Settings(geoip_db=None, webhook_token_file="/run/secrets/webhook/token")
 
 
 def spec(search, sources=FILE, **extra):
@@ -38,6 +38,8 @@ def test_the_seed_shape_runs_and_its_lint_warnings_come_along():
         ("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}], Settings(webhook_listen=""),
          "UnsupportedSource",
          "spec.sources[hook]: the operator runs without its webhook server (auditwatch run --webhook-listen)"),
+        ("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}], Settings(), "UnsupportedSource",
+         "spec.sources[hook]: the webhook server is off: no way to authenticate the API server is configured"),
         ("a=1 | stats count BY a", [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1"}}],
          SETTINGS, "UnsupportedSource", "spec.sources[eks]: cloudwatch sources are not implemented yet"),
     ],

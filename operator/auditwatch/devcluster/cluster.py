@@ -4,7 +4,9 @@ kube-apiserver runs with RBAC, a static token file (an admin in ``system:masters
 ServiceAccount identity, so that the RBAC of ``manifests/`` is what the operator gets), anonymous
 authentication on, the audit policy beside this file, the audit log backend writing
 ``<workdir>/audit/audit.log`` (JSON lines, rotated by size as in production), and with
-``webhook_url`` the audit webhook backend (batch mode) sending to the operator.
+``webhook_port`` the audit webhook backend (batch mode) sending to the operator at
+``https://127.0.0.1:<port>/audit``, as a cluster admin would set it up: the operator serves TLS and
+the API server presents a client certificate (``webhook_certs``, made by ``certs.py``).
 kube-controller-manager runs the garbage collector, so that ownerReferences delete findings with
 their detection, and the namespace controller.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from auditwatch.devcluster.binaries import ensure_binaries
+from auditwatch.devcluster.certs import CLIENT_NAME, WebhookCerts, make_webhook_certs
 
 POLICY = Path(__file__).with_name("audit-policy.yaml")
 OPERATOR_USER = "system:serviceaccount:auditwatch:auditwatch"
@@ -50,14 +53,15 @@ class DevCluster:
         self,
         workdir: str | Path | None = None,
         audit_max_size_mb: int = 100,
-        webhook_url: str | None = None,
+        webhook_port: int | None = None,
         log: TextIO = sys.stderr,
     ) -> None:
-        self.webhook_url = webhook_url
+        self.webhook_port = webhook_port
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auditwatch-cluster-"))
         self.audit_dir = self.workdir / "audit"
         self.audit_log = self.audit_dir / "audit.log"
+        self.webhook_certs = WebhookCerts(self.workdir / "webhook-certs")
         self.audit_max_size_mb = audit_max_size_mb
         self.log = log
         self.port = free_port()
@@ -121,7 +125,7 @@ class DevCluster:
             f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
             f"--audit-log-maxsize={self.audit_max_size_mb}", "--audit-log-maxbackup=10",
         ]  # fmt: skip
-        if self.webhook_url:
+        if self.webhook_port:
             args += [
                 f"--audit-webhook-config-file={self._webhook_kubeconfig()}",
                 "--audit-webhook-mode=batch", "--audit-webhook-batch-max-wait=1s",
@@ -205,13 +209,24 @@ class DevCluster:
             "contexts": [{"name": "auditwatch", "context": {"cluster": "auditwatch", "user": user}}],
         }  # fmt: skip
 
+    def operator_webhook_args(self) -> list[str]:
+        """`auditwatch run` options for a webhook server this cluster's kube-apiserver can feed."""
+        c = self.webhook_certs
+        return [f"--webhook-listen=127.0.0.1:{self.webhook_port}", f"--webhook-tls-cert={c.server_cert}",
+                f"--webhook-tls-key={c.server_key}", f"--webhook-client-ca={c.ca}",
+                f"--webhook-client-name={CLIENT_NAME}"]  # fmt: skip
+
     def _webhook_kubeconfig(self) -> Path:
-        """Where kube-apiserver's webhook backend sends its batches: the operator's webhook server."""
+        """Where kube-apiserver's webhook backend sends its batches: the operator's webhook server, over
+        TLS (the operator's certificate checked against the webhook CA), with a client certificate."""
+        certs = make_webhook_certs(self.webhook_certs.directory, ["127.0.0.1", "localhost"])
         path = self.workdir / "audit-webhook.kubeconfig"
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "webhook",
-            "clusters": [{"name": "auditwatch", "cluster": {"server": self.webhook_url}}],
-            "users": [{"name": "kube-apiserver", "user": {}}],
+            "clusters": [{"name": "auditwatch", "cluster": {
+                "server": f"https://127.0.0.1:{self.webhook_port}/audit", "certificate-authority": str(certs.ca)}}],
+            "users": [{"name": "kube-apiserver", "user": {
+                "client-certificate": str(certs.client_cert), "client-key": str(certs.client_key)}}],
             "contexts": [{"name": "webhook", "context": {"cluster": "auditwatch", "user": "kube-apiserver"}}],
         }  # fmt: skip
         path.write_text(json.dumps(config, indent=2))
