@@ -18,6 +18,7 @@ from auditwatch.spl.errors import SPLError
 from auditwatch.spl.tokens import Kind, Token, tokenize
 
 MAX_DEPTH = 20
+MAX_TOKENS = 100_000  # a search may not expand past this: macros that call others twice grow exponentially
 _CALL = re.compile(r"^\s*([A-Za-z0-9_.:-]+)\s*(?:\((.*)\))?\s*$", re.S)
 
 
@@ -61,6 +62,8 @@ def expand(tokens: list[Token], macros: Mapping[str, Macro], depth: int = 0) -> 
         # Tokens from a macro body report the column of the call in the text the user wrote.
         inner = [Token(t.kind, t.text, tok.column if tok.macro is None else t.column, t.macro) for t in inner]
         out.extend(expand(inner, macros, depth + 1))
+        if len(out) > MAX_TOKENS:
+            raise SPLError(f"macro `{tok.text}` expands the search past {MAX_TOKENS} tokens", tok.column, tok.macro)
     return out
 
 
