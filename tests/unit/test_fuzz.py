@@ -16,8 +16,9 @@ from factory import SEED, seed_search
 
 BOUND = settings(max_examples=200, deadline=timedelta(seconds=2))
 WORDS = ["search", "stats", "count", "BY", "by", "rename", "as", "AS", "where", "fillnull", "value", "IN", "OR",
-         "AND", "NOT", "iplocation", "convert", "ctime", "timeformat", "values", "dc", "min", "max", "user.username",
-         "sourceIPs{}", "*", "system:anonymous", "10.0.0.0/8", "`m`", "`m(x)`", "`kube_audit`", "`x_filter`"]  # fmt: skip
+         "AND", "NOT", "iplocation", "convert", "ctime", "timeformat", "values", "dc", "min", "max",
+         "user.username", "sourceIPs{}", "*", "system:anonymous", "10.0.0.0/8", "`m`", "`m(x)`", "`kube_audit`",
+         "`x_filter`"]  # fmt: skip
 PUNCTUATION = ["|", "=", "!=", "<", ">=", "(", ")", ",", '"', "'", "`", "\\", " ", "\n", "$"]
 spl = st.lists(st.sampled_from(WORDS + PUNCTUATION) | st.text(max_size=4), max_size=40).map(" ".join)
 macro_names = st.sampled_from(["m", "m(a)", "n", "x_filter", "bad name(", "m(a, b)"])
