@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "$KUBECONFIG.",
     )
     p.add_argument("--namespace", "-n", action="append", metavar="NS", help="watch only NS (repeatable)")
+    add_detection_namespace_option(p)
     p.add_argument(
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--output", "-o", choices=("text", "json"), default="text",
                    help="text: a line per problem; json: one object per file with its Ready condition")  # fmt: skip
+    add_detection_namespace_option(p)
     add_webhook_option(p)
     add_geoip_option(p)
     add_allow_path_option(p)
@@ -223,6 +225,16 @@ def add_webhook_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_detection_namespace_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detection-namespace",
+        action="append",
+        metavar="NS",
+        help="run detections only in NS (repeatable; '*' for every namespace; default: the operator's own, "
+        "$POD_NAMESPACE, else auditwatch); others get Ready=False, reason NamespaceNotAllowed",
+    )
+
+
 def add_allow_path_option(p: argparse.ArgumentParser) -> None:
     from auditwatch.sources.paths import AUDIT_LOG_DIRS
 
@@ -264,9 +276,10 @@ def webhook_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def allow_paths(args: argparse.Namespace) -> dict[str, Any]:
-    """``allow_paths`` when --allow-path was given (else the settings' default)."""
-    return {"allow_paths": tuple(args.allow_path)} if args.allow_path else {}
+def confinement(args: argparse.Namespace) -> dict[str, Any]:
+    """``allow_paths`` and ``detection_namespaces`` where given (else the settings' defaults)."""
+    given = {"allow_paths": args.allow_path, "detection_namespaces": args.detection_namespace}
+    return {k: tuple(v) for k, v in given.items() if v}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -336,7 +349,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         geoip_db=args.geoip_db,
         **webhook_settings(args),
-        **allow_paths(args),
+        **confinement(args),
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -439,17 +452,19 @@ def cmd_lint(args: argparse.Namespace) -> int:
     from auditwatch.manifest import read_detection
     from auditwatch.validate import validate
 
-    settings = make_settings(geoip_db=args.geoip_db, **webhook_settings(args), **allow_paths(args))
+    settings = make_settings(geoip_db=args.geoip_db, **webhook_settings(args), **confinement(args))
     failed = False
     for path in args.detections:
         try:
-            spec = read_detection(path).get("spec")
+            manifest = read_detection(path)
         except ManifestError as exc:
             print(json_verdict(path, False, "InvalidManifest", str(exc), []) if args.output == "json" else
                   f"{path}: error[InvalidManifest]: {exc}")  # fmt: skip
             failed = True
             continue
-        verdict = validate(spec if isinstance(spec, dict) else {}, settings)
+        spec, meta = manifest.get("spec"), manifest.get("metadata")
+        namespace = meta.get("namespace") if isinstance(meta, dict) else None
+        verdict = validate(spec if isinstance(spec, dict) else {}, settings, namespace)
         failed |= not verdict.ready or (args.strict and bool(verdict.diagnostics))
         if args.output == "json":
             print(json_verdict(path, verdict.ready, verdict.reason, verdict.message, verdict.diagnostics))

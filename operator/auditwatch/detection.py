@@ -67,7 +67,7 @@ class DetectionRuntime:
         """Run until ``stopped`` (kopf's DaemonStopped flag) is set."""
         while not stopped:
             number = self.generation
-            verdict = validate(self.body.get("spec") or {}, self.settings)
+            verdict = validate(self.body.get("spec") or {}, self.settings, self.namespace)
             if not verdict.ready:
                 await self._refuse(verdict, number)
                 while not stopped and self.generation == number:

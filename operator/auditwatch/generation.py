@@ -25,6 +25,7 @@ from auditwatch.sources import Position, Source
 from auditwatch.sources.file import FilePosition, FileTail
 from auditwatch.sources.webhook import WebhookServer
 from auditwatch.spl import Query
+from auditwatch.spl.syntax import command_fields
 
 
 class Generation:
@@ -44,7 +45,8 @@ class Generation:
         finding = spec.finding
         self.kube = kube
         self.name, self.namespace = detection["metadata"]["name"], detection["metadata"]["namespace"]
-        self.aggregator = Aggregator(self.name, finding.groupBy, finding.message, finding.maxFindings)
+        self.aggregator = Aggregator(self.name, finding.groupBy, finding.message, finding.maxFindings,
+                                     _recorded_fields(query, finding.groupBy))  # fmt: skip
         self.writer = Writer(kube, detection, finding, post_event, logger, settings.finding_write_seconds,
                              settings.finding_event_seconds)  # fmt: skip
         self.ttl = parse_duration(finding.ttl)
@@ -114,3 +116,12 @@ def _open(spec: SourceSpec, saved: SourceStatus | None, settings: Settings, webh
     if spec.webhook is not None and webhooks is not None:
         return webhooks.subscribe(spec.webhook.path)
     raise AssertionError(f"source {spec.name} passed validation but cannot be opened")  # validate() refuses it
+
+
+def _recorded_fields(query: Query, group_by: list[str]) -> tuple[str, ...] | None:
+    """What a finding records of its rows: a stats search's output, or, when rows are whole events, the
+    key and the fields the search names (never the rest of the event: request bodies, tokens)."""
+    if query.stats is not None:
+        return None
+    named = set().union(*map(command_fields, query.commands)) - {"_raw"}
+    return tuple(dict.fromkeys([*group_by, *sorted(named)]))

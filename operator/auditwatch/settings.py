@@ -21,6 +21,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     namespaces: tuple[str, ...] = ()  # watched namespaces; empty: the whole cluster
+    # Namespaces whose detections run ("*": all). A detection reads the whole cluster's audit trail and
+    # publishes what it matches in its own namespace, so by default only the operator's own namespace.
+    detection_namespaces: tuple[str, ...] = Field(
+        default_factory=lambda: (os.environ.get("POD_NAMESPACE") or "auditwatch",)
+    )
     liveness: str = "http://0.0.0.0:8080/healthz"  # kopf's liveness endpoint; '' turns it off
     webhook_listen: str = "0.0.0.0:8081"  # HOST:PORT of the audit webhook server; '' turns it off
     webhook_queue_batches: Annotated[int, Field(ge=1)] = 256  # per subscriber; a full queue answers 503
@@ -59,6 +64,13 @@ class Settings(BaseModel):
         if self.webhook_client_ca and not self.webhook_tls_cert:
             raise ValueError("webhook_client_ca needs TLS: give webhook_tls_cert and webhook_tls_key")
         return self
+
+    def namespace_refused(self, namespace: str) -> str:
+        """Why detections in ``namespace`` do not run, or '' when they do."""
+        if "*" in self.detection_namespaces or namespace in self.detection_namespaces:
+            return ""
+        return (f"the operator runs detections only in {', '.join(self.detection_namespaces)}: a detection reads "
+                "the whole cluster's audit trail (auditwatch run --detection-namespace)")  # fmt: skip
 
     @property
     def webhook_off(self) -> str:

@@ -65,8 +65,11 @@ class Verdict:
         return "; ".join(str(d) for d in self.diagnostics if not d.error)
 
 
-def validate(spec: Mapping[str, Any], settings: Settings) -> Verdict:
-    """The verdict on an AuditDetection's ``spec`` under the operator's ``settings``."""
+def validate(spec: Mapping[str, Any], settings: Settings, namespace: str | None = None) -> Verdict:
+    """The verdict on an AuditDetection's ``spec`` in ``namespace`` (None: not known, as for a manifest
+    without one) under the operator's ``settings``."""
+    if namespace is not None and (refused := settings.namespace_refused(namespace)):
+        return Verdict(problems=(Problem(StatusReason.NAMESPACE_NOT_ALLOWED, f"metadata.namespace: {refused}"),))
     try:
         model = AuditDetectionSpec.model_validate(dict(spec))
     except ValidationError as exc:

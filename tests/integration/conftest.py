@@ -127,7 +127,8 @@ class Harness:
         self.webhook_port = free_port()
         self.settings = Settings(webhook_listen=f"127.0.0.1:{self.webhook_port}", webhook_insecure=True,
                                  poll_seconds=0.02, flush_seconds=0.05, geoip_db=None,
-                                 allow_paths=(*AUDIT_LOG_DIRS, str(log.parent)))  # fmt: skip
+                                 allow_paths=(*AUDIT_LOG_DIRS, str(log.parent)),
+                                 detection_namespaces=("*",))  # fmt: skip
         self.stop_flag = threading.Event()
 
     async def start_operator(self) -> None:

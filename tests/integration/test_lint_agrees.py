@@ -37,7 +37,7 @@ def lint_verdicts(settings, paths):
     env = {k: v for k, v in os.environ.items() if k != "AUDITWATCH_GEOIP_DB"}
     done = subprocess.run(
         [sys.executable, "-m", "auditwatch", "lint", "-o", "json", "--webhook-listen", settings.webhook_listen,
-         "--webhook-insecure",
+         "--webhook-insecure", "--detection-namespace=*",
          *(f"--allow-path={d}" for d in settings.allow_paths), *map(str, paths)],
         capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip

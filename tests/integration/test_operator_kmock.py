@@ -157,3 +157,22 @@ async def test_a_windowed_detection_counts_exactly_across_a_restart(harness):
     assert counts(h) == {"10.9.9.9": 10}
     [finding] = h.objects(FINDINGS)
     assert len(finding["status"]["values"]["uris"]) == 10
+
+
+async def test_detections_outside_the_allowed_namespaces_do_not_run(harness):
+    """A team namespace's detection would read the whole cluster's audit trail: refused, nothing read."""
+    h = harness
+    await h.stop_operator()
+    h.settings = h.settings.model_copy(update={"detection_namespaces": ("sec",)})
+    await h.start_operator()
+    h.write(line(event(ips=["10.0.0.1"])))
+    elsewhere = detection_body("nosy", h.log, SEARCH)
+    elsewhere["metadata"]["namespace"] = "team-a"
+    await h.apply(elsewhere)
+    await h.apply(detection_body("allowed", h.log, SEARCH))
+    await eventually(lambda: counts(h) == {"10.0.0.1": 1}, what="the allowed detection's finding")
+    nosy = await eventually(lambda: h.get(DETECTIONS, "nosy", "team-a").get("status", {}).get("conditions"))
+    ready = next(c for c in nosy if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NamespaceNotAllowed")
+    assert ready["message"].startswith("metadata.namespace: the operator runs detections only in sec")
+    assert {f["metadata"]["namespace"] for f in h.objects(FINDINGS)} == {"sec"}

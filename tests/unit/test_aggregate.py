@@ -129,3 +129,11 @@ def test_findings_expire_after_the_ttl_unless_unwritten():
 def test_durations():
     assert parse_duration("168h") == 168 * 3600
     assert parse_duration("1h30m15s") == 5415
+
+
+def test_findings_of_whole_event_rows_record_only_the_fields_named():
+    a = Aggregator("raw", ["user.username"], "", max_findings=10, fields=("user.username", "verb"))
+    a.add({"user.username": "eve", "verb": "get", "requestObject.data.token": "s3cr3t"}, "log", 0, 10, "t")
+    [finding] = a.findings.values()
+    assert finding.values == {"user.username": ["eve"], "verb": ["get"]}
+    assert finding.latest == [{"user.username": "eve", "verb": "get"}]

@@ -152,6 +152,7 @@ class StatusReason(StrEnum):
     LINT_ERROR = "LintError"  # lint finds an error: the search can never produce a row
     UNSUPPORTED_SOURCE = "UnsupportedSource"  # a source kind this operator cannot read
     PATH_NOT_ALLOWED = "PathNotAllowed"  # a file outside the directories the administrator allows
+    NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"  # detections do not run in this namespace
     NOT_STARTED = "NotStarted"
     READING = "Reading"
     SOURCE_UNAVAILABLE = "SourceUnavailable"

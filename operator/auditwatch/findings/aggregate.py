@@ -98,9 +98,17 @@ class FindingState:
 class Aggregator:
     """The findings of one detection, in memory, bounded by ``max_findings``."""
 
-    def __init__(self, detection: str, group_by: list[str], message: str, max_findings: int) -> None:
+    def __init__(
+        self,
+        detection: str,
+        group_by: list[str],
+        message: str,
+        max_findings: int,
+        fields: tuple[str, ...] | None = None,
+    ) -> None:
         self.detection = detection
         self.group_by = group_by
+        self.fields = fields  # the row fields a finding records (values, latest rows); None: all
         self.message = message
         self.max_findings = max_findings
         self.findings: dict[str, FindingState] = {}
@@ -133,6 +141,8 @@ class Aggregator:
         finding.count += events
         finding.first_seen = min(finding.first_seen or seen, seen)
         finding.last_seen = max(finding.last_seen, seen)
+        if self.fields is not None:
+            row = {k: row[k] for k in self.fields if k in row}
         for k, v in row.items():
             if k == "count" or (k not in finding.values and len(finding.values) >= MAX_FIELDS):
                 continue
