@@ -69,6 +69,7 @@ class DevCluster:
         self.admin_token = os.urandom(16).hex()
         self.operator_token = os.urandom(16).hex()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._args: dict[str, list[str]] = {}
         self.bins: dict[str, Path] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -178,8 +179,25 @@ class DevCluster:
         print(f"auditwatch: {message}", file=self.log, flush=True)
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        out = open(self.workdir / "logs" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        out = open(self.workdir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.procs[name] = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self._args[name] = args
+
+    def stop_process(self, name: str) -> None:
+        """Stop one part of the control plane (``etcd``, ``kube-apiserver``), as an outage would."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def start_process(self, name: str) -> None:
+        """Start a stopped part again with the same flags and data; waits for the API to be ready."""
+        assert self.procs[name].poll() is not None, f"{name} is running"
+        self._spawn(name, self._args[name])
+        self._wait_ready()
 
     def _write_credentials(self) -> None:
         certs = self.workdir / "certs"
@@ -242,7 +260,7 @@ class DevCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
-                if proc.poll() is not None:
+                if name in ("etcd", "kube-apiserver") and proc.poll() is not None:
                     raise ClusterError(f"{name} exited with {proc.returncode}; see {self.workdir}/logs/{name}.log")
             try:
                 with urllib.request.urlopen(request, context=ctx, timeout=2) as resp:
