@@ -219,6 +219,12 @@ def add_webhook_option(p: argparse.ArgumentParser) -> None:
         help="accept requests with this bearer token (a file, e.g. a mounted Secret; reloaded)",
     )
     g.add_argument(
+        "--webhook-spool",
+        metavar="DIR",
+        help="where accepted batches are kept for the detections to read (default: auditwatch-webhook in the "
+        "temporary directory, the install's emptyDir /tmp)",
+    )
+    g.add_argument(
         "--webhook-insecure",
         action="store_true",
         help="accept batches from anyone, over plain HTTP if no certificate: tests only",
@@ -271,9 +277,9 @@ def make_settings(**values: Any) -> Settings:
 
 def webhook_settings(args: argparse.Namespace) -> dict[str, Any]:
     names = ("listen", "tls_cert", "tls_key", "client_ca", "token_file", "insecure")
-    return {f"webhook_{n}": getattr(args, f"webhook_{n}") for n in names} | {
-        "webhook_client_names": tuple(args.webhook_client_name or ())
-    }
+    given = {f"webhook_{n}": getattr(args, f"webhook_{n}") for n in names}
+    given["webhook_client_names"] = tuple(args.webhook_client_name or ())
+    return given | ({"webhook_spool": args.webhook_spool} if args.webhook_spool else {})
 
 
 def confinement(args: argparse.Namespace) -> dict[str, Any]:

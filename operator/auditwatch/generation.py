@@ -114,7 +114,7 @@ def _open(spec: SourceSpec, saved: SourceStatus | None, settings: Settings, webh
         return FileTail(spec.file.path, spec.file.maxLineBytes, FilePosition.saved(saved), settings.poll_seconds,
                         settings.allow_paths)  # fmt: skip
     if spec.webhook is not None and webhooks is not None:
-        return webhooks.subscribe(spec.webhook.path)
+        return webhooks.subscribe(spec.webhook.path, FilePosition.saved(saved), settings.poll_seconds)
     raise AssertionError(f"source {spec.name} passed validation but cannot be opened")  # validate() refuses it
 
 

@@ -8,6 +8,7 @@ tests shorten them here rather than patching module constants.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,7 +29,9 @@ class Settings(BaseModel):
     )
     liveness: str = "http://0.0.0.0:8080/healthz"  # kopf's liveness endpoint; '' turns it off
     webhook_listen: str = "0.0.0.0:8081"  # HOST:PORT of the audit webhook server; '' turns it off
-    webhook_queue_batches: Annotated[int, Field(ge=1)] = 256  # per subscriber; a full queue answers 503
+    # Accepted batches are appended here (one directory per webhook path) before the API server gets its
+    # 200; detections tail them. An emptyDir survives container restarts, a hostPath pod replacement too.
+    webhook_spool: str = Field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "auditwatch-webhook"))
     # Who may POST audit batches: clients with a certificate the CA signed (mTLS; optionally only
     # these common names), and/or a bearer token read from a file (a mounted Secret). TLS is served
     # with the certificate and key. Without either way of authenticating, the webhook server stays

@@ -185,3 +185,8 @@ def anonymous_with_agent(agent: str) -> Callable[[dict[str, Any]], bool]:
         )
 
     return check
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fault tests stop parts of the shared control plane and fill its log: they run last."""
+    items.sort(key=lambda item: item.path.name == "test_faults.py")

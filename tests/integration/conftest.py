@@ -126,6 +126,7 @@ class Harness:
         self.thread: threading.Thread | None = None
         self.webhook_port = free_port()
         self.settings = Settings(webhook_listen=f"127.0.0.1:{self.webhook_port}", webhook_insecure=True,
+                                 webhook_spool=str(log.parent / "spool"),
                                  poll_seconds=0.02, flush_seconds=0.05, geoip_db=None,
                                  allow_paths=(*AUDIT_LOG_DIRS, str(log.parent)),
                                  detection_namespaces=("*",))  # fmt: skip

@@ -1,6 +1,6 @@
 """The audit webhook server: only the API server may feed it, answers that help its batch backend, and
-one chunk per batch per subscriber. Real TLS on loopback, certificates made as `auditwatch cluster certs`
-makes them."""
+what it acknowledges is in its spool, read by each subscriber from its own position. Real TLS on
+loopback, certificates made as `auditwatch cluster certs` makes them."""
 
 import asyncio
 import json
@@ -31,25 +31,33 @@ def strangers(tmp_path_factory):
     return make_webhook_certs(tmp_path_factory.mktemp("other"), ["127.0.0.1"])
 
 
-async def serve(**settings):
-    srv = WebhookServer("127.0.0.1", free_port(), Settings(**settings))
+async def serve(spool, **settings):
+    srv = WebhookServer("127.0.0.1", free_port(), Settings(webhook_spool=str(spool), **settings))
     await srv.start()
     return srv
 
 
 @pytest.fixture
-async def server():
-    srv = await serve(webhook_insecure=True)
+async def server(tmp_path):
+    srv = await serve(tmp_path / "spool", webhook_insecure=True)
     yield srv
     await srv.stop()
 
 
 @pytest.fixture
-async def mtls(certs):
-    srv = await serve(webhook_tls_cert=str(certs.server_cert), webhook_tls_key=str(certs.server_key),
-                      webhook_client_ca=str(certs.ca), webhook_client_names=("kube-apiserver",))  # fmt: skip
+async def mtls(certs, tmp_path):
+    srv = await serve(tmp_path / "spool", webhook_tls_cert=str(certs.server_cert),
+                      webhook_tls_key=str(certs.server_key), webhook_client_ca=str(certs.ca),
+                      webhook_client_names=("kube-apiserver",))  # fmt: skip
     yield srv
     await srv.stop()
+
+
+def spooled(srv, path="/audit"):
+    """The batches in a path's spool, as event ids."""
+    file = srv.spool_file(path)
+    lines = file.read_bytes().splitlines() if file.exists() else []
+    return [[i["auditID"] for i in json.loads(line)["items"]] for line in lines]
 
 
 def client_context(certs, cert=None, key=None):
@@ -67,63 +75,76 @@ async def post(srv, path, body, ssl_context=None, headers=None):
 
 
 async def test_a_batch_reaches_every_subscriber_of_its_path_as_one_line(server):
-    a, b, other = server.subscribe("/audit"), server.subscribe("/audit"), server.subscribe("/other")
+    a, b = server.subscribe("/audit"), server.subscribe("/audit")
+    server.subscribe("/other")
     body = json.dumps({"kind": "EventList", "items": [{"auditID": "1"}, {"auditID": "2"}]}, indent=2).encode()
     assert (await post(server, "/audit", body))[0] == 200
-    chunk_a = await asyncio.wait_for(anext(a.chunks()), 1)
-    chunk_b = await asyncio.wait_for(anext(b.chunks()), 1)
-    assert chunk_a is chunk_b and chunk_a.data.count(b"\n") == 1 and chunk_a.data.endswith(b"\n")
+    chunk_a = await asyncio.wait_for(anext(a.chunks()), 2)
+    chunk_b = await asyncio.wait_for(anext(b.chunks()), 2)
+    assert chunk_a == chunk_b and chunk_a.data.count(b"\n") == 1 and chunk_a.data.endswith(b"\n")
     assert json.loads(chunk_a.data)["items"][1]["auditID"] == "2"
-    assert chunk_a.origin == "webhook:/audit" and other.queue.empty()
+    assert chunk_a.origin == "webhook:/audit" and spooled(server, "/other") == []
 
 
-async def test_seq_only_grows(server):
-    feed = server.subscribe("/audit")
-    for i in range(3):
-        await post(server, "/audit", batch(str(i)))
-    seqs = [(await anext(feed.chunks())).seq for _ in range(3)]
-    assert seqs == sorted(seqs) and len(set(seqs)) == 3
-
-
-async def test_unknown_paths_get_404_and_a_full_queue_503_with_retry_after(server):
-    assert (await post(server, "/nobody", batch("x")))[0] == 404
-    server.queue_batches = 1
-    server.subscribe("/audit")
+async def test_what_was_acknowledged_is_read_after_a_restart_from_the_saved_position(server, tmp_path):
+    first = server.subscribe("/audit", poll_seconds=0.01)
+    chunks = first.chunks()
     assert (await post(server, "/audit", batch("a")))[0] == 200
+    chunk = await asyncio.wait_for(anext(chunks), 2)
+    position = first.checkpoint(chunk.seq + len(chunk.data))
+    await chunks.aclose()
+    await server.stop()  # the operator goes away; batches the API server had sent are in the spool
+    again = await serve(tmp_path / "spool", webhook_insecure=True)
+    try:
+        resumed = again.subscribe("/audit", start=position, poll_seconds=0.01)
+        assert (await post(again, "/audit", batch("b")))[0] == 200
+        assert (await post(again, "/audit", batch("a")))[0] == 200  # a retry of a batch the old one took
+        chunk = await asyncio.wait_for(anext(resumed.chunks()), 2)
+        assert [i["auditID"] for i in json.loads(chunk.data)["items"]] == ["b"] and again.repeats == 1
+        assert chunk.seq == position.seq  # the seq runs on: findings' checkpoints stay comparable
+    finally:
+        await again.stop()
+
+
+async def test_unknown_paths_get_404_and_a_spool_that_cannot_be_written_503(server):
+    assert (await post(server, "/nobody", batch("x")))[0] == 404
+    server.subscribe("/audit")
+    server.spool_file("/audit").parent.parent.mkdir(parents=True, exist_ok=True)
+    server.spool_file("/audit").parent.write_text("not a directory")  # as a full or broken disk would
     status, retry, _ = await post(server, "/audit", batch("b"))
-    assert (status, retry) == (503, "1")  # kube-apiserver's batch backend retries
-    assert server.answers == {404: 1, 200: 1, 503: 1}
+    assert (status, retry) == (503, "1")  # kube-apiserver's batch backend keeps it and retries
+    server.spool_file("/audit").parent.unlink()
+    assert (await post(server, "/audit", batch("b")))[0] == 200  # not taken for a repeat: it was never kept
+    assert server.answers == {404: 1, 503: 1, 200: 1} and spooled(server) == [["b"]]
 
 
-async def test_what_is_not_an_event_list_gets_400_with_the_reason_and_oversize_413(server):
-    feed = server.subscribe("/audit")
+async def test_what_is_not_an_event_list_gets_400_with_the_reason_and_oversize_413(server, tmp_path):
+    server.subscribe("/audit")
     for body, reason in ((b"{nope", "invalid JSON"), (b"[]", "kind EventList"),
                          (b'{"kind": "EventList", "items": 5}', "items: expected a list")):  # fmt: skip
         status, _, text = await post(server, "/audit", body)
         assert status == 400 and reason in text
-    small = WebhookServer("127.0.0.1", free_port(), Settings(webhook_insecure=True))
+    small = WebhookServer("127.0.0.1", free_port(), Settings(webhook_spool=str(tmp_path / "small"),
+                                                             webhook_insecure=True))  # fmt: skip
     small.max_batch_bytes = 1024  # the application reads it when the server starts
     await small.start()
     small.subscribe("/audit")
     assert (await post(small, "/audit", batch(*map(str, range(200)))))[0] == 413
     await small.stop()
-    assert feed.queue.empty()
+    assert spooled(server) == [] and spooled(small) == []
 
 
 async def test_repeated_events_are_dropped_and_counted(server):
-    feed = server.subscribe("/audit")
+    server.subscribe("/audit")
     assert (await post(server, "/audit", batch("a", "b")))[0] == 200
     assert (await post(server, "/audit", batch("a", "b")))[0] == 200  # a retry of a batch that got through
     assert (await post(server, "/audit", batch("b", "c")))[0] == 200
     assert (await post(server, "/audit", batch("c", stage="RequestReceived")))[0] == 200  # another stage
-    ids = []
-    while not feed.queue.empty():
-        ids.append([(i["auditID"], i["stage"][:3]) for i in json.loads(feed.queue.get_nowait().data)["items"]])
-    assert ids == [[("a", "Res"), ("b", "Res")], [("c", "Res")], [("c", "Req")]] and server.repeats == 3
+    assert spooled(server) == [["a", "b"], ["c"], ["c"]] and server.repeats == 3
 
 
 async def test_only_the_api_servers_client_certificate_gets_in(mtls, certs, strangers):
-    feed = mtls.subscribe("/audit")
+    mtls.subscribe("/audit")
     ok = client_context(certs, certs.client_cert, certs.client_key)
     assert (await post(mtls, "/audit", batch("1"), ok))[0] == 200
     assert (await post(mtls, "/audit", batch("2"), client_context(certs)))[0] == 401  # no certificate
@@ -132,14 +153,14 @@ async def test_only_the_api_servers_client_certificate_gets_in(mtls, certs, stra
     for cert in (make_client_cert(certs, "kube-apiserver", days=-1), (strangers.client_cert, strangers.client_key)):
         with pytest.raises(aiohttp.ClientError):  # expired, or signed by another CA: the handshake fails
             await post(mtls, "/audit", batch("4"), client_context(certs, *cert))
-    assert feed.queue.qsize() == 1 and mtls.answers == {200: 1, 401: 1, 403: 1}
+    assert spooled(mtls) == [["1"]] and mtls.answers == {200: 1, 401: 1, 403: 1}
 
 
 async def test_a_bearer_token_from_a_file_compared_and_reloaded(certs, tmp_path):
     token = tmp_path / "token"
     token.write_text("first-token\n")
-    srv = await serve(webhook_tls_cert=str(certs.server_cert), webhook_tls_key=str(certs.server_key),
-                      webhook_token_file=str(token))  # fmt: skip
+    srv = await serve(tmp_path / "spool", webhook_tls_cert=str(certs.server_cert),
+                      webhook_tls_key=str(certs.server_key), webhook_token_file=str(token))  # fmt: skip
     srv.subscribe("/audit")
     ctx = client_context(certs)
     try:

@@ -232,7 +232,8 @@ class DevCluster:
         c = self.webhook_certs
         return [f"--webhook-listen=127.0.0.1:{self.webhook_port}", f"--webhook-tls-cert={c.server_cert}",
                 f"--webhook-tls-key={c.server_key}", f"--webhook-client-ca={c.ca}",
-                f"--webhook-client-name={CLIENT_NAME}"]  # fmt: skip
+                f"--webhook-client-name={CLIENT_NAME}",
+                f"--webhook-spool={self.workdir / 'webhook-spool'}"]  # fmt: skip
 
     def _webhook_kubeconfig(self) -> Path:
         """Where kube-apiserver's webhook backend sends its batches: the operator's webhook server, over

@@ -71,8 +71,10 @@ class FileTail:
         start: FilePosition | None = None,
         poll_seconds: float = 0.1,
         allow: tuple[str, ...] | None = None,
+        origin: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.origin = origin or str(path)  # Splunk's ``source`` of its lines, and the file its status shows
         self.allow = allow  # None: any file; else only files that resolve inside these directories
         self.max_line = max_line
         self.start = start
@@ -141,7 +143,7 @@ class FileTail:
                     following = self._next_file(inode, fd)
                     os.close(fd)
                     fd, inode, offset = await self._wait_open(following)
-                    name = str(self.path)
+                    name = self.origin
                 elif state == "truncated":
                     offset, pending = 0, b""
                 else:
@@ -207,12 +209,12 @@ class FileTail:
                 if st.st_ino == start.inode and st.st_size >= start.offset:
                     fd = self._open(candidate)
                     self.ready, self.error = True, ""
-                    return fd, str(self.path), start.inode, start.offset, start.seq
+                    return fd, self.origin, start.inode, start.offset, start.seq
             self.error = (
                 f"saved position in {start.file} (inode {start.inode}) is gone; reading {self.path} from its start"
             )
         fd, inode, offset = await self._wait_open(str(self.path))
-        return fd, str(self.path), inode, offset, start.seq if start else 0
+        return fd, self.origin, inode, offset, start.seq if start else 0
 
     def _open(self, name: str | Path) -> int:
         """Open ``name`` for reading, unless it resolves outside the allowed directories (a symlink put

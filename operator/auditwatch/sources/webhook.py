@@ -3,17 +3,18 @@
 Only the API server may feed it: requests must come with a client certificate the configured CA
 signed (mTLS) or the configured bearer token (compared in constant time); anything else gets 401
 (no or wrong credentials) or 403 (a certificate whose name is not allowed), is counted, and nothing
-is queued. Answers that help the API server's batch backend: 400 with the reason for a body that is
+is kept. Answers that help the API server's batch backend: 400 with the reason for a body that is
 not an audit ``EventList``, 413 over the size limit, 408 for a body that does not arrive in time,
-and 503/429 with ``Retry-After`` when a subscriber's queue is full or too many requests are under
-way. kube-apiserver retries a batch it thinks failed, so events seen before (by ``auditID`` and
-``stage``, within a bounded window) are dropped and counted as repeats.
+429 with ``Retry-After`` when too many requests are under way, 503 when the spool cannot be
+written. kube-apiserver retries a batch it thinks failed, so events seen before (by ``auditID`` and
+``stage``, within a bounded window that is rebuilt from the spool at start) are dropped and counted.
 
-One HTTP server serves every detection with a ``webhook`` source; a batch POSTed to a path goes to
-each detection subscribed to that path, as one chunk (one JSON line). There is nothing to read
-again after a restart, so a webhook source's position is only its receive sequence, ``seq``: the
-receiving time in nanoseconds (or one past the last batch), so it still only grows across restarts,
-which is what the findings' checkpoints need (findings/aggregate.py).
+Nothing acknowledged is lost: a batch is answered 200 only once it is appended (and fsynced) to the
+path's spool, ``<spool>/<path>/audit.log``, one line per batch, rotated by size like kube-apiserver's
+own log. Each detection reading the path tails that spool with ``FileTail``, so a webhook source
+has file positions and the same exactly-once counting across restarts as a file source (see
+findings/aggregate.py). While the operator is down, kube-apiserver keeps a failed batch and retries
+it (10 s, then backing off, for about a minute and a half) before dropping it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import logging
 import os
 import ssl
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from aiohttp import web
 
 from auditwatch.settings import Settings
 from auditwatch.sources import Chunk
+from auditwatch.sources.file import FilePosition, FileTail
 
 # kube-apiserver's batches stay under --audit-webhook-truncate-max-batch-size (10 MB by default).
 MAX_BATCH_BYTES = 64 << 20
@@ -41,43 +43,56 @@ BODY_SECONDS = 30.0  # a body slower than this is answered 408
 MAX_REQUESTS = 32  # requests under way at once; more are answered 429
 DEDUP_WINDOW = 200_000  # (auditID, stage) pairs remembered to drop repeated events
 RELOAD_SECONDS = 10.0  # how often the certificate, key and token files are checked for changes
+SPOOL_FILE_BYTES = 64 << 20  # a path's spool file is rotated past this size
+SPOOL_FILES = 8  # rotated spool files kept per path (a detection further behind loses the oldest)
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class WebhookPosition:
-    origin: str  # webhook:<path>, shown where a file source shows its file
-    seq: int
+class WebhookFeed(FileTail):
+    """One detection's reading of a webhook path: a tail of the path's spool, named ``webhook:<path>``."""
 
-    def status(self) -> dict[str, Any]:
-        return {"file": self.origin, "seq": self.seq}
-
-
-class WebhookFeed:
-    """One detection's subscription to a webhook path; the same shape as FileTail for the runtime."""
-
-    def __init__(self, path: str, server: WebhookServer) -> None:
-        self.path = path
-        self.origin = f"webhook:{path}"
-        self.server = server
-        self.queue: asyncio.Queue[Chunk] = asyncio.Queue(server.queue_batches)
-        self.ready = server.listening
-        self.error = "" if server.listening else "the webhook server is not listening"
-        self.long_lines = 0
-        self.lag_bytes = 0
+    def __init__(self, server: WebhookServer, path: str, start: FilePosition | None, poll_seconds: float) -> None:
+        super().__init__(str(server.spool_file(path)), MAX_BATCH_BYTES + 1, start, poll_seconds,
+                         origin=f"webhook:{path}")  # fmt: skip
+        self.server, self.webhook_path = server, path
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         try:
-            while True:
-                chunk = await self.queue.get()
-                self.lag_bytes -= len(chunk.data)
+            async for chunk in super().chunks():
                 yield chunk
         finally:
-            self.server.unsubscribe(self)
+            self.server.unsubscribe(self.webhook_path)
 
-    def checkpoint(self, seq: int) -> WebhookPosition:
-        """Batches are not read again: the position only records how far the counts go."""
-        return WebhookPosition(self.origin, seq)
+
+class Spool:
+    """The batches accepted for one path, appended as lines; rotated by size, the oldest files removed."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.file = directory / "audit.log"
+        self._f = open(self.file, "ab")  # noqa: SIM115 - open as long as the server runs
+        self._size = self._f.tell()
+
+    def append(self, line: bytes) -> None:
+        """Write ``line`` durably (blocking: run it in a thread)."""
+        if self._size and self._size + len(line) > SPOOL_FILE_BYTES:
+            self._rotate()
+        self._f.write(line)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._size += len(line)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def _rotate(self) -> None:
+        """As kube-apiserver rotates its log: rename to ``audit-<time>.log``, start a new file."""
+        self._f.close()
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{time.time_ns() // 1_000_000 % 1000:03d}"
+        self.file.rename(self.file.with_name(f"audit-{stamp}.log"))
+        self._f, self._size = open(self.file, "ab"), 0  # noqa: SIM115
+        for old in sorted(self.file.parent.glob("audit-*.log"))[:-SPOOL_FILES]:
+            old.unlink()
 
 
 class BadBatch(ValueError):
@@ -85,14 +100,15 @@ class BadBatch(ValueError):
 
 
 class WebhookServer:
-    """``POST <path>`` with an audit.k8s.io EventList body; 200 once every subscriber has it queued."""
+    """``POST <path>`` with an audit.k8s.io EventList body; 200 once the batch is in the path's spool."""
 
     def __init__(self, host: str, port: int, settings: Settings) -> None:
         self.host, self.port = host, port
         self.settings = settings
-        self.queue_batches = settings.webhook_queue_batches
         self.max_batch_bytes = MAX_BATCH_BYTES
-        self.feeds: dict[str, list[WebhookFeed]] = defaultdict(list)
+        self.spool_dir = Path(settings.webhook_spool)
+        self.readers: Counter[str] = Counter()  # webhook path -> detections reading it
+        self._spools: dict[str, Spool] = {}
         self.listening = False
         self.answers: Counter[int] = Counter()  # HTTP status -> requests answered with it
         self.repeats = 0  # events dropped as already received
@@ -109,14 +125,17 @@ class WebhookServer:
     def scheme(self) -> str:
         return "https" if self.settings.webhook_tls_cert else "http"
 
-    def subscribe(self, path: str) -> WebhookFeed:
-        feed = WebhookFeed(path, self)
-        self.feeds[path].append(feed)
-        return feed
+    def spool_file(self, path: str) -> Path:
+        """The live spool file of a webhook path (``/audit`` -> ``<spool>/audit/audit.log``)."""
+        return self.spool_dir / (path.strip("/").replace("/", "_") or "_root") / "audit.log"
 
-    def unsubscribe(self, feed: WebhookFeed) -> None:
-        if feed in self.feeds.get(feed.path, []):
-            self.feeds[feed.path].remove(feed)
+    def subscribe(self, path: str, start: FilePosition | None = None, poll_seconds: float = 0.1) -> WebhookFeed:
+        """A detection's tail of ``path``'s spool, from ``start`` (a saved position) or the spool's start."""
+        self.readers[path] += 1
+        return WebhookFeed(self, path, start, poll_seconds)
+
+    def unsubscribe(self, path: str) -> None:
+        self.readers[path] -= 1
 
     async def start(self) -> None:
         s = self.settings
@@ -127,6 +146,7 @@ class WebhookServer:
                 self._ssl.load_verify_locations(s.webhook_client_ca)
                 self._ssl.verify_mode = ssl.CERT_OPTIONAL  # no certificate: answered 401, not a failed handshake
         self.reload()
+        self._remember_spooled()
         app = web.Application(client_max_size=self.max_batch_bytes)
         app.router.add_post("/{path:.*}", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
@@ -140,6 +160,8 @@ class WebhookServer:
             self._reloader.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+        for spool in self._spools.values():
+            spool.close()
         self.listening = False
 
     def reload(self) -> None:
@@ -190,18 +212,17 @@ class WebhookServer:
     async def _receive(self, request: web.Request) -> web.Response:
         if refusal := self._refusal(request):
             return self._answer(refusal, "unauthorized" if refusal == 401 else "forbidden")
-        feeds = self.feeds.get(request.path, [])
-        if not feeds:
+        if self.readers[request.path] <= 0:
             return self._answer(404, f"no detection reads audit batches at {request.path}")
         if self._under_way >= MAX_REQUESTS:
             return self._answer(429, "too many requests under way", retry=True)
         self._under_way += 1
         try:
-            return await self._queue(request, feeds)
+            return await self._keep(request)
         finally:
             self._under_way -= 1
 
-    async def _queue(self, request: web.Request, feeds: list[WebhookFeed]) -> web.Response:
+    async def _keep(self, request: web.Request) -> web.Response:
         try:
             body = await asyncio.wait_for(request.read(), BODY_SECONDS)
         except TimeoutError:
@@ -212,34 +233,56 @@ class WebhookServer:
             items = _event_list(body)
         except BadBatch as exc:
             return self._answer(400, f"not an audit EventList: {exc}")
-        if any(f.queue.full() for f in feeds):
-            return self._answer(503, "busy: retry later", retry=True)
-        fresh = self._fresh(items)
-        self.repeats += len(items) - len(fresh)
+        fresh = [item for item in items if not self._seen_before(item)]
         if fresh:
             data = body if len(fresh) == len(items) else orjson.dumps({"kind": "EventList", "items": fresh})
-            self._seq = max(self._seq + len(data) + 1, time.time_ns())
-            chunk = Chunk(data.replace(b"\n", b" ") + b"\n", self._seq, feeds[0].origin)
-            for feed in feeds:
-                feed.queue.put_nowait(chunk)
-                feed.lag_bytes += len(chunk.data)
+            try:
+                spool = self._spools.get(request.path) or self._spools.setdefault(
+                    request.path, Spool(self.spool_file(request.path).parent)
+                )
+                await asyncio.to_thread(spool.append, data.replace(b"\n", b" ") + b"\n")
+            except OSError as exc:  # a full disk: the API server keeps the batch and tries again
+                log.warning("audit webhook: spool of %s not written: %s", request.path, exc)
+                self._forget(fresh)
+                return self._answer(503, "cannot keep the batch now: retry later", retry=True)
+        self.repeats += len(items) - len(fresh)
         return self._answer(200)
 
-    def _fresh(self, items: list[Any]) -> list[Any]:
-        """The events not received before; they are remembered (the oldest forgotten past the window)."""
-        fresh = []
-        for item in items:
-            audit_id = item.get("auditID") if isinstance(item, dict) else None
-            if not isinstance(audit_id, str):
-                fresh.append(item)  # nothing to know it again by: the evaluator counts it as malformed
-                continue
-            key = (audit_id, str(item.get("stage")))
-            if key not in self._seen:
-                self._seen[key] = None
-                fresh.append(item)
-        while len(self._seen) > DEDUP_WINDOW:
+    def _seen_before(self, item: Any) -> bool:
+        """Whether an event was received before; a new one is remembered (the oldest forgotten)."""
+        key = _key(item)
+        if key is None:
+            return False  # nothing to know it again by: the evaluator counts it as malformed
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        if len(self._seen) > DEDUP_WINDOW:
             self._seen.popitem(last=False)
-        return fresh
+        return False
+
+    def _forget(self, items: list[Any]) -> None:
+        for item in items:
+            if (key := _key(item)) is not None:
+                self._seen.pop(key, None)
+
+    def _remember_spooled(self) -> None:
+        """Rebuild the repeat window from the newest spool files, so a batch retried across an operator
+        restart is still known."""
+        lines: list[bytes] = []
+        for directory in self.spool_dir.glob("*/"):
+            for spool in sorted(directory.glob("audit*.log"), key=lambda p: p.stat().st_mtime)[-2:]:
+                lines += spool.read_bytes().splitlines()
+        for line in lines[-DEDUP_WINDOW:]:
+            try:
+                for item in _event_list(line):
+                    self._seen_before(item)
+            except BadBatch:
+                continue
+
+
+def _key(item: Any) -> tuple[str, str] | None:
+    audit_id = item.get("auditID") if isinstance(item, dict) else None
+    return (audit_id, str(item.get("stage"))) if isinstance(audit_id, str) else None
 
 
 def _event_list(body: bytes) -> list[Any]:
