@@ -182,3 +182,30 @@ def test_without_a_way_to_authenticate_the_server_stays_off():
     assert Settings(webhook_token_file="/t").webhook_address == ("0.0.0.0", 8081)
     with pytest.raises(ValueError, match="webhook_client_ca needs TLS"):
         Settings(webhook_client_ca="/ca")
+
+
+async def slow_post(srv, path, first_part, started):
+    """A request whose body never finishes arriving: the headers promise more than is sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + first_part)
+    await writer.drain()
+    started.set()
+    answer = await reader.readline()
+    writer.close()
+    return int(answer.split()[1])
+
+
+async def test_slow_bodies_time_out_and_a_flood_of_requests_is_bounded(server):
+    server.subscribe("/audit")
+    server.body_seconds, server.max_requests = 0.5, 3
+    starts = [asyncio.Event() for _ in range(3)]
+    slow = [asyncio.create_task(slow_post(server, "/audit", b'{"kind":', s)) for s in starts]
+    for s in starts:
+        await s.wait()
+    while server.under_way < 3:  # the three are under way, waiting for their bodies
+        await asyncio.sleep(0.005)
+    status, retry, _ = await post(server, "/audit", batch("flood"))
+    assert (status, retry) == (429, "1")
+    assert await asyncio.gather(*slow) == [408, 408, 408]
+    assert (await post(server, "/audit", batch("after")))[0] == 200  # and the server goes on
+    assert spooled(server) == [["after"]] and server.answers == {429: 1, 408: 3, 200: 1}

@@ -106,6 +106,8 @@ class WebhookServer:
         self.host, self.port = host, port
         self.settings = settings
         self.max_batch_bytes = MAX_BATCH_BYTES
+        self.body_seconds = BODY_SECONDS
+        self.max_requests = MAX_REQUESTS
         self.spool_dir = Path(settings.webhook_spool)
         self.readers: Counter[str] = Counter()  # webhook path -> detections reading it
         self._spools: dict[str, Spool] = {}
@@ -113,7 +115,7 @@ class WebhookServer:
         self.answers: Counter[int] = Counter()  # HTTP status -> requests answered with it
         self.repeats = 0  # events dropped as already received
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._under_way = 0
+        self.under_way = 0
         self._runner: web.AppRunner | None = None
         self._reloader: asyncio.Task[None] | None = None
         self._seq = 0
@@ -214,19 +216,19 @@ class WebhookServer:
             return self._answer(refusal, "unauthorized" if refusal == 401 else "forbidden")
         if self.readers[request.path] <= 0:
             return self._answer(404, f"no detection reads audit batches at {request.path}")
-        if self._under_way >= MAX_REQUESTS:
+        if self.under_way >= self.max_requests:
             return self._answer(429, "too many requests under way", retry=True)
-        self._under_way += 1
+        self.under_way += 1
         try:
             return await self._keep(request)
         finally:
-            self._under_way -= 1
+            self.under_way -= 1
 
     async def _keep(self, request: web.Request) -> web.Response:
         try:
-            body = await asyncio.wait_for(request.read(), BODY_SECONDS)
+            body = await asyncio.wait_for(request.read(), self.body_seconds)
         except TimeoutError:
-            return self._answer(408, f"the body did not arrive within {BODY_SECONDS:.0f} s")
+            return self._answer(408, f"the body did not arrive within {self.body_seconds:g} s")
         except web.HTTPRequestEntityTooLarge:
             return self._answer(413, f"a batch may have at most {self.max_batch_bytes} bytes")
         try:
