@@ -170,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         "lint",
         help="say whether the operator would run each detection, and what it would do that looks wrong",
         description="Validate each AuditDetection as the operator does, with the operator's settings "
-        "(--webhook-listen, --geoip-db: give the ones `auditwatch run` gets): errors are what the operator "
-        "puts on Ready=False (InvalidSpec, InvalidSearch, UnsupportedSource, and lint errors as LintError), "
+        "(give it the options `auditwatch run` gets): errors are what the operator puts on Ready=False "
+        "(InvalidSpec, InvalidSearch, UnsupportedSource, PathNotAllowed, NamespaceNotAllowed when the "
+        "manifest names its namespace, and lint errors as LintError), "
         "warnings what it puts on LintClean=False (never-set, unknown-field, no-prefilter, unbounded-key, "
         "key-not-output; see auditwatch/lint.py). Exit 1 on errors, and on warnings too with --strict; 0 "
         "otherwise. Fits a GitOps CI step.",

@@ -135,14 +135,9 @@ class DevCluster:
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            if self.procs[name].poll() is None:
+                self.stop_process(name)
+        self.procs.clear()
         if self._own_workdir and os.environ.get("AUDITWATCH_KEEP_CLUSTER") is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -184,11 +179,12 @@ class DevCluster:
         self._args[name] = args
 
     def stop_process(self, name: str) -> None:
-        """Stop one part of the control plane (``etcd``, ``kube-apiserver``), as an outage would."""
+        """Stop one part of the control plane (``etcd``, ``kube-apiserver``), as an outage would: SIGTERM,
+        then SIGKILL after 10 s."""
         proc = self.procs[name]
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(20)
+            proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -118,7 +118,6 @@ class WebhookServer:
         self.under_way = 0
         self._runner: web.AppRunner | None = None
         self._reloader: asyncio.Task[None] | None = None
-        self._seq = 0
         self._ssl: ssl.SSLContext | None = None
         self._token = b""
         self._stamps: dict[str, float] = {}
