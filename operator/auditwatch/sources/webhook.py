@@ -41,6 +41,7 @@ from auditwatch.sources.file import FilePosition, FileTail
 MAX_BATCH_BYTES = 64 << 20
 BODY_SECONDS = 30.0  # a body slower than this is answered 408
 MAX_REQUESTS = 32  # requests under way at once; more are answered 429
+IDLE_SECONDS = 15.0  # a kept-alive connection with no request for this long is closed
 DEDUP_WINDOW = 200_000  # (auditID, stage) pairs remembered to drop repeated events
 RELOAD_SECONDS = 10.0  # how often the certificate, key and token files are checked for changes
 SPOOL_FILE_BYTES = 64 << 20  # a path's spool file is rotated past this size
@@ -150,7 +151,8 @@ class WebhookServer:
         self._remember_spooled()
         app = web.Application(client_max_size=self.max_batch_bytes)
         app.router.add_post("/{path:.*}", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Idle connections close after 15 s (kube-apiserver sends a batch at least every second while busy).
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_SECONDS)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl).start()
         self._reloader = asyncio.create_task(self._keep_reloading())
