@@ -60,7 +60,12 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-@kopf.daemon(GROUP, VERSION, "auditdetections", cancellation_timeout=30.0, backoff=5.0)  # retry soon after an API error
+# On deletion kopf sets `stopped` and, without a cancellation backoff, cancels the daemon at once; the
+# daemon's last writes (findings, status) then outlive kopf's instant-exit check, and kopf looked again
+# only after cancellation_timeout: the finalizer stayed up to 30 s (a rare test failure under load).
+# With a backoff the daemon exits by itself (it checks `stopped` every flush interval) and kopf looks
+# again within 5 s. backoff=5.0: retry soon after an API error.
+@kopf.daemon(GROUP, VERSION, "auditdetections", cancellation_backoff=5.0, cancellation_timeout=30.0, backoff=5.0)
 async def run_detection(
     body: kopf.Body,
     memo: kopf.Memo,
