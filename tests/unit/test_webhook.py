@@ -13,7 +13,7 @@ import pytest
 from auditwatch.devcluster.certs import make_client_cert, make_webhook_certs
 from auditwatch.devcluster.cluster import free_port
 from auditwatch.settings import Settings
-from auditwatch.sources.webhook import WebhookServer
+from auditwatch.sources.webhook import Spool, WebhookServer
 
 
 def batch(*ids, stage="ResponseComplete"):
@@ -209,3 +209,15 @@ async def test_slow_bodies_time_out_and_a_flood_of_requests_is_bounded(server):
     assert await asyncio.gather(*slow) == [408, 408, 408]
     assert (await post(server, "/audit", batch("after")))[0] == 200  # and the server goes on
     assert spooled(server) == [["after"]] and server.answers == {429: 1, 408: 3, 200: 1}
+
+
+def test_appends_from_several_threads_rotate_without_losing_or_mixing_a_line(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    spool = Spool(tmp_path, file_bytes=4096, files=1000)  # rotate every few lines, keep every file
+    lines = [b"%04d" % i + b"x" * 200 + b"\n" for i in range(400)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(spool.append, lines))
+    spool.close()
+    kept = [line for f in tmp_path.glob("audit*.log") for line in f.read_bytes().splitlines(keepends=True)]
+    assert sorted(kept) == lines  # every line once, none cut or mixed with another

@@ -24,6 +24,7 @@ import hmac
 import logging
 import os
 import ssl
+import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
@@ -70,20 +71,23 @@ class WebhookFeed(FileTail):
 class Spool:
     """The batches accepted for one path, appended as lines; rotated by size, the oldest files removed."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, file_bytes: int = SPOOL_FILE_BYTES, files: int = SPOOL_FILES) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.file_bytes, self.files = file_bytes, files
         self.file = directory / "audit.log"
         self._f = open(self.file, "ab")  # noqa: SIM115 - open as long as the server runs
         self._size = self._f.tell()
+        self._lock = threading.Lock()  # requests for one path append from several worker threads
 
     def append(self, line: bytes) -> None:
-        """Write ``line`` durably (blocking: run it in a thread)."""
-        if self._size and self._size + len(line) > SPOOL_FILE_BYTES:
-            self._rotate()
-        self._f.write(line)
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._size += len(line)
+        """Write ``line`` durably (blocking: run it in a thread), whole and after the lines before it."""
+        with self._lock:
+            if self._size and self._size + len(line) > self.file_bytes:
+                self._rotate()
+            self._f.write(line)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._size += len(line)
 
     def close(self) -> None:
         self._f.close()
@@ -94,7 +98,7 @@ class Spool:
         stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{time.time_ns() // 1_000_000 % 1000:03d}"
         self.file.rename(self.file.with_name(f"audit-{stamp}.log"))
         self._f, self._size = open(self.file, "ab"), 0  # noqa: SIM115
-        for old in sorted(self.file.parent.glob("audit-*.log"))[:-SPOOL_FILES]:
+        for old in sorted(self.file.parent.glob("audit-*.log"))[: -self.files]:
             old.unlink()
 
 
