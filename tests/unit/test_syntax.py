@@ -5,7 +5,7 @@ from dataclasses import FrozenInstanceError
 import pytest
 
 from auditwatch.spl import parse_search
-from auditwatch.spl.syntax import Compare, FillNull, Query, Search, expr_fields, renames
+from auditwatch.spl.syntax import Compare, FillNull, Query, Search, expr_fields, renamed
 
 
 def test_plan_values_behave_as_frozen_dataclasses():
@@ -23,10 +23,10 @@ def test_plan_values_behave_as_frozen_dataclasses():
         Compare("verb", "=", "get", op="=")
 
 
-def test_walk_visits_every_node_parents_first_and_renames_states_rename_once():
+def test_walk_visits_every_node_parents_first_and_renamer_states_rename_once():
     query = parse_search('a=1 (b=2 OR NOT c IN ("x")) | rename a as b, d as e | where f > 3')
     kinds = [type(n).__name__ for n in query.walk()]
     assert kinds[:2] == ["Query", "Search"] and kinds.count("Compare") == 2 and "In" in kinds
     assert expr_fields(query.commands[0].expr) == {"a", "b", "c"} and expr_fields(query.commands[2].expr) == {"f"}
     # `rename a as b` drops the old b; the others keep their places.
-    assert renames(["a", "b", "c", "d"], query.commands[1]) == [("a", "b"), ("c", "c"), ("d", "e")]
+    assert renamed(["a", "b", "c", "d"], query.commands[1]) == ["b", "c", "e"]

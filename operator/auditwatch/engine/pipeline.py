@@ -29,7 +29,8 @@ from auditwatch.spl.syntax import (
     Stats,
     Where,
     command_fields,
-    renames,
+    renamed,
+    renamer,
 )
 
 NO_GEOIP = (
@@ -276,7 +277,7 @@ def _fillnull_step(fields: tuple[str, ...], value: str) -> Step:
 
 
 def _rename_step(cmd: Rename) -> Step:
-    return lambda r: {new: r[old] for old, new in renames(r, cmd)}
+    return renamer(cmd)
 
 
 def _where_step(cmd: Where) -> Step:
@@ -360,5 +361,5 @@ def _int_fields(stats: Stats | None, post: Iterable[Command]) -> set[str]:
     names = {a.name for a in stats.aggs if a.func in ("count", "dc")} if stats else set()
     for cmd in post:
         if isinstance(cmd, Rename):
-            names = {new for _, new in renames(names, cmd)}
+            names = set(renamed(names, cmd))
     return names

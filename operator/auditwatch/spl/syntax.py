@@ -4,15 +4,15 @@ Search expressions are a small tree: ``Compare`` / ``In`` / ``Keyword`` leaves u
 and ``Not``. Commands run left to right; ``Stats`` is the one aggregating command and splits the
 pipeline into the per-event part before it and the per-row part after it. The tree says what the
 search is; ``engine.pipeline`` decides how to run it (as sqlglot keeps expressions apart from its
-planner). ``walk`` visits every node, ``renames`` is the one statement of rename's semantics.
+planner). ``walk`` visits every node, ``renamer`` is the one statement of rename's semantics.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import FrozenInstanceError
-from typing import Any, ClassVar, dataclass_transform
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 
 @dataclass_transform(frozen_default=True)
@@ -206,22 +206,28 @@ class Query(Value):
         fields = [*stats.by, *(a.name for a in stats.aggs)]
         for cmd in self.commands[self.commands.index(stats) + 1 :]:
             if isinstance(cmd, Rename):
-                fields = [new for _, new in renames(fields, cmd)]
+                fields = renamed(fields, cmd)
             elif isinstance(cmd, Convert):
                 fields += [out for _, out in cmd.fields if out not in fields]
         return fields
 
 
 IPLOCATION_FIELDS = ("City", "Country", "Region", "lat", "lon")
+T = TypeVar("T")
 
 
-def renames(names: Iterable[str], rename: Rename) -> list[tuple[str, str]]:
-    """(old name, new name) of each field kept by ``rename``, in order: a field keeps its position
-    under its new name, and a renamed field replaces a field that had its new name (``rename a as b``
-    drops the old ``b``)."""
+def renamer(rename: Rename) -> Callable[[Mapping[str, T]], dict[str, T]]:
+    """The fields after ``rename``, for a record (or names mapped to anything): a field keeps its
+    position under its new name, and a renamed field replaces a field that had its new name
+    (``rename a as b`` drops the old ``b``). Made once per command, applied per event or row."""
     mapping = dict(rename.pairs)
     targets = set(mapping.values())
-    return [(n, mapping.get(n, n)) for n in names if n not in targets or n in mapping]
+    return lambda fields: {mapping.get(k, k): v for k, v in fields.items() if k not in targets or k in mapping}
+
+
+def renamed(names: Iterable[str], rename: Rename) -> list[str]:
+    """Field names after ``rename``."""
+    return list(renamer(rename)(dict.fromkeys(names)))
 
 
 def expr_fields(expr: Expr | WhereExpr) -> set[str]:
