@@ -263,30 +263,24 @@ def add_geoip_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def make_settings(**values: Any) -> Settings:
-    """The operator's settings from command-line values; a bad one is a UsageError naming its option."""
+def make_settings(args: argparse.Namespace, **values: Any) -> Settings:
+    """The operator's settings from the options `run` and `lint` share (one not given keeps its default)
+    and ``values``; a bad one is a UsageError naming its option."""
     from pydantic import ValidationError
 
     from auditwatch.settings import Settings
 
+    names = ("listen", "tls_cert", "tls_key", "client_ca", "token_file", "insecure")
+    values |= {f"webhook_{n}": getattr(args, f"webhook_{n}") for n in names}
+    values |= {"geoip_db": args.geoip_db, "webhook_client_names": tuple(args.webhook_client_name or ())}
+    optional = {"webhook_spool": args.webhook_spool, "allow_paths": args.allow_path,
+                "detection_namespaces": args.detection_namespace}  # fmt: skip
+    values |= {k: tuple(v) if isinstance(v, list) else v for k, v in optional.items() if v}
     try:
         return Settings(**values)
     except ValidationError as exc:
         raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
                                    for e in exc.errors(include_url=False))) from None  # fmt: skip
-
-
-def webhook_settings(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("listen", "tls_cert", "tls_key", "client_ca", "token_file", "insecure")
-    given = {f"webhook_{n}": getattr(args, f"webhook_{n}") for n in names}
-    given["webhook_client_names"] = tuple(args.webhook_client_name or ())
-    return given | ({"webhook_spool": args.webhook_spool} if args.webhook_spool else {})
-
-
-def confinement(args: argparse.Namespace) -> dict[str, Any]:
-    """``allow_paths`` and ``detection_namespaces`` where given (else the settings' defaults)."""
-    given = {"allow_paths": args.allow_path, "detection_namespaces": args.detection_namespace}
-    return {k: tuple(v) for k, v in given.items() if v}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -351,13 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import auditwatch.handlers  # noqa: F401 - registers the handlers
 
-    settings = make_settings(
-        namespaces=tuple(args.namespace or ()),
-        liveness=args.liveness,
-        geoip_db=args.geoip_db,
-        **webhook_settings(args),
-        **confinement(args),
-    )
+    settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -459,7 +447,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     from auditwatch.manifest import read_detection
     from auditwatch.validate import validate
 
-    settings = make_settings(geoip_db=args.geoip_db, **webhook_settings(args), **confinement(args))
+    settings = make_settings(args)
     failed = False
     for path in args.detections:
         try:

@@ -1,7 +1,7 @@
 """The operator's settings: one typed object, made from `auditwatch run`'s options, passed to the runtime.
 
-`auditwatch lint` takes the options that decide whether a detection can run (``--webhook-listen``,
-``--geoip-db``) so that its verdict is the operator's. Intervals have the defaults the README states;
+`auditwatch lint` takes the options that decide whether a detection can run (the webhook's,
+``--geoip-db``, ``--allow-path``, ``--detection-namespace``) so that its verdict is the operator's. Intervals have the defaults the README states;
 tests shorten them here rather than patching module constants.
 """
 

@@ -2,8 +2,9 @@
 
 Every byte a source yields has a ``seq``: bytes read from that source in all, across rotations and
 restarts, so it only grows. Findings record the ``seq`` their counts include (findings/aggregate.py).
-A source turns a ``seq`` back into a position of its own kind (a file's inode and offset, a webhook's
-receive sequence), which the runtime stores in the detection's status and hands back on a restart.
+A source turns a ``seq`` back into a position of its own kind (a file's inode and offset; a webhook
+path is read from its spool file, so it has file positions too), which the runtime stores in the
+detection's status and hands back on a restart.
 """
 
 from __future__ import annotations

@@ -246,10 +246,9 @@ class WebhookServer:
         if fresh:
             data = body if len(fresh) == len(items) else orjson.dumps({"kind": "EventList", "items": fresh})
             try:
-                spool = self._spools.get(request.path) or self._spools.setdefault(
-                    request.path, Spool(self.spool_file(request.path).parent)
-                )
-                await asyncio.to_thread(spool.append, data.replace(b"\n", b" ") + b"\n")
+                if request.path not in self._spools:
+                    self._spools[request.path] = Spool(self.spool_file(request.path).parent)
+                await asyncio.to_thread(self._spools[request.path].append, data.replace(b"\n", b" ") + b"\n")
             except OSError as exc:  # a full disk: the API server keeps the batch and tries again
                 log.warning("audit webhook: spool of %s not written: %s", request.path, exc)
                 self._forget(fresh)
