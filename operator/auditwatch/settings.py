@@ -1,8 +1,9 @@
 """The operator's settings: one typed object, made from `auditwatch run`'s options, passed to the runtime.
 
 `auditwatch lint` takes the options that decide whether a detection can run (the webhook's,
-``--geoip-db``, ``--allow-path``, ``--detection-namespace``) so that its verdict is the operator's. Intervals have the defaults the README states;
-tests shorten them here rather than patching module constants.
+``--geoip-db``, ``--allow-path``, ``--detection-namespace``) so that its verdict is the operator's.
+Intervals have the defaults the README states; tests shorten them here rather than patching module
+constants.
 """
 
 from __future__ import annotations
