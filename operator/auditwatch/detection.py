@@ -24,8 +24,8 @@ from auditwatch.engine.evaluate import Counters
 from auditwatch.findings.writer import PostEvent
 from auditwatch.generation import Generation
 from auditwatch.kube import Kube
+from auditwatch.readers import Readers
 from auditwatch.settings import Settings
-from auditwatch.sources.webhook import WebhookServer
 from auditwatch.validate import Verdict, validate
 
 
@@ -37,14 +37,14 @@ class DetectionRuntime:
         post_event: PostEvent,
         logger: logging.Logger | logging.LoggerAdapter[Any],
         settings: Settings,
-        webhooks: WebhookServer | None = None,
+        readers: Readers,
     ) -> None:
         self.kube = kube
         self.body = body  # kopf's live view: reflects the latest spec and generation
         self.post_event = post_event
         self.logger = logger
         self.settings = settings
-        self.webhooks = webhooks
+        self.readers = readers
         meta = body["metadata"]
         self.name, self.namespace = meta["name"], meta["namespace"]
         saved = _saved_status(body.get("status"), logger)
@@ -84,7 +84,7 @@ class DetectionRuntime:
         assert verdict.spec is not None and verdict.query is not None
         s = self.settings
         gen = Generation(verdict.spec, verdict.query, self.ref(), self.positions, self.counters, self.kube,
-                         self.post_event, s, self.webhooks, self.logger)  # fmt: skip
+                         self.post_event, s, self.readers, self.logger)  # fmt: skip
         await gen.start()
         self.logger.info("detection %s/%s running generation %d on %d source(s)", self.namespace, self.name,
                          number, len(gen.sources))  # fmt: skip

@@ -1,6 +1,7 @@
 """One generation of a detection's spec at run time: sources -> evaluator -> row stream -> findings.
 
-A ``Generation`` holds what lives as long as the spec does: a reader task per source, the evaluator,
+A ``Generation`` holds what lives as long as the spec does: a subscription to each source's shared
+reader (readers.py) and a task reading it, the evaluator,
 the row stream (windows), the aggregator (findings in memory) and the writer. ``resume_position``
 says where each source would have to be read again from after a restart: never past a line whose
 contribution is not yet written to its finding, nor past the first line of a window still kept.
@@ -14,16 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from auditwatch.api.models import AuditDetectionSpec, SourceStatus
-from auditwatch.api.models import Source as SourceSpec
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.findings.aggregate import Aggregator, parse_duration
 from auditwatch.findings.writer import PostEvent, Writer
 from auditwatch.kube import Kube
+from auditwatch.readers import Readers, Subscription
 from auditwatch.settings import Settings
-from auditwatch.sources import Position, Source
-from auditwatch.sources.file import FilePosition, FileTail
-from auditwatch.sources.webhook import WebhookServer
+from auditwatch.sources import Position
+from auditwatch.sources.file import FilePosition
 from auditwatch.spl import Query
 from auditwatch.spl.syntax import command_fields
 
@@ -39,7 +39,7 @@ class Generation:
         kube: Kube,
         post_event: PostEvent,
         settings: Settings,
-        webhooks: WebhookServer | None,
+        readers: Readers,
         logger: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
         finding = spec.finding
@@ -53,11 +53,11 @@ class Generation:
         self.evaluator = Evaluator(query, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)
         self.evaluator.counters = counters  # the detection's, carried across generations
         self.stream = RowStream(self.evaluator.pipeline, parse_duration(spec.window))
-        self._source_specs, self._saved, self._settings, self._webhooks = spec.sources, saved, settings, webhooks
-        self.sources: dict[str, Source] = {}
+        self._source_specs, self._saved, self._readers = spec.sources, saved, readers
+        self.sources: dict[str, Subscription] = {}
         self.read_seq = {s.name: saved[s.name].seq if s.name in saved else 0 for s in spec.sources}
         self.rows = 0
-        self._readers: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Adopt the findings that exist in the cluster, then open and read every source (a webhook
@@ -65,28 +65,32 @@ class Generation:
         for item in await self.kube.list_findings(self.namespace, self.name):
             meta = item["metadata"]
             self.aggregator.load(meta["name"], item.get("spec", {}), item.get("status", {}), meta["uid"])
+        prefilter = self.evaluator.prefilter
         self.sources = {
-            s.name: _open(s, self._saved.get(s.name), self._settings, self._webhooks) for s in self._source_specs
+            s.name: self._readers.subscribe(s, FilePosition.saved(self._saved.get(s.name)), prefilter)
+            for s in self._source_specs
         }
-        self._readers = [asyncio.create_task(self._read(name, src)) for name, src in self.sources.items()]
+        self._tasks = [asyncio.create_task(self._read(name, src)) for name, src in self.sources.items()]
 
     def check(self) -> None:
         """Raise what made a reader fail."""
-        for task in self._readers:
+        for task in self._tasks:
             if task.done() and (exc := task.exception()) is not None:
                 raise exc
 
     async def stop(self) -> None:
-        for task in self._readers:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for source in self.sources.values():
+            source.close()
 
-    async def _read(self, name: str, source: Source) -> None:
+    async def _read(self, name: str, source: Subscription) -> None:
         evaluator, stream, aggregator = self.evaluator, self.stream, self.aggregator
         async for chunk in source.chunks():
             wall = datetime.now(UTC)
             now = wall.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            for start, end, record in evaluator.records(chunk.data, origin=chunk.origin):
+            for start, end, record in evaluator.records(chunk.data, chunk.origin, chunk.decoded):
                 seen = record.get(TIME_FIELD, [now])[0]
                 for row, events in stream.add(record, name, chunk.seq + start, wall.timestamp()):
                     self.rows += 1
@@ -107,15 +111,6 @@ class Generation:
     @property
     def long_lines(self) -> int:
         return sum(s.long_lines for s in self.sources.values())
-
-
-def _open(spec: SourceSpec, saved: SourceStatus | None, settings: Settings, webhooks: WebhookServer | None) -> Source:
-    if spec.file is not None:
-        return FileTail(spec.file.path, spec.file.maxLineBytes, FilePosition.saved(saved), settings.poll_seconds,
-                        settings.allow_paths)  # fmt: skip
-    if spec.webhook is not None and webhooks is not None:
-        return webhooks.subscribe(spec.webhook.path, FilePosition.saved(saved), settings.poll_seconds)
-    raise AssertionError(f"source {spec.name} passed validation but cannot be opened")  # validate() refuses it
 
 
 def _recorded_fields(query: Query, group_by: list[str]) -> tuple[str, ...] | None:

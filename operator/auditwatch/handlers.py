@@ -15,6 +15,7 @@ import kopf
 from auditwatch.api.models import GROUP, VERSION
 from auditwatch.detection import DetectionRuntime
 from auditwatch.kube import Kube, load_config
+from auditwatch.readers import Readers
 from auditwatch.settings import Settings
 from auditwatch.sources.webhook import WebhookServer
 
@@ -46,6 +47,7 @@ async def configure(
         logger.info("audit webhook server listening on %s://%s", memo.webhooks.scheme, memo.settings.webhook_listen)
     elif memo.settings.webhook_listen:
         logger.error("%s", memo.settings.webhook_off)
+    memo.readers = Readers(memo.settings, memo.webhooks)
 
 
 @kopf.on.cleanup()
@@ -73,7 +75,7 @@ async def run_detection(
     stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
-    runtime = DetectionRuntime(Kube(), body, post_event, logger, memo.settings, memo.webhooks)
+    runtime = DetectionRuntime(Kube(), body, post_event, logger, memo.settings, memo.readers)
     await runtime.run(stopped)
 
 

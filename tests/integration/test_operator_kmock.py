@@ -176,3 +176,45 @@ async def test_detections_outside_the_allowed_namespaces_do_not_run(harness):
     assert (ready["status"], ready["reason"]) == ("False", "NamespaceNotAllowed")
     assert ready["message"].startswith("metadata.namespace: the operator runs detections only in sec")
     assert {f["metadata"]["namespace"] for f in h.objects(FINDINGS)} == {"sec"}
+
+
+def counts_of(h, detection):
+    return {
+        f["spec"]["key"]["src_ip"]: f.get("status", {}).get("count", 0)
+        for f in h.objects(FINDINGS)
+        if f["spec"]["detection"] == detection
+    }
+
+
+async def test_detections_sharing_a_file_keep_exact_independent_counts(harness):
+    """Three detections on one file: one shared tail; a spec change, a deletion, a late arrival and an
+    operator restart disturb none of the others' counts."""
+    h = harness
+    h.write(*[line(event(ips=[f"10.0.0.{i % 2}"])) for i in range(10)])
+    await h.apply(detection_body("a", h.log, SEARCH))
+    await h.apply(detection_body("b", h.log, SEARCH))
+    await h.apply(detection_body("gone", h.log, SEARCH))
+    expected = {"10.0.0.0": 5, "10.0.0.1": 5}
+    for name in ("a", "b", "gone"):
+        await eventually(lambda n=name: counts_of(h, n) == expected, what=f"{name}'s counts")
+    # b now counts alice's requests instead; "gone" is deleted; both while lines keep coming.
+    await h.apply(detection_body("b", h.log, SEARCH.replace("system:anonymous", "alice")))
+    await h.delete("gone")
+    await eventually(lambda: h.get(DETECTIONS, "b")["status"].get("observedGeneration") == 2, what="b's gen 2")
+    h.write(*[line(event(ips=["10.0.0.0"])) for _ in range(5)], line(event(username="alice", ips=["10.0.0.9"])))
+    await eventually(lambda: counts_of(h, "a") == {"10.0.0.0": 10, "10.0.0.1": 5}, what="a undisturbed")
+    await eventually(lambda: counts_of(h, "b") == {**expected, "10.0.0.9": 1}, what="b's new spec, no re-read")
+    # A detection added later reads the file from its start on its own, then joins the shared tail.
+    await h.apply(detection_body("late", h.log, SEARCH))
+    h.write(line(event(ips=["10.0.0.1"])))
+    await eventually(lambda: counts_of(h, "late") == {"10.0.0.0": 10, "10.0.0.1": 6}, what="late caught up")
+    await eventually(lambda: counts_of(h, "a") == {"10.0.0.0": 10, "10.0.0.1": 6}, what="a counted it once")
+    await h.stop_operator()
+    h.write(*[line(event(ips=["10.0.0.5"])) for _ in range(3)])
+    await h.start_operator()
+    after = {"10.0.0.0": 10, "10.0.0.1": 6, "10.0.0.5": 3}
+    await eventually(lambda: counts_of(h, "a") == counts_of(h, "late") == after, what="counts after the restart")
+    await asyncio.sleep(0.5)
+    assert counts_of(h, "a") == counts_of(h, "late") == after
+    assert counts_of(h, "b") == {**expected, "10.0.0.9": 1}
+    assert counts_of(h, "gone") == {}

@@ -6,7 +6,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from auditwatch.engine.prefilter import NON_ASCII_LOWERING_TO_ASCII, derive
+from auditwatch.engine.evaluate import Decoded
+from auditwatch.engine.prefilter import NON_ASCII_LOWERING_TO_ASCII, Prefilter, derive
 from auditwatch.spl import parse_search
 from factory import event, run, seed_search
 
@@ -154,3 +155,19 @@ def test_a_search_needing_more_literals_than_the_native_search_takes_runs_unfilt
     values = ", ".join(f'"user-{i:03d}"' for i in range(61))
     assert derive(parse_search(f"user.username IN ({values}) | stats count BY user.username")) is None
     assert derive(parse_search(f"user.username IN ({values[: values.rindex(',')]}) | stats count")) is not None
+
+
+LINES = st.lists(st.sampled_from([b"alpha", b"beta x", b"gamma", b"ALPHA", b"\\u0061lpha", b"", b"delta beta"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(LINES, st.sets(st.sampled_from(["alpha", "beta", "gamma", "lta"]), min_size=1), st.booleans())
+def test_each_prefilter_gets_its_own_lines_from_a_chunk_decoded_for_several(lines, literals, everything):
+    chunk = b"".join(line + b"\n" for line in lines)
+    mine = Prefilter(tuple(sorted(literals)))
+    other = Prefilter(("delta",))
+    union = None if everything else Prefilter(tuple(sorted(literals | {"delta"})))
+    decoded = Decoded(chunk, union)
+    assert decoded.candidates(mine) == mine.spans(chunk)
+    assert decoded.candidates(other) == other.spans(chunk)
+    assert decoded.lines == len(lines)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -15,7 +16,7 @@ from auditwatch.audit.chunks import backing
 from auditwatch.audit.decode import MalformedLine, Record, decode_line, epoch_seconds, flattener
 from auditwatch.engine.candidates import count_lines
 from auditwatch.engine.pipeline import Pipeline
-from auditwatch.engine.prefilter import derive
+from auditwatch.engine.prefilter import Prefilter, derive
 from auditwatch.spl.syntax import Query
 
 MAX_SAMPLES = 5
@@ -55,31 +56,32 @@ class Evaluator:
         self._flatten = flattener(fields)
         self.counters = Counters()
 
-    def records(self, chunk: bytes | memoryview, origin: str = "") -> Iterator[tuple[int, int, Record]]:
+    def records(
+        self, chunk: bytes | memoryview, origin: str = "", decoded: Decoded | None = None
+    ) -> Iterator[tuple[int, int, Record]]:
         """(line start, line end, record) for each matched record in ``chunk`` (whole lines), counting.
 
-        A memoryview chunk must start at offset 0 of its bytearray, as ``iter_chunks`` gives them.
+        ``decoded``: the chunk as other evaluators reading the same source decode it (each line parsed
+        once for all of them). A memoryview chunk must start at offset 0 of its bytearray, as
+        ``iter_chunks`` gives them.
         """
         c = self.counters
-        buf = backing(chunk)
+        if decoded is None:
+            decoded = Decoded(chunk, self.prefilter)
         first_line = c.lines + 1
-        lines = count_lines(chunk) + (0 if not chunk or chunk[-1] == 10 else 1)
-        c.lines += lines
-        c.skipped += lines
-        spans = self.prefilter.spans(chunk) if self.prefilter else _all_lines(buf, len(chunk))
-        view = memoryview(buf)
+        c.lines += decoded.lines
+        c.skipped += decoded.lines
         flatten, pipeline = self._flatten, self.pipeline
-        for start, end in spans:
-            line = view[start:end]  # no copy: orjson parses the buffer in place
+        for start, end in decoded.candidates(self.prefilter):
             c.skipped -= 1
             try:
-                events = decode_line(line)
+                events = decoded.events(start, end)
             except MalformedLine as exc:
-                if not bytes(line).strip():
+                if not decoded.text(start, end).strip():
                     continue  # a blank line is no event, and nothing wrong
                 c.malformed += 1
                 if len(c.samples) < MAX_SAMPLES:
-                    number = first_line + buf.count(b"\n", 0, start)
+                    number = first_line + decoded.buf.count(b"\n", 0, start)
                     c.samples.append((origin, number, str(exc)))
                 continue
             for event in events:
@@ -88,12 +90,66 @@ class Evaluator:
                 if pipeline.metadata:
                     _add_metadata(record, event, origin, pipeline.metadata)
                 if pipeline.needs_raw:
-                    raw = bytes(line) if len(events) == 1 else orjson.dumps(event)
+                    raw = decoded.text(start, end) if len(events) == 1 else orjson.dumps(event)
                     record["_raw"] = [raw.decode("utf-8", "replace")]
                 out = pipeline.event(record)
                 if out is not None:
                     c.matched += 1
                     yield start, end, out
+
+
+class Decoded:
+    """One chunk's lines, prefiltered and JSON-decoded at most once for every evaluator that reads it.
+
+    ``union`` is a prefilter admitting every line any of those evaluators' prefilters admit (None:
+    every line). An evaluator's own prefilter then runs over the union's candidate lines only, joined
+    into one buffer: a prefilter decides line by line, so that gives the lines it gives on the chunk.
+    The decoded events are shared: evaluators flatten them and must not change them.
+    """
+
+    def __init__(self, chunk: bytes | memoryview, union: Prefilter | None) -> None:
+        self.buf = backing(chunk)
+        self.view = memoryview(self.buf)
+        self.lines = count_lines(chunk) + (0 if not chunk or chunk[-1] == 10 else 1)
+        self.union = union
+        self._chunk = chunk
+        self._spans = union.spans(chunk) if union else list(_all_lines(self.buf, len(chunk)))
+        self._joined: tuple[bytes, dict[int, int]] | None = None
+        self._events: dict[int, list[dict[str, Any]] | MalformedLine] = {}
+
+    def candidates(self, prefilter: Prefilter | None) -> list[tuple[int, int]]:
+        """The spans of the lines ``prefilter`` admits (all when None), in order."""
+        if prefilter is self.union or (prefilter and self.union and prefilter.literals == self.union.literals):
+            return self._spans
+        if prefilter is None:
+            return list(_all_lines(self.buf, len(self._chunk)))
+        if self.union is None:
+            return prefilter.spans(self._chunk)
+        if self._joined is None:
+            parts, starts, at = [], {}, 0
+            for i, (start, end) in enumerate(self._spans):
+                parts.append(self.view[start:end])
+                starts[at] = i
+                at += end - start + 1
+            self._joined = (b"\n".join(parts), starts)
+        joined, starts = self._joined
+        return [self._spans[starts[start]] for start, _ in prefilter.spans(joined)]
+
+    def events(self, start: int, end: int) -> list[dict[str, Any]]:
+        """The audit events of the line at ``start`` (raises MalformedLine), decoded on first use."""
+        got = self._events.get(start)
+        if got is None:
+            try:
+                got = decode_line(self.view[start:end])  # no copy: orjson parses the buffer in place
+            except MalformedLine as exc:
+                got = exc
+            self._events[start] = got
+        if isinstance(got, MalformedLine):
+            raise got
+        return got
+
+    def text(self, start: int, end: int) -> bytes:
+        return bytes(self.view[start:end])
 
 
 def _all_lines(buf: bytes | bytearray, size: int) -> Iterator[tuple[int, int]]:

@@ -83,25 +83,45 @@ class FileTail:
         self.error = ""
         self.long_lines = 0
         self.lag_bytes = 0
+        self.idle_chunks = False  # yield an empty chunk each time the end of the file is reached
+        self.at: FilePosition | None = None  # where the next chunk starts, once a file is open
         self._segments: deque[_Segment] = deque()
 
     def checkpoint(self, seq: int) -> FilePosition | None:
         """The file position of ``seq`` (within the chunks yielded); earlier chunks are forgotten."""
-        segments = self._segments
-        while len(segments) > 1 and segments[0].seq + segments[0].length < seq:
-            segments.popleft()
-        for seg in reversed(segments):
+        self.forget(seq)
+        return self.position(seq)
+
+    def position(self, seq: int) -> FilePosition | None:
+        """The file position of ``seq``, if it is within the chunks yielded and not forgotten."""
+        for seg in reversed(self._segments):
             if seg.seq <= seq <= seg.seq + seg.length:
                 return FilePosition(seg.file, seg.inode, seg.offset + min(seq - seg.seq, seg.in_file), seq)
         return None
 
+    def forget(self, seq: int) -> None:
+        """Drop what is known of the chunks before ``seq`` (no position before it is asked for again)."""
+        segments = self._segments
+        while len(segments) > 1 and segments[0].seq + segments[0].length < seq:
+            segments.popleft()
+
+    def seq_at(self, position: FilePosition) -> int | None:
+        """The seq this tail will give the byte at ``position`` (a line start another tail of the same
+        file reached), when this tail has not yielded it yet and is reading the same file; else None."""
+        at = self.at
+        if at is None or at.inode != position.inode or position.offset < at.offset:
+            return None
+        return at.seq + position.offset - at.offset
+
     def _chunk(self, data: bytes, file: str, inode: int, offset: int, seq: int, in_file: int) -> Chunk:
         self._segments.append(_Segment(seq, len(data), in_file, file, inode, offset))
+        self.at = FilePosition(file, inode, offset + in_file, seq + len(data))
         return Chunk(data, seq, file)
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Chunks of whole lines, forever (cancel the task to stop)."""
         fd, name, inode, offset, seq = await self._open_start()
+        self.at = FilePosition(name, inode, offset, seq)
         pending = b""
         dropping = False  # inside a line longer than max_line
         renamed = False  # the file was seen renamed away, and is being read to its end once more
@@ -144,9 +164,13 @@ class FileTail:
                     os.close(fd)
                     fd, inode, offset = await self._wait_open(following)
                     name = self.origin
+                    self.at = FilePosition(name, inode, offset, seq)
                 elif state == "truncated":
                     offset, pending = 0, b""
+                    self.at = FilePosition(name, inode, offset, seq)
                 else:
+                    if self.idle_chunks:
+                        yield Chunk(b"", seq, name)
                     await asyncio.sleep(self.poll_seconds)
         finally:
             os.close(fd)

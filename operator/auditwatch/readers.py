@@ -1,0 +1,242 @@
+"""One reader per source, however many detections read it.
+
+Detections that read the same file (or webhook path) share one tail: each chunk is read once,
+prefiltered once against the union of their prefilters and each line JSON-decoded at most once
+(``engine.evaluate.Decoded``), then handed to every detection reading it. Each detection keeps its
+own seq space, so its findings' checkpoints and its saved position stay exact:
+
+- A detection subscribes with its saved position (none: the live file's start). The first one starts
+  the shared tail there. A later one reads on its own (a private tail from its position) until it
+  reaches a line the shared tail has not handed out yet, then takes the shared chunks from that line
+  on: from then on its seq is the shared seq plus a fixed difference (both count the same bytes).
+  So a detection added later catches up without the others reading anything twice.
+- Its checkpoint maps a seq back through the private tail before the join, through the shared tail
+  after; the shared tail forgets only what no subscriber may still resume from.
+- Leaving (a spec change, a deletion) closes one subscription; the tail stops with the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import cast
+
+from auditwatch.api.models import Source as SourceSpec
+from auditwatch.engine.evaluate import Decoded
+from auditwatch.engine.prefilter import MAX_LITERALS, Prefilter
+from auditwatch.settings import Settings
+from auditwatch.sources import Chunk
+from auditwatch.sources.file import FilePosition, FileTail
+from auditwatch.sources.webhook import WebhookServer
+
+QUEUE_CHUNKS = 8  # chunks (up to 1 MiB each) waiting per subscriber before the shared tail waits for it
+
+OpenTail = Callable[[FilePosition | None], FileTail]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Whole lines for one subscriber: ``seq`` in its own seq space; ``decoded`` shared with the others."""
+
+    data: bytes
+    seq: int
+    origin: str
+    decoded: Decoded | None
+
+
+class Readers:
+    """The shared tails of one operator, by source."""
+
+    def __init__(self, settings: Settings, webhooks: WebhookServer | None = None) -> None:
+        self.settings, self.webhooks = settings, webhooks
+        self.shared: dict[tuple[str, str, int], SharedTail] = {}
+
+    def subscribe(self, spec: SourceSpec, start: FilePosition | None, prefilter: Prefilter | None) -> Subscription:
+        key, open_tail = self._opener(spec)
+        shared = self.shared.get(key)
+        if shared is None or shared.broken:
+            shared = self.shared[key] = SharedTail(open_tail, lambda: self._drop(key, shared))
+        return shared.subscribe(start, prefilter)
+
+    def _drop(self, key: tuple[str, str, int], shared: SharedTail | None) -> None:
+        if self.shared.get(key) is shared:
+            del self.shared[key]
+
+    def _opener(self, spec: SourceSpec) -> tuple[tuple[str, str, int], OpenTail]:
+        s, webhooks = self.settings, self.webhooks
+        if spec.file is not None:
+            path, max_line = spec.file.path, spec.file.maxLineBytes
+            return ("file", path, max_line), lambda start: FileTail(path, max_line, start, s.poll_seconds,
+                                                                    s.allow_paths)  # fmt: skip
+        if spec.webhook is not None and webhooks is not None:
+            hook = spec.webhook.path
+            return ("webhook", hook, 0), lambda start: webhooks.subscribe(hook, start, s.poll_seconds)
+        raise AssertionError(f"source {spec.name} passed validation but cannot be opened")  # validate() refuses it
+
+
+class SharedTail:
+    """One tail of one source and the subscribers it hands chunks to."""
+
+    def __init__(self, open_tail: OpenTail, on_empty: Callable[[], None]) -> None:
+        self.open_tail, self.on_empty = open_tail, on_empty
+        self.tail: FileTail | None = None
+        self.members: list[Subscription] = []  # joined: take the shared chunks
+        self.subscribers: list[Subscription] = []  # all, catching up or joined
+        self.union: Prefilter | None = None
+        self.broken = False
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, start: FilePosition | None, prefilter: Prefilter | None) -> Subscription:
+        sub = Subscription(self, start, prefilter)
+        self.subscribers.append(sub)
+        if self.tail is None:  # the first: the tail starts where it resumes, at shared seq 0
+            self.tail = self.open_tail(None if start is None else dataclasses.replace(start, seq=0))
+            self.join(sub, 0, start.seq if start else 0)
+            self._task = asyncio.create_task(self._run())
+        return sub
+
+    def join(self, sub: Subscription, shared_seq: int, delta: int) -> None:
+        sub.joined_at, sub.delta, sub.resume = shared_seq, delta, shared_seq
+        sub.long_lines_base = self.tail.long_lines if self.tail else 0
+        self.members.append(sub)
+        self._union()
+
+    def leave(self, sub: Subscription) -> None:
+        for group in (self.members, self.subscribers):
+            if sub in group:
+                group.remove(sub)
+        self._union()
+        if not self.subscribers:
+            if self._task is not None:
+                self._task.cancel()
+            self.on_empty()
+
+    def forget(self) -> None:
+        """Let the tail drop what no member may resume from."""
+        if self.tail is not None and self.members:
+            self.tail.forget(min(m.resume for m in self.members))
+
+    def _union(self) -> None:
+        """A prefilter admitting what any member's admits (None when one admits everything)."""
+        filters = [m.prefilter for m in self.members]
+        literals = sorted({lit for f in filters if f is not None for lit in f.literals}, key=len, reverse=True)
+        fits = filters and None not in filters and len(literals) <= MAX_LITERALS
+        self.union = Prefilter(tuple(literals)) if fits else None
+        if len(filters) == 1:
+            self.union = filters[0]
+
+    async def _run(self) -> None:
+        assert self.tail is not None
+        try:
+            async for chunk in self.tail.chunks():
+                decoded = Decoded(chunk.data, self.union)
+                for sub in list(self.members):
+                    await sub.queue.put((chunk.data, chunk.seq, chunk.origin, decoded))
+        except Exception as exc:  # every subscriber's reader raises it, and restarts from its checkpoint
+            self.broken = True
+            for sub in self.subscribers:
+                sub.failure = exc
+                sub.drain()
+                sub.queue.put_nowait(None)
+
+
+class Subscription:
+    """One detection's reading of a shared source (the ``Source`` protocol, in its own seq space)."""
+
+    def __init__(self, shared: SharedTail, start: FilePosition | None, prefilter: Prefilter | None) -> None:
+        self.shared, self.start, self.prefilter = shared, start, prefilter
+        self.queue: asyncio.Queue[tuple[bytes, int, str, Decoded] | None] = asyncio.Queue(QUEUE_CHUNKS)
+        self.private: FileTail | None = None  # the tail that catches up, until the join
+        self.joined_at: int | None = None  # shared seq of the first byte taken from the shared tail
+        self.delta = 0  # own seq - shared seq, from the join on
+        self.resume = 0  # shared seq this subscriber may still resume from
+        self.long_lines_base = 0
+        self.failure: Exception | None = None
+
+    @property
+    def _active(self) -> FileTail | None:
+        return self.shared.tail if self.joined_at is not None else self.private
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._active and self._active.ready)
+
+    @property
+    def error(self) -> str:
+        return self._active.error if self._active else ""
+
+    @property
+    def lag_bytes(self) -> int:
+        return self._active.lag_bytes if self._active else 0
+
+    @property
+    def long_lines(self) -> int:
+        tail = self.shared.tail if self.joined_at is not None else None
+        shared = tail.long_lines - self.long_lines_base if tail is not None else 0
+        return (self.private.long_lines if self.private else 0) + shared
+
+    async def chunks(self) -> AsyncIterator[Delivery]:
+        try:
+            if self.joined_at is None:
+                async for delivery in self._catch_up():
+                    yield delivery
+            async for delivery in self._shared_chunks():
+                yield delivery
+        finally:
+            self.close()
+
+    async def _catch_up(self) -> AsyncIterator[Delivery]:
+        """Read privately from the saved position until a line the shared tail has not handed out."""
+        private = self.private = self.shared.open_tail(self.start)
+        private.idle_chunks = True  # a chance to join when it reaches the end of the file
+        chunks = cast(AsyncGenerator[Chunk, None], private.chunks())
+        try:
+            async for chunk in chunks:
+                if chunk.data:
+                    yield Delivery(chunk.data, chunk.seq, chunk.origin, None)
+                if self.failure is not None:
+                    raise self.failure
+                tail = self.shared.tail
+                at = private.at
+                shared_seq = None if tail is None or at is None else tail.seq_at(at)
+                if at is not None and shared_seq is not None:
+                    self.shared.join(self, shared_seq, at.seq - shared_seq)
+                    return
+        finally:
+            await chunks.aclose()
+
+    async def _shared_chunks(self) -> AsyncIterator[Delivery]:
+        assert self.joined_at is not None
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                assert self.failure is not None
+                raise self.failure
+            data, seq, origin, shared = item
+            decoded: Decoded | None = shared
+            if seq + len(data) <= self.joined_at:
+                continue  # read by this subscriber before it joined
+            if seq < self.joined_at:  # the join is a line start inside this chunk
+                data, seq, decoded = data[self.joined_at - seq :], self.joined_at, None
+            yield Delivery(data, seq + self.delta, origin, decoded)
+
+    def checkpoint(self, seq: int) -> FilePosition | None:
+        """The position to resume from at own ``seq``; what is before it is not asked for again."""
+        if self.joined_at is not None and seq >= self.joined_at + self.delta and self.shared.tail is not None:
+            self.resume = seq - self.delta
+            self.shared.forget()
+            position = self.shared.tail.position(self.resume)
+            return None if position is None else dataclasses.replace(position, seq=seq)
+        return self.private.checkpoint(seq) if self.private is not None else None
+
+    def close(self) -> None:
+        self.shared.leave(self)
+        self.drain()  # unblocks a shared tail waiting to put into this queue
+
+    def drain(self) -> None:
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while True:
+                self.queue.get_nowait()
