@@ -19,9 +19,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from auditwatch import status
-from auditwatch.api.models import AuditDetectionStatus, CounterStatus, SourceStatus
+from auditwatch.api.models import AuditDetectionStatus, CounterStatus, SourceStatus, WriteStatus
 from auditwatch.engine.evaluate import Counters
-from auditwatch.findings.writer import PostEvent
 from auditwatch.generation import Generation
 from auditwatch.kube import Kube
 from auditwatch.readers import Readers
@@ -34,14 +33,12 @@ class DetectionRuntime:
         self,
         kube: Kube,
         body: Mapping[str, Any],
-        post_event: PostEvent,
         logger: logging.Logger | logging.LoggerAdapter[Any],
         settings: Settings,
         readers: Readers,
     ) -> None:
         self.kube = kube
         self.body = body  # kopf's live view: reflects the latest spec and generation
-        self.post_event = post_event
         self.logger = logger
         self.settings = settings
         self.readers = readers
@@ -52,6 +49,7 @@ class DetectionRuntime:
         c = saved.counters
         self.counters = Counters(c.lines, c.skipped, c.events, c.malformed, c.matched)
         self.rows_base, self.long_lines_base = c.rows, c.longLines
+        self.events_base, self.folded_base = c.eventsPosted, c.eventsFolded
         self.status = status.StatusWriter(kube, self.namespace, self.name, saved, logger)
 
     @property
@@ -77,14 +75,14 @@ class DetectionRuntime:
 
     async def _refuse(self, verdict: Verdict, number: int) -> None:
         self.logger.warning("detection %s/%s: %s", self.namespace, self.name, verdict.message)
-        self.post_event(self.ref(), "Warning", verdict.reason, verdict.message)
+        await self.kube.post_event(self.ref(), "Warning", verdict.reason, verdict.message)
         await self.status.write(status.refused(verdict, number))
 
     async def _run_generation(self, verdict: Verdict, number: int, stopped: Any) -> None:
         assert verdict.spec is not None and verdict.query is not None
         s = self.settings
         gen = Generation(verdict.spec, verdict.query, self.ref(), self.positions, self.counters, self.kube,
-                         self.post_event, s, self.readers, self.logger)  # fmt: skip
+                         s, self.readers, self.logger)  # fmt: skip
         await gen.start()
         self.logger.info("detection %s/%s running generation %d on %d source(s)", self.namespace, self.name,
                          number, len(gen.sources))  # fmt: skip
@@ -94,7 +92,7 @@ class DetectionRuntime:
                 await asyncio.sleep(s.flush_seconds)
                 gen.check()
                 now = time.monotonic()
-                await gen.writer.flush(gen.aggregator, now)
+                gen.writer.flush(gen.aggregator, now)
                 if now - last_expire >= s.expire_seconds:
                     last_expire = now
                     await gen.writer.expire(gen.aggregator, gen.ttl)
@@ -103,10 +101,12 @@ class DetectionRuntime:
                     await self._report(verdict, number, gen)
         finally:
             await gen.stop()
-            await gen.writer.flush(gen.aggregator, float("inf"))  # persist what was counted before handing over
+            await gen.writer.drain(gen.aggregator)  # persist what was counted before handing over
             await self._report(verdict, number, gen)
             self.rows_base += gen.rows
             self.long_lines_base += gen.long_lines
+            self.events_base += gen.writer.events_posted
+            self.folded_base += gen.writer.events_folded
 
     async def _report(self, verdict: Verdict, number: int, gen: Generation) -> None:
         sources = []
@@ -121,10 +121,16 @@ class DetectionRuntime:
             lines=c.lines, skipped=c.skipped, events=c.events, malformed=c.malformed, matched=c.matched,
             longLines=self.long_lines_base + gen.long_lines, rows=self.rows_base + gen.rows,
             findings=len(gen.aggregator.findings), findingsDropped=gen.aggregator.dropped,
+            eventsPosted=self.events_base + gen.writer.events_posted,
+            eventsFolded=self.folded_base + gen.writer.events_folded,
         )  # fmt: skip
+        pending, waited = gen.writer.behind(gen.aggregator)
+        budget = self.kube.budget
+        writes = WriteStatus(pendingFindings=pending, oldestPendingSeconds=int(waited), waitingWrites=budget.waiting,
+                             throttled=budget.throttled)  # fmt: skip
         ready = all(source.ready for source in gen.sources.values())
         errors = "; ".join(f"{name}: {source.error}" for name, source in gen.sources.items() if source.error)
-        await self.status.write(status.running(verdict, number, sources, ready, errors, counters))
+        await self.status.write(status.running(verdict, number, sources, ready, errors, counters, writes))
 
 
 def _saved_status(saved: Any, logger: logging.Logger | logging.LoggerAdapter[Any]) -> AuditDetectionStatus:

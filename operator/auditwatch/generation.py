@@ -18,7 +18,7 @@ from auditwatch.api.models import AuditDetectionSpec, SourceStatus
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.findings.aggregate import Aggregator, parse_duration
-from auditwatch.findings.writer import PostEvent, Writer
+from auditwatch.findings.writer import Writer
 from auditwatch.kube import Kube
 from auditwatch.readers import Readers, Subscription
 from auditwatch.settings import Settings
@@ -37,7 +37,6 @@ class Generation:
         saved: dict[str, SourceStatus],
         counters: Counters,
         kube: Kube,
-        post_event: PostEvent,
         settings: Settings,
         readers: Readers,
         logger: logging.Logger | logging.LoggerAdapter[Any],
@@ -47,7 +46,7 @@ class Generation:
         self.name, self.namespace = detection["metadata"]["name"], detection["metadata"]["namespace"]
         self.aggregator = Aggregator(self.name, finding.groupBy, finding.message, finding.maxFindings,
                                      _recorded_fields(query, finding.groupBy))  # fmt: skip
-        self.writer = Writer(kube, detection, finding, post_event, logger, settings.finding_write_seconds,
+        self.writer = Writer(kube, detection, finding, logger, settings.finding_write_seconds,
                              settings.finding_event_seconds)  # fmt: skip
         self.ttl = parse_duration(finding.ttl)
         self.evaluator = Evaluator(query, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)

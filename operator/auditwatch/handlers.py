@@ -13,6 +13,7 @@ from typing import Any, cast
 import kopf
 
 from auditwatch.api.models import GROUP, VERSION
+from auditwatch.budget import WriteBudget
 from auditwatch.detection import DetectionRuntime
 from auditwatch.kube import Kube, load_config
 from auditwatch.readers import Readers
@@ -48,6 +49,8 @@ async def configure(
     elif memo.settings.webhook_listen:
         logger.error("%s", memo.settings.webhook_off)
     memo.readers = Readers(memo.settings, memo.webhooks)
+    s = memo.settings
+    memo.budget = WriteBudget(s.write_qps, s.write_burst, s.write_concurrency)
 
 
 @kopf.on.cleanup()
@@ -75,7 +78,7 @@ async def run_detection(
     stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
-    runtime = DetectionRuntime(Kube(), body, post_event, logger, memo.settings, memo.readers)
+    runtime = DetectionRuntime(Kube(memo.budget, post_event), body, logger, memo.settings, memo.readers)
     await runtime.run(stopped)
 
 

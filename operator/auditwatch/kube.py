@@ -1,7 +1,8 @@
 """The few Kubernetes API calls the operator makes, async over the ``kubernetes`` client.
 
 The client is blocking, so every call runs in a worker thread (``asyncio.to_thread``); kopf's own
-watching is unaffected.
+watching is unaffected. Every write, Events included, waits for the operator's write budget
+(budget.py); reads do not.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from auditwatch.api.models import GROUP, VERSION
+from auditwatch.budget import Priority, WriteBudget
 
-__all__ = ["ApiException", "Kube", "load_config"]
+__all__ = ["ApiException", "Kube", "PostEvent", "load_config"]
+
+# (object reference, event type, reason, message) -> posted; kopf.event in the operator, a list in tests.
+PostEvent = Callable[[dict[str, Any], str, str, str], None]
 
 
 def load_config() -> None:
@@ -32,24 +37,34 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 class Kube:
-    def __init__(self) -> None:
+    def __init__(self, budget: WriteBudget, post: PostEvent) -> None:
         self.custom = client.CustomObjectsApi()
+        self.budget, self._post = budget, post
+
+    async def post_event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        async with self.budget.slot("event", Priority.EVENT):
+            self._post(obj, kind, reason, message)
 
     async def create_finding(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await _call(
-            self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", body
-        )
+        async with self.budget.slot("finding_create", Priority.NEW):
+            return await _call(
+                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", body
+            )
 
     async def get_finding(self, namespace: str, name: str) -> dict[str, Any]:
         return await _call(
             self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", name
         )
 
-    async def patch_finding_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return await _call(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, "detectionfindings", name, {"status": status},
-        )  # fmt: skip
+    async def patch_finding_status(
+        self, namespace: str, name: str, status: dict[str, Any], priority: Priority = Priority.UPDATE,
+        since: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        async with self.budget.slot("finding_status", priority, since):
+            return await _call(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP, VERSION, namespace, "detectionfindings", name, {"status": status},
+            )  # fmt: skip
 
     async def list_findings(self, namespace: str, detection: str) -> list[dict[str, Any]]:
         result = await _call(
@@ -60,20 +75,19 @@ class Kube:
 
     async def delete_finding(self, namespace: str, name: str) -> None:
         try:
-            await _call(
-                self.custom.delete_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                "detectionfindings",
-                name,
-            )
+            async with self.budget.slot("finding_delete", Priority.UPDATE):
+                await _call(
+                    self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", name
+                )
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
-    async def patch_detection_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await _call(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, "auditdetections", name, {"status": status},
-        )  # fmt: skip
+    async def patch_detection_status(
+        self, namespace: str, name: str, status: dict[str, Any], since: float | None = None
+    ) -> None:
+        async with self.budget.slot("detection_status", Priority.UPDATE, since):
+            await _call(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP, VERSION, namespace, "auditdetections", name, {"status": status},
+            )  # fmt: skip

@@ -51,6 +51,10 @@ class Settings(BaseModel):
     expire_seconds: Seconds = 60.0  # findings past their TTL are looked for this often
     finding_write_seconds: Seconds = 1.0  # at most one write per finding per this long
     finding_event_seconds: Seconds = 60.0  # at most one FindingUpdated Event per finding per this long
+    # Every API write waits for one budget (budget.py): kube-controller-manager's client limits.
+    write_qps: Annotated[float, Field(gt=0)] = 20.0
+    write_burst: Annotated[int, Field(ge=1)] = 30
+    write_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
 
     @field_validator("webhook_listen")
     @classmethod

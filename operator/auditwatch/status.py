@@ -17,6 +17,7 @@ from auditwatch.api.models import (
     CounterStatus,
     SourceStatus,
     StatusReason,
+    WriteStatus,
 )
 from auditwatch.kube import ApiException, Kube
 from auditwatch.validate import Verdict
@@ -51,6 +52,7 @@ def running(
     sources_ready: bool,
     source_errors: str,
     counters: CounterStatus,
+    writes: WriteStatus,
 ) -> AuditDetectionStatus:
     """The status of a running detection: its sources' positions and errors, and its counters."""
     warnings = verdict.warnings
@@ -67,6 +69,7 @@ def running(
         ],
         sources=sources,
         counters=counters,
+        writes=writes,
     )  # fmt: skip
 
 

@@ -42,9 +42,17 @@ class Emulator(KubernetesEmulator):
     refuse: set[tuple[Any, str | None]] = set()
     # Every status and finding the operator wrote, each checked against its model: (what, body).
     written: list[tuple[str, Any]] = []
+    # The next this many writes of findings are answered 429 with Retry-After, as API Priority and Fairness does.
+    throttle = 0
 
     async def _handle(self, request: Any) -> Any:
         self._check_against_the_models(request)
+        if self.throttle and request.resource == FINDINGS and request.action in (action.CREATE, action.UPDATE):
+            import aiohttp.web
+
+            self.throttle -= 1
+            return aiohttp.web.json_response({"kind": "Status", "code": 429, "reason": "TooManyRequests"},
+                                             status=429, headers={"Retry-After": "1"})  # fmt: skip
         if request.action == action.UPDATE and (request.resource, request.subresource) in self.refuse:
             import aiohttp.web
 
@@ -195,6 +203,7 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     emulator = Emulator()
     emulator.refuse = set()
     emulator.written = []
+    emulator.throttle = 0
     for resource, kind in ((DETECTIONS, "AuditDetection"), (FINDINGS, "DetectionFinding")):
         verbs = {"list", "watch", "get", "create", "patch", "delete"}
         emulator.resources[resource] = ResourceInfo(

@@ -44,8 +44,9 @@ async def test_create_gives_findings_and_events(harness):
 
     await eventually(lambda: reasons() == ["FindingCreated"] * 2 + ["SuspiciousActivity"] * 2, what="4 Events")
     await eventually(lambda: condition(h, "seed").get("status") == "True", what="Ready=True")
-    status = h.get(DETECTIONS, "seed")["status"]
-    assert status["counters"]["matched"] == 3 and status["sources"][0]["offset"] == os.path.getsize(h.log)
+    size = os.path.getsize(h.log)  # the checkpoint follows the findings' writes
+    status = await eventually(lambda: (s := h.get(DETECTIONS, "seed")["status"])["sources"][0]["offset"] == size and s)
+    assert status["counters"]["matched"] == 3
     assert {kind for kind, _ in h.k.written} == {"finding", "status"}  # each checked against its model
 
 
@@ -218,3 +219,22 @@ async def test_detections_sharing_a_file_keep_exact_independent_counts(harness):
     assert counts_of(h, "a") == counts_of(h, "late") == after
     assert counts_of(h, "b") == {**expected, "10.0.0.9": 1}
     assert counts_of(h, "gone") == {}
+
+
+async def test_writes_under_a_small_budget_and_429s_lose_nothing(harness):
+    """60 findings through a budget of 5 writes/s, the first 10 finding writes refused with 429: every
+    count exact in the end, the throttling shown in the status, Events folded."""
+    h = harness
+    await h.stop_operator()
+    h.settings = h.settings.model_copy(update={"write_qps": 5.0, "write_burst": 2})
+    h.k.throttle = 10
+    await h.start_operator()
+    h.write(*[line(event(ips=[f"10.0.1.{i % 60}"])) for i in range(180)])
+    await h.apply(detection_body("budget", h.log, SEARCH))
+    expected = {f"10.0.1.{i}": 3 for i in range(60)}
+    await eventually(lambda: counts(h) == expected, timeout=60, what="every count written")
+    assert h.k.throttle == 0
+    await eventually(lambda: h.get(DETECTIONS, "budget")["status"]["writes"]["throttled"] >= 10, what="the 429s")
+    reasons = [e["reason"] for e in h.objects(EVENTS)]
+    assert reasons.count("FindingCreated") <= 5 + 1  # the first few per interval, not one per finding
+    await eventually(lambda: h.get(DETECTIONS, "budget")["status"]["counters"]["eventsFolded"] >= 54, what="folded")

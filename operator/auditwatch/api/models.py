@@ -197,6 +197,17 @@ class CounterStatus(Model):
     rows: int = 0
     findings: int = 0
     findingsDropped: int = 0
+    eventsPosted: int = 0
+    eventsFolded: Annotated[int, Field(description="Findings created or updated without an Event of their own.")] = 0
+
+
+class WriteStatus(Model):
+    """How far behind the API writes are: counts wait for the operator's write budget, never lost."""
+
+    pendingFindings: Annotated[int, Field(ge=0, description="Findings with counts not yet written.")] = 0
+    oldestPendingSeconds: Annotated[int, Field(ge=0, description="How long the oldest of them has waited.")] = 0
+    waitingWrites: Annotated[int, Field(ge=0, description="Operator-wide: writes waiting for the budget.")] = 0
+    throttled: Annotated[int, Field(ge=0, description="Operator-wide: 429 and 5xx answers to writes.")] = 0
 
 
 class AuditDetectionStatus(Model):
@@ -209,6 +220,7 @@ class AuditDetectionStatus(Model):
     ] = Field(default_factory=list)
     sources: Annotated[list[SourceStatus], Field(max_length=8)] = Field(default_factory=list)
     counters: CounterStatus = Field(default_factory=CounterStatus)
+    writes: WriteStatus = Field(default_factory=WriteStatus)
 
 
 class ObjectMeta(BaseModel):

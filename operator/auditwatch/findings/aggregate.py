@@ -62,6 +62,7 @@ class FindingState:
     sending: dict[str, int] = field(default_factory=dict)
     sending_counted: dict[str, int] = field(default_factory=dict)
     uid: str = ""  # set once the object exists in the cluster
+    since: float = 0.0  # monotonic time of the first count not yet written (the write's place in the budget)
     written_at: float = 0.0
     announced_at: float = 0.0
 
@@ -153,6 +154,8 @@ class Aggregator:
                     seen_values.append(text)
         latest = {k: _text(v) for k, v in list(row.items())[:MAX_FIELDS]}
         finding.latest = [latest, *finding.latest][:MAX_LATEST]
+        if not finding.pending:
+            finding.since = time.monotonic()
         finding.pending.setdefault(source, line_start)
         finding.counted[source] = line_end
         return outcome

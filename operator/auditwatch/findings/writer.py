@@ -1,16 +1,22 @@
-"""Writing findings to the cluster: create-or-patch, coalesced, with rate-limited Events.
+"""Writing findings to the cluster: create-or-patch, coalesced, concurrent, with Events that do not flood.
 
 At most one write per finding per ``min_interval`` seconds whatever the event rate; a finding's count
 and checkpoints go in one status PATCH (see aggregate.py for why that makes counts exactly-once).
-Events: a Warning on the detection and on the finding when a finding is created, then at most one
-``FindingUpdated`` per finding per ``event_interval``, and one ``FindingsCapReached``.
+Writes of different findings run concurrently, each waiting for the operator's write budget
+(budget.py): a finding being created goes first, then counts by how long they have waited. A
+failed write leaves the finding dirty, so the next flush writes it again with everything since.
+
+Events: a Warning on the detection and on the finding when a finding is created, at most one
+``FindingUpdated`` per finding per ``event_interval``, and one ``FindingsCapReached``. At most
+``EVENTS_PER_WINDOW`` findings get their own Events per detection and ``event_interval``; the
+others are folded into one ``FindingsSummary`` Event at the end of the interval, counted in the status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from auditwatch.api.models import (
@@ -21,11 +27,11 @@ from auditwatch.api.models import (
     FindingPolicy,
     ObjectMeta,
 )
+from auditwatch.budget import Priority
 from auditwatch.findings.aggregate import Aggregator, FindingState
 from auditwatch.kube import ApiException, Kube
 
-# (object reference, event type, reason, message) -> posted; kopf.event in the operator, a list in tests.
-PostEvent = Callable[[dict[str, Any], str, str, str], None]
+EVENTS_PER_WINDOW = 5
 
 
 class Writer:
@@ -34,7 +40,6 @@ class Writer:
         kube: Kube,
         detection: dict[str, Any],
         policy: FindingPolicy,
-        post_event: PostEvent,
         logger: logging.Logger | logging.LoggerAdapter[Any],
         min_interval: float = 1.0,
         event_interval: float = 60.0,
@@ -43,35 +48,60 @@ class Writer:
         self.detection = detection  # apiVersion, kind, metadata {name, namespace, uid}
         self.namespace = detection["metadata"]["namespace"]
         self.policy = policy
-        self.post_event = post_event
         self.logger = logger
         self.min_interval = min_interval
         self.event_interval = event_interval
         self.cap_announced = False
+        self.events_posted = 0
+        self.events_folded = 0  # findings created or updated without an Event of their own
+        self._writing: dict[str, asyncio.Task[None]] = {}
+        self._posting: set[asyncio.Task[None]] = set()
+        self._window = (0.0, 0)  # start of the current event interval, findings announced in it
+        self._folded = {"created": 0, "updated": 0}
 
-    async def flush(self, aggregator: Aggregator, now: float | None = None) -> bool:
-        """Write the findings that are due; True when every dirty finding is written."""
+    def flush(self, aggregator: Aggregator, now: float | None = None) -> None:
+        """Start writing the findings that are due; ``settle`` waits for the writes."""
         now = time.monotonic() if now is None else now
-        complete = True
-        for finding in list(aggregator.findings.values()):
-            if not finding.dirty:
-                continue
-            if now - finding.written_at < self.min_interval:
-                complete = False
-                continue
-            try:
-                await self._write(finding, now)
-            except ApiException as exc:
-                complete = False
-                self.logger.warning("writing finding %s failed: %s %s", finding.name, exc.status, exc.reason)
+        for finding in aggregator.findings.values():
+            due = finding.dirty and now - finding.written_at >= self.min_interval
+            if due and finding.name not in self._writing:
+                self._writing[finding.name] = asyncio.create_task(self._write(finding, now))
         if aggregator.dropped and not self.cap_announced:
             self.cap_announced = True
-            self.post_event(self.detection, "Warning", "FindingsCapReached",
-                            f"more than {aggregator.max_findings} findings: new ones are counted in "
-                            f"status.counters.findingsDropped, not created")  # fmt: skip
-        return complete
+            self._post(self.detection, "Warning", "FindingsCapReached",
+                       f"more than {aggregator.max_findings} findings: new ones are counted in "
+                       f"status.counters.findingsDropped, not created")  # fmt: skip
+        if now - self._window[0] >= self.event_interval:
+            self._summarize(now)
+
+    async def settle(self, aggregator: Aggregator) -> bool:
+        """Wait for the writes under way; True when every finding is written."""
+        await asyncio.gather(*self._writing.values(), *self._posting, return_exceptions=True)
+        return not any(f.dirty for f in aggregator.findings.values())
+
+    async def drain(self, aggregator: Aggregator) -> None:
+        """Write everything counted (before a generation hands over), until a write fails."""
+        await self.settle(aggregator)
+        self.flush(aggregator, float("inf"))
+        await self.settle(aggregator)
+        self._summarize(float("inf"))
+        await self.settle(aggregator)
+
+    @staticmethod
+    def behind(aggregator: Aggregator) -> tuple[int, float]:
+        """(findings with counts not yet written, seconds the oldest of those counts has waited)."""
+        since = [f.since for f in aggregator.findings.values() if f.dirty or f.sending]
+        return len(since), time.monotonic() - min(since) if since else 0.0
 
     async def _write(self, finding: FindingState, now: float) -> None:
+        try:
+            await self._create_and_patch(finding, now)
+        except ApiException as exc:
+            self.logger.warning("writing finding %s failed: %s %s", finding.name, exc.status, exc.reason)
+        finally:
+            self._writing.pop(finding.name, None)
+
+    async def _create_and_patch(self, finding: FindingState, now: float) -> None:
         created = False
         if not finding.uid:
             try:
@@ -84,20 +114,55 @@ class Writer:
             finding.uid = obj["metadata"]["uid"]
         try:
             status = finding.snapshot().model_dump(mode="json")
-            await self.kube.patch_finding_status(self.namespace, finding.name, status)
+            priority = Priority.NEW if created else Priority.UPDATE  # a new finding's count shows with it
+            await self.kube.patch_finding_status(self.namespace, finding.name, status, priority, finding.since)
         except BaseException:
             finding.unwritten()
             raise
         finding.written(now)
-        ref = self._ref(finding)
         if created:
-            text = f"{finding.message} ({finding.count} so far; finding {finding.name})"
-            self.post_event(self.detection, "Warning", "FindingCreated", text)
-            self.post_event(ref, "Warning", "SuspiciousActivity", finding.message)
             finding.announced_at = now
+            self._announce(finding, "created", now)
         elif now - finding.announced_at >= self.event_interval:
-            self.post_event(ref, "Warning", "FindingUpdated", f"{finding.message} ({finding.count} in all)")
             finding.announced_at = now
+            self._announce(finding, "updated", now)
+
+    def _announce(self, finding: FindingState, what: str, now: float) -> None:
+        """The finding's own Events, or a count for the interval's summary once enough were posted."""
+        start, announced = self._window
+        if now - start >= self.event_interval:
+            self._summarize(now)
+            start, announced = self._window
+        if announced >= EVENTS_PER_WINDOW:
+            self._folded[what] += 1
+            self.events_folded += 1
+            return
+        self._window = (start, announced + 1)
+        if what == "created":
+            text = f"{finding.message} ({finding.count} so far; finding {finding.name})"
+            self._post(self.detection, "Warning", "FindingCreated", text)
+            self._post(self._ref(finding), "Warning", "SuspiciousActivity", finding.message)
+        else:
+            self._post(self._ref(finding), "Warning", "FindingUpdated", f"{finding.message} ({finding.count} in all)")
+
+    def _summarize(self, now: float) -> None:
+        """Close the event interval: one Event for the findings folded in it."""
+        created, updated = self._folded["created"], self._folded["updated"]
+        if created or updated:
+            name = self.detection["metadata"]["name"]
+            self._post(self.detection, "Warning", "FindingsSummary",
+                       f"{created} more finding(s) created and {updated} updated in the last "
+                       f"{self.event_interval:.0f} s without Events of their own: "
+                       f"kubectl get findings -l {GROUP}/detection={name}")  # fmt: skip
+        self._folded = {"created": 0, "updated": 0}
+        self._window = (now, 0)
+
+    def _post(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post an Event when the budget allows, without holding up the caller."""
+        self.events_posted += 1
+        task = asyncio.create_task(self.kube.post_event(obj, kind, reason, message))
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
 
     def _body(self, finding: FindingState) -> dict[str, Any]:
         meta = self.detection["metadata"]
@@ -128,7 +193,5 @@ class Writer:
         gone = aggregator.expire(ttl_seconds)
         for finding in gone:
             await self.kube.delete_finding(self.namespace, finding.name)
-            self.post_event(
-                self.detection, "Normal", "FindingExpired", f"{finding.name} not seen for {ttl_seconds:.0f} s"
-            )
+            self._post(self.detection, "Normal", "FindingExpired", f"{finding.name} not seen for {ttl_seconds:.0f} s")
         return len(gone)

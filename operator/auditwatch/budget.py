@@ -1,0 +1,120 @@
+"""One budget for every API write the operator makes: a token bucket with priorities.
+
+Writes ask for a token with a priority (``NEW``: a finding being created, so a new attacker shows at
+once; ``UPDATE``: a count, a detection status, a deletion; ``EVENT``) and the time they have been
+waiting since (a finding's first unwritten count). Tokens go to the lowest priority number first,
+then to the write that has waited longest. At most ``concurrency`` writes are under way at once.
+A 429 (API Priority and Fairness, with Retry-After) or a 5xx pauses every write: for the time the
+server asked, else for a backoff that doubles up to ``MAX_PAUSE``. Callers keep what they failed to
+write and try again later, so a slower budget only makes counts appear later, never lost.
+
+The default, 20 writes/s with bursts of 30, is what kube-controller-manager's clients are allowed
+(``--kube-api-qps=20 --kube-api-burst=30``): a rate cluster admins already accept from a controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from enum import IntEnum
+
+MAX_PAUSE = 30.0
+
+
+class Priority(IntEnum):
+    NEW = 0
+    UPDATE = 1
+    EVENT = 2
+
+
+class WriteBudget:
+    def __init__(self, qps: float = 20.0, burst: int = 30, concurrency: int = 4) -> None:
+        self.qps, self.burst = qps, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+        self.paused_until = 0.0
+        self.backoff = 0.0
+        self.writes: Counter[tuple[str, str]] = Counter()  # (kind, result) -> writes; result "ok" or a status
+        self.throttled = 0  # 429 and 5xx answers
+        self._queue: list[tuple[int, float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._concurrency = concurrency
+
+    @property
+    def waiting(self) -> int:
+        """Writes waiting for a token."""
+        return sum(not f.done() for *_, f in self._queue)
+
+    @asynccontextmanager
+    async def slot(self, kind: str, priority: Priority, since: float | None = None) -> AsyncIterator[None]:
+        """Wait for a token and a free slot, then write; record the outcome (``failed(status)``)."""
+        await self._token(priority, time.monotonic() if since is None else since)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._concurrency)
+        async with self._slots:
+            try:
+                yield
+            except Exception as exc:
+                status = getattr(exc, "status", None)
+                self.writes[(kind, str(status or type(exc).__name__))] += 1
+                self._answered(status, getattr(exc, "headers", None))
+                raise
+            self.writes[(kind, "ok")] += 1
+            self.backoff = 0.0
+
+    def _answered(self, status: int | None, headers: object) -> None:
+        """A failed write: pause everyone on 429 (as long as Retry-After says) and on a 5xx (backing off)."""
+        if status is None or (status != 429 and status < 500):
+            return
+        self.throttled += 1
+        retry = _retry_after(headers)
+        if retry is None:
+            self.backoff = min(max(self.backoff * 2, 1.0), MAX_PAUSE)
+            retry = self.backoff
+        self.paused_until = max(self.paused_until, time.monotonic() + min(retry, MAX_PAUSE))
+
+    async def _token(self, priority: Priority, since: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (int(priority), since, next(self._order), future))
+        self._hand_out()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.tokens += 1  # handed a token, then cancelled: give it back
+            raise
+
+    def _hand_out(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.qps)
+        self.stamp = now
+        queue = self._queue
+        while queue and queue[0][3].done():  # cancelled while waiting
+            heapq.heappop(queue)
+        while queue and self.tokens >= 1 and now >= self.paused_until:
+            future = heapq.heappop(queue)[3]
+            if not future.done():
+                self.tokens -= 1
+                future.set_result(None)
+        if queue and self._timer is None:
+            delay = max(self.paused_until - now, (1 - self.tokens) / self.qps, 0.001)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._hand_out()
+
+
+def _retry_after(headers: object) -> float | None:
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
