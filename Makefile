@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint binaries bench crds clean
+.PHONY: demo test lint binaries bench bench-operator crds clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint binaries
 
 bench: $(STAMP)
 	$(BIN)/python bench/seed_vs_jq.py
+
+# Not bench/operator.py: a script's directory comes first on sys.path, and that name hides the stdlib's operator.
+bench-operator: binaries
+	$(BIN)/python bench/operator_bench.py --flood
 
 crds: $(STAMP)
 	$(BIN)/auditwatch crds
