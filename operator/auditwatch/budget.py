@@ -2,8 +2,10 @@
 
 Writes ask for a token with a priority (``NEW``: a finding being created, so a new attacker shows at
 once; ``UPDATE``: a count, a detection status, a deletion; ``EVENT``) and the time they have been
-waiting since (a finding's first unwritten count). Tokens go to the lowest priority number first,
-then to the write that has waited longest. At most ``concurrency`` writes are under way at once.
+waiting since (a finding's first unwritten count). New findings go first; then the write that has
+waited longest, an Event counting as having waited ``EVENT_DELAY`` seconds less than it has (so
+Events yield to counts, but are not starved by a steady backlog of them). At most ``concurrency``
+writes are under way at once.
 A 429 (API Priority and Fairness, with Retry-After) or a 5xx pauses every write: for the time the
 server asked, else for a backoff that doubles up to ``MAX_PAUSE``. Callers keep what they failed to
 write and try again later, so a slower budget only makes counts appear later, never lost.
@@ -24,6 +26,7 @@ from contextlib import asynccontextmanager
 from enum import IntEnum
 
 MAX_PAUSE = 30.0
+EVENT_DELAY = 10.0
 
 
 class Priority(IntEnum):
@@ -41,7 +44,7 @@ class WriteBudget:
         self.backoff = 0.0
         self.writes: Counter[tuple[str, str]] = Counter()  # (kind, result) -> writes; result "ok" or a status
         self.throttled = 0  # 429 and 5xx answers
-        self._queue: list[tuple[int, float, int, asyncio.Future[None]]] = []
+        self._queue: list[tuple[bool, float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -82,7 +85,8 @@ class WriteBudget:
 
     async def _token(self, priority: Priority, since: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (int(priority), since, next(self._order), future))
+        rank = (priority != Priority.NEW, since + (EVENT_DELAY if priority == Priority.EVENT else 0.0))
+        heapq.heappush(self._queue, (*rank, next(self._order), future))
         self._hand_out()
         try:
             await future

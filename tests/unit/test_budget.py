@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from auditwatch.budget import Priority, WriteBudget
+from auditwatch.budget import EVENT_DELAY, Priority, WriteBudget
 from auditwatch.kube import ApiException
 
 pytestmark = pytest.mark.asyncio
@@ -27,6 +27,22 @@ async def test_new_findings_go_first_then_the_longest_waiting_update():
     await asyncio.gather(first, *tasks)
     assert order == ["first", "new", "old", "young", "event"]
     assert budget.writes[("w", "ok")] == 5
+
+
+async def test_an_event_waits_behind_younger_counts_only_for_a_while():
+    budget = WriteBudget(qps=50, burst=1)
+    order: list[str] = []
+
+    async def write(name, priority, since):
+        async with budget.slot("w", priority, since):
+            order.append(name)
+
+    first = asyncio.create_task(write("first", Priority.UPDATE, 0.0))
+    await asyncio.sleep(0)
+    queued = [("update", Priority.UPDATE, 100.0), ("event long waiting", Priority.EVENT, 100.0 - EVENT_DELAY - 1),
+              ("event", Priority.EVENT, 99.0)]  # fmt: skip
+    await asyncio.gather(first, *(asyncio.create_task(write(*q)) for q in queued))
+    assert order == ["first", "event long waiting", "update", "event"]
 
 
 async def test_the_rate_is_kept_after_the_burst():

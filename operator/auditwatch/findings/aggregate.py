@@ -113,6 +113,7 @@ class Aggregator:
         self.message = message
         self.max_findings = max_findings
         self.findings: dict[str, FindingState] = {}
+        self._names: dict[tuple[str, ...], str] = {}  # key values -> finding name (a hash: worth keeping)
         self.dropped = 0  # rows that would have made a finding beyond the cap
 
     def load(self, name: str, spec: dict[str, Any], status: dict[str, Any], uid: str) -> None:
@@ -127,7 +128,12 @@ class Aggregator:
     def add(self, row: dict[str, Any], source: str, line_start: int, line_end: int, seen: str, events: int = 1) -> str:
         """Count ``events`` for one row; returns 'new', 'updated', 'skipped' (already counted) or 'dropped'."""
         key = {f: _text(row.get(f, "")) for f in self.group_by}
-        name = finding_name(self.detection, key)
+        values = tuple(key.values())
+        name = self._names.get(values)
+        if name is None:
+            if len(self._names) >= 4 * self.max_findings:  # bounded: a flood of keys past the cap
+                self._names.clear()
+            name = self._names[values] = finding_name(self.detection, key)
         finding = self.findings.get(name)
         if finding is None:
             if len(self.findings) >= self.max_findings:
