@@ -47,8 +47,7 @@ class WriteBudget:
         self._queue: list[tuple[bool, float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._concurrency = concurrency
+        self.concurrency, self.under_way = concurrency, 0
 
     @property
     def waiting(self) -> int:
@@ -57,20 +56,24 @@ class WriteBudget:
 
     @asynccontextmanager
     async def slot(self, kind: str, priority: Priority, since: float | None = None) -> AsyncIterator[None]:
-        """Wait for a token and a free slot, then write; record the outcome (``failed(status)``)."""
+        """Wait for a token and a free slot, then write; the outcome is counted in ``writes``.
+
+        One queue hands out both, so a token is spent when its write is sent: writes held up by a slow
+        API server do not pile up tokens and then go out together."""
         await self._token(priority, time.monotonic() if since is None else since)
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._concurrency)
-        async with self._slots:
-            try:
-                yield
-            except Exception as exc:
-                status = getattr(exc, "status", None)
-                self.writes[(kind, str(status or type(exc).__name__))] += 1
-                self._answered(status, getattr(exc, "headers", None))
-                raise
+        try:
+            yield
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            self.writes[(kind, str(status or type(exc).__name__))] += 1
+            self._answered(status, getattr(exc, "headers", None))
+            raise
+        else:
             self.writes[(kind, "ok")] += 1
             self.backoff = 0.0
+        finally:
+            self.under_way -= 1
+            self._hand_out()
 
     def _answered(self, status: int | None, headers: object) -> None:
         """A failed write: pause everyone on 429 (as long as Retry-After says) and on a 5xx (backing off)."""
@@ -91,8 +94,9 @@ class WriteBudget:
         try:
             await future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.tokens += 1  # handed a token, then cancelled: give it back
+            if future.done() and not future.cancelled():  # handed a token and a slot, then cancelled
+                self.tokens, self.under_way = self.tokens + 1, self.under_way - 1
+                self._hand_out()
             raise
 
     def _hand_out(self) -> None:
@@ -102,12 +106,12 @@ class WriteBudget:
         queue = self._queue
         while queue and queue[0][3].done():  # cancelled while waiting
             heapq.heappop(queue)
-        while queue and self.tokens >= 1 and now >= self.paused_until:
+        while queue and self.tokens >= 1 and now >= self.paused_until and self.under_way < self.concurrency:
             future = heapq.heappop(queue)[3]
             if not future.done():
-                self.tokens -= 1
+                self.tokens, self.under_way = self.tokens - 1, self.under_way + 1
                 future.set_result(None)
-        if queue and self._timer is None:
+        if queue and self._timer is None and self.under_way < self.concurrency:  # else a write's end hands out
             delay = max(self.paused_until - now, (1 - self.tokens) / self.qps, 0.001)
             self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
 

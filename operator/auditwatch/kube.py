@@ -57,10 +57,9 @@ class Kube:
         )
 
     async def patch_finding_status(
-        self, namespace: str, name: str, status: dict[str, Any], priority: Priority = Priority.UPDATE,
-        since: float | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
-        async with self.budget.slot("finding_status", priority, since):
+        self, namespace: str, name: str, status: dict[str, Any], since: float | None = None
+    ) -> dict[str, Any]:
+        async with self.budget.slot("finding_status", Priority.UPDATE, since):
             return await _call(
                 self.custom.patch_namespaced_custom_object_status,
                 GROUP, VERSION, namespace, "detectionfindings", name, {"status": status},

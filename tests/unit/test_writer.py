@@ -42,7 +42,7 @@ class FakeKube:
         self.calls.append(("get", name))
         return self.objects[name]
 
-    async def patch_finding_status(self, namespace, name, status, priority=None, since=None):
+    async def patch_finding_status(self, namespace, name, status, since=None):
         self.calls.append(("patch", name))
         if self.fail_patch:
             raise ApiException(status=500, reason="InternalError")
@@ -152,7 +152,7 @@ async def test_rows_counted_while_the_patch_waits_are_written_next_and_hold_the_
     gate = asyncio.Event()
     real_patch = kube.patch_finding_status
 
-    async def slow_patch(namespace, name, status, priority=None, since=None):
+    async def slow_patch(namespace, name, status, since=None):
         await gate.wait()
         return await real_patch(namespace, name, status)
 

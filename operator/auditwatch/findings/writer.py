@@ -27,7 +27,6 @@ from auditwatch.api.models import (
     FindingPolicy,
     ObjectMeta,
 )
-from auditwatch.budget import Priority
 from auditwatch.findings.aggregate import Aggregator, FindingState
 from auditwatch.kube import ApiException, Kube
 
@@ -114,8 +113,9 @@ class Writer:
             finding.uid = obj["metadata"]["uid"]
         try:
             status = finding.snapshot().model_dump(mode="json")
-            priority = Priority.NEW if created else Priority.UPDATE  # a new finding's count shows with it
-            await self.kube.patch_finding_status(self.namespace, finding.name, status, priority, finding.since)
+            # Not NEW even after a create: the finding shows once created, and its count has waited since
+            # its first row, which puts it ahead of most updates anyway.
+            await self.kube.patch_finding_status(self.namespace, finding.name, status, finding.since)
         except BaseException:
             finding.unwritten()
             raise
