@@ -11,8 +11,8 @@ from auditwatch.kube import ApiException
 pytestmark = pytest.mark.asyncio
 
 
-async def test_new_findings_go_first_then_the_longest_waiting_update():
-    budget = WriteBudget(qps=50, burst=1)
+async def granted(budget, queued):
+    """The order in which writes queued behind one that holds the only token are let through."""
     order: list[str] = []
 
     async def write(name, priority, since):
@@ -21,28 +21,22 @@ async def test_new_findings_go_first_then_the_longest_waiting_update():
 
     first = asyncio.create_task(write("first", Priority.UPDATE, 0.0))  # takes the one token
     await asyncio.sleep(0)
+    await asyncio.gather(first, *(asyncio.create_task(write(*q)) for q in queued))
+    return order
+
+
+async def test_new_findings_go_first_then_the_longest_waiting_update():
+    budget = WriteBudget(qps=50, burst=1)
     queued = [("event", Priority.EVENT, 1.0), ("young", Priority.UPDATE, 9.0), ("old", Priority.UPDATE, 2.0),
               ("new", Priority.NEW, 10.0)]  # fmt: skip
-    tasks = [asyncio.create_task(write(*q)) for q in queued]
-    await asyncio.gather(first, *tasks)
-    assert order == ["first", "new", "old", "young", "event"]
+    assert await granted(budget, queued) == ["first", "new", "old", "young", "event"]
     assert budget.writes[("w", "ok")] == 5
 
 
 async def test_an_event_waits_behind_younger_counts_only_for_a_while():
-    budget = WriteBudget(qps=50, burst=1)
-    order: list[str] = []
-
-    async def write(name, priority, since):
-        async with budget.slot("w", priority, since):
-            order.append(name)
-
-    first = asyncio.create_task(write("first", Priority.UPDATE, 0.0))
-    await asyncio.sleep(0)
     queued = [("update", Priority.UPDATE, 100.0), ("event long waiting", Priority.EVENT, 100.0 - EVENT_DELAY - 1),
               ("event", Priority.EVENT, 99.0)]  # fmt: skip
-    await asyncio.gather(first, *(asyncio.create_task(write(*q)) for q in queued))
-    assert order == ["first", "event long waiting", "update", "event"]
+    assert await granted(WriteBudget(qps=50, burst=1), queued) == ["first", "event long waiting", "update", "event"]
 
 
 async def test_the_rate_is_kept_after_the_burst():
