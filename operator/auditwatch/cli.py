@@ -115,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write-qps",
         type=float,
-        default=20.0,
         metavar="N",
         help="API writes per second, all detections together: finding creates and updates, detection "
         "statuses, Events (default 20, as kube-controller-manager's clients; new findings go first, "
@@ -124,13 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write-burst",
         type=int,
-        default=30,
         metavar="N",
         help="writes allowed at once above the rate after a quiet spell (default 30)",
     )
-    p.add_argument(
-        "--write-concurrency", type=int, default=4, metavar="N", help="API writes under way at once (default 4)"
-    )
+    p.add_argument("--write-concurrency", type=int, metavar="N", help="API writes under way at once (default 4)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 
@@ -364,9 +360,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import auditwatch.handlers  # noqa: F401 - registers the handlers
 
+    given = {f"write_{n}": getattr(args, f"write_{n}") for n in ("qps", "burst", "concurrency")}
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
-                             write_qps=args.write_qps, write_burst=args.write_burst,
-                             write_concurrency=args.write_concurrency)  # fmt: skip
+                             **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

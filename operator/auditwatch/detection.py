@@ -124,7 +124,7 @@ class DetectionRuntime:
             eventsPosted=self.events_base + gen.writer.events_posted,
             eventsFolded=self.folded_base + gen.writer.events_folded,
         )  # fmt: skip
-        pending, waited = gen.writer.behind(gen.aggregator)
+        pending, waited = gen.aggregator.behind()
         budget = self.kube.budget
         writes = WriteStatus(pendingFindings=pending, oldestPendingSeconds=int(waited), waitingWrites=budget.waiting,
                              throttled=budget.throttled)  # fmt: skip

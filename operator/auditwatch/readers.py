@@ -122,11 +122,11 @@ class SharedTail:
     def _union(self) -> None:
         """A prefilter admitting what any member's admits (None when one admits everything)."""
         filters = [m.prefilter for m in self.members]
+        if len(filters) == 1 or not filters or None in filters:
+            self.union = filters[0] if filters else None
+            return
         literals = sorted({lit for f in filters if f is not None for lit in f.literals}, key=len, reverse=True)
-        fits = filters and None not in filters and len(literals) <= MAX_LITERALS
-        self.union = Prefilter(tuple(literals)) if fits else None
-        if len(filters) == 1:
-            self.union = filters[0]
+        self.union = Prefilter(tuple(literals)) if len(literals) <= MAX_LITERALS else None
 
     async def _run(self) -> None:
         assert self.tail is not None
@@ -144,7 +144,7 @@ class SharedTail:
 
 
 class Subscription:
-    """One detection's reading of a shared source (the ``Source`` protocol, in its own seq space)."""
+    """One detection's reading of a shared source: chunks, positions and errors in its own seq space."""
 
     def __init__(self, shared: SharedTail, start: FilePosition | None, prefilter: Prefilter | None) -> None:
         self.shared, self.start, self.prefilter = shared, start, prefilter

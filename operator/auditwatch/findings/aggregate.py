@@ -166,6 +166,11 @@ class Aggregator:
         finding.counted[source] = line_end
         return outcome
 
+    def behind(self) -> tuple[int, float]:
+        """(findings with counts not yet written, seconds the oldest of those counts has waited)."""
+        since = [f.since for f in self.findings.values() if f.dirty or f.sending]
+        return len(since), time.monotonic() - min(since) if since else 0.0
+
     def resume_seq(self, source: str, read_seq: int) -> int:
         """Where to start reading ``source`` again so that no unwritten contribution is lost."""
         held = [d[source] for f in self.findings.values() for d in (f.pending, f.sending) if source in d]

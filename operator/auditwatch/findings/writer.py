@@ -86,12 +86,6 @@ class Writer:
         self._summarize(float("inf"))
         await self.settle(aggregator)
 
-    @staticmethod
-    def behind(aggregator: Aggregator) -> tuple[int, float]:
-        """(findings with counts not yet written, seconds the oldest of those counts has waited)."""
-        since = [f.since for f in aggregator.findings.values() if f.dirty or f.sending]
-        return len(since), time.monotonic() - min(since) if since else 0.0
-
     async def _write(self, finding: FindingState, now: float) -> None:
         try:
             await self._create_and_patch(finding, now)
@@ -128,11 +122,9 @@ class Writer:
             self._announce(finding, "updated", now)
 
     def _announce(self, finding: FindingState, what: str, now: float) -> None:
-        """The finding's own Events, or a count for the interval's summary once enough were posted."""
+        """The finding's own Events, or a count for the interval's summary once enough were posted (the
+        interval is rolled by ``flush``, before the writes it starts run)."""
         start, announced = self._window
-        if now - start >= self.event_interval:
-            self._summarize(now)
-            start, announced = self._window
         if announced >= EVENTS_PER_WINDOW:
             self._folded[what] += 1
             self.events_folded += 1

@@ -9,7 +9,6 @@ detection's status and hands back on a restart.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,19 +29,3 @@ class Position(Protocol):
     def seq(self) -> int: ...
 
     def status(self) -> dict[str, Any]: ...
-
-
-class Source(Protocol):
-    """What the detection runtime reads and reports: FileTail and WebhookFeed."""
-
-    ready: bool
-    error: str
-    long_lines: int
-    lag_bytes: int
-
-    def chunks(self) -> AsyncIterator[Chunk]: ...
-
-    def checkpoint(self, seq: int) -> Position | None:
-        """The position to resume from to read again from ``seq`` (the start of a line already yielded);
-        what lies before it is never asked for again. None while nothing has been read."""
-        ...
