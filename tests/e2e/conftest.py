@@ -7,6 +7,7 @@ identity bound by manifests/rbac.yaml, and requests are real HTTP requests to th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -143,17 +144,34 @@ class Api:
         return list(json.loads(out)["items"])
 
     def audit_events(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-        """Every audit event in the log files (current and rotated) that satisfies ``predicate``."""
-        found = []
-        for path in sorted(self.c.audit_dir.glob("audit*.log")):
-            for line in path.read_bytes().splitlines():
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                if predicate(ev):
-                    found.append(ev)
-        return found
+        """Every audit event in the log files (current and rotated) that satisfies ``predicate``.
+
+        Read again when kube-apiserver rotated its log meanwhile: a rename between listing the files
+        and reading them would hide the renamed file's events (seen once: 0 of 210 found)."""
+        while True:
+            listed = self._audit_files()
+            found = []
+            try:
+                for path in sorted(listed):
+                    for line in path.read_bytes().splitlines():
+                        try:
+                            ev = json.loads(line)
+                        except ValueError:
+                            continue
+                        if predicate(ev):
+                            found.append(ev)
+            except FileNotFoundError:  # an old rotated file removed (--audit-log-maxbackup)
+                continue
+            if self._audit_files() == listed:
+                return found
+
+    def _audit_files(self) -> dict[Path, int]:
+        """The audit log files by name, with their inodes (a rotation renames the current one)."""
+        files = {}
+        for path in self.c.audit_dir.glob("audit*.log"):
+            with contextlib.suppress(FileNotFoundError):
+                files[path] = path.stat().st_ino
+        return files
 
 
 @pytest.fixture(scope="session")
