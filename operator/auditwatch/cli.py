@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="writes allowed at once above the rate after a quiet spell (default 30)",
     )
     p.add_argument("--write-concurrency", type=int, metavar="N", help="API writes under way at once (default 4)")
+    p.add_argument(
+        "--cloudwatch-calls-per-second",
+        type=float,
+        metavar="N",
+        help="FilterLogEvents calls per CloudWatch log group, however many detections read it (default 1; "
+        "the quota is per account and region, 5/s, and shared with every other reader of the account)",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 
@@ -361,6 +368,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import auditwatch.handlers  # noqa: F401 - registers the handlers
 
     given = {f"write_{n}": getattr(args, f"write_{n}") for n in ("qps", "burst", "concurrency")}
+    given["cloudwatch_calls_per_second"] = args.cloudwatch_calls_per_second
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     logging.basicConfig(

@@ -115,7 +115,7 @@ class DetectionRuntime:
             if position is not None:
                 self.positions[name] = SourceStatus(name=name, **position.status())
             where = self.positions.get(name) or SourceStatus(name=name)
-            sources.append(where.model_copy(update={"lagBytes": source.lag_bytes, "lastError": source.error[:1024]}))
+            sources.append(where.model_copy(update={**source.details, "lastError": source.error[:1024]}))
         c = self.counters
         counters = CounterStatus(
             lines=c.lines, skipped=c.skipped, events=c.events, malformed=c.malformed, matched=c.matched,

@@ -14,16 +14,15 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from auditwatch.api.models import AuditDetectionSpec, SourceStatus
+from auditwatch.api.models import AuditDetectionSpec, SourceStatus, parse_duration
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
-from auditwatch.findings.aggregate import Aggregator, parse_duration
+from auditwatch.findings.aggregate import Aggregator
 from auditwatch.findings.writer import Writer
 from auditwatch.kube import Kube
 from auditwatch.readers import Readers, Subscription
 from auditwatch.settings import Settings
 from auditwatch.sources import Position
-from auditwatch.sources.file import FilePosition
 from auditwatch.spl import Query
 from auditwatch.spl.syntax import command_fields
 
@@ -66,8 +65,7 @@ class Generation:
             self.aggregator.load(meta["name"], item.get("spec", {}), item.get("status", {}), meta["uid"])
         prefilter = self.evaluator.prefilter
         self.sources = {
-            s.name: self._readers.subscribe(s, FilePosition.saved(self._saved.get(s.name)), prefilter)
-            for s in self._source_specs
+            s.name: self._readers.subscribe(s, self._saved.get(s.name), prefilter) for s in self._source_specs
         }
         self._tasks = [asyncio.create_task(self._read(name, src)) for name, src in self.sources.items()]
 

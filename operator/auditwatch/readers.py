@@ -20,21 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from auditwatch.api.models import Source as SourceSpec
+from auditwatch.api.models import SourceStatus
 from auditwatch.engine.evaluate import Decoded
 from auditwatch.engine.prefilter import MAX_LITERALS, Prefilter
 from auditwatch.settings import Settings
-from auditwatch.sources import Chunk
+from auditwatch.sources import Chunk, Position, Tail
+from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from auditwatch.sources.file import FilePosition, FileTail
 from auditwatch.sources.webhook import WebhookServer
 
 QUEUE_CHUNKS = 8  # chunks (up to 1 MiB each) waiting per subscriber before the shared tail waits for it
 
-OpenTail = Callable[[FilePosition | None], FileTail]
+OpenTail = Callable[[Any], Tail]  # a tail from a position of its kind (None: where a new read starts)
 
 
 @dataclass(frozen=True)
@@ -48,32 +51,45 @@ class Delivery:
 
 
 class Readers:
-    """The shared tails of one operator, by source."""
+    """The shared tails of one operator, by source, and the CloudWatch log groups they call."""
 
     def __init__(self, settings: Settings, webhooks: WebhookServer | None = None) -> None:
         self.settings, self.webhooks = settings, webhooks
-        self.shared: dict[tuple[str, str, int], SharedTail] = {}
+        self.shared: dict[tuple[str, ...], SharedTail] = {}
+        self.log_groups: dict[tuple[str, str], LogGroup] = {}  # one call budget per log group
 
-    def subscribe(self, spec: SourceSpec, start: FilePosition | None, prefilter: Prefilter | None) -> Subscription:
-        key, open_tail = self._opener(spec)
+    def subscribe(self, spec: SourceSpec, saved: SourceStatus | None, prefilter: Prefilter | None) -> Subscription:
+        """Read ``spec`` from the position ``saved`` records (none: where a new detection starts)."""
+        key, open_tail, start = self._opener(spec, saved)
         shared = self.shared.get(key)
         if shared is None or shared.broken:
             shared = self.shared[key] = SharedTail(open_tail, lambda: self._drop(key, shared))
         return shared.subscribe(start, prefilter)
 
-    def _drop(self, key: tuple[str, str, int], shared: SharedTail | None) -> None:
+    def _drop(self, key: tuple[str, ...], shared: SharedTail | None) -> None:
         if self.shared.get(key) is shared:
             del self.shared[key]
 
-    def _opener(self, spec: SourceSpec) -> tuple[tuple[str, str, int], OpenTail]:
+    def _opener(self, spec: SourceSpec, saved: SourceStatus | None) -> tuple[tuple[str, ...], OpenTail, Any]:
+        """The shared tail's key, how to open a tail of the source, and where this subscriber starts."""
         s, webhooks = self.settings, self.webhooks
         if spec.file is not None:
             path, max_line = spec.file.path, spec.file.maxLineBytes
-            return ("file", path, max_line), lambda start: FileTail(path, max_line, start, s.poll_seconds,
-                                                                    s.allow_paths)  # fmt: skip
+            opened = lambda start: FileTail(path, max_line, start, s.poll_seconds, s.allow_paths)  # noqa: E731
+            return ("file", path, str(max_line)), opened, FilePosition.saved(saved)
         if spec.webhook is not None and webhooks is not None:
             hook = spec.webhook.path
-            return ("webhook", hook, 0), lambda start: webhooks.subscribe(hook, start, s.poll_seconds)
+            return ("webhook", hook), lambda start: webhooks.subscribe(hook, start, s.poll_seconds), \
+                FilePosition.saved(saved)  # fmt: skip
+        if (cw := spec.cloudwatch) is not None:
+            group = self.log_groups.get((cw.region, cw.logGroup))
+            if group is None:
+                group = self.log_groups[cw.region, cw.logGroup] = LogGroup(cw.region, cw.logGroup,
+                                                                           s.cloudwatch_calls_per_second)  # fmt: skip
+            timing = Timing.of(cw)
+            start = CloudWatchPosition.saved(saved) or CloudWatchPosition.starting(cw, round(time.time() * 1000))
+            return ("cloudwatch", cw.region, cw.logGroup, cw.logStreamPrefix, repr(timing)), \
+                lambda at: CloudWatchTail(group, cw.logStreamPrefix, timing, at), start  # fmt: skip
         raise AssertionError(f"source {spec.name} passed validation but cannot be opened")  # validate() refuses it
 
 
@@ -82,18 +98,18 @@ class SharedTail:
 
     def __init__(self, open_tail: OpenTail, on_empty: Callable[[], None]) -> None:
         self.open_tail, self.on_empty = open_tail, on_empty
-        self.tail: FileTail | None = None
+        self.tail: Tail | None = None
         self.members: list[Subscription] = []  # joined: take the shared chunks
         self.subscribers: list[Subscription] = []  # all, catching up or joined
         self.union: Prefilter | None = None
         self.broken = False
         self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self, start: FilePosition | None, prefilter: Prefilter | None) -> Subscription:
+    def subscribe(self, start: Position | None, prefilter: Prefilter | None) -> Subscription:
         sub = Subscription(self, start, prefilter)
         self.subscribers.append(sub)
         if self.tail is None:  # the first: the tail starts where it resumes, at shared seq 0
-            self.tail = self.open_tail(None if start is None else dataclasses.replace(start, seq=0))
+            self.tail = self.open_tail(None if start is None else _with_seq(start, 0))
             self.join(sub, 0, start.seq if start else 0)
             self._task = asyncio.create_task(self._run())
         return sub
@@ -146,10 +162,10 @@ class SharedTail:
 class Subscription:
     """One detection's reading of a shared source: chunks, positions and errors in its own seq space."""
 
-    def __init__(self, shared: SharedTail, start: FilePosition | None, prefilter: Prefilter | None) -> None:
+    def __init__(self, shared: SharedTail, start: Position | None, prefilter: Prefilter | None) -> None:
         self.shared, self.start, self.prefilter = shared, start, prefilter
         self.queue: asyncio.Queue[tuple[bytes, int, str, Decoded] | None] = asyncio.Queue(QUEUE_CHUNKS)
-        self.private: FileTail | None = None  # the tail that catches up, until the join
+        self.private: Tail | None = None  # the tail that catches up, until the join
         self.joined_at: int | None = None  # shared seq of the first byte taken from the shared tail
         self.delta = 0  # own seq - shared seq, from the join on
         self.resume = 0  # shared seq this subscriber may still resume from
@@ -157,7 +173,7 @@ class Subscription:
         self.failure: Exception | None = None
 
     @property
-    def _active(self) -> FileTail | None:
+    def _active(self) -> Tail | None:
         return self.shared.tail if self.joined_at is not None else self.private
 
     @property
@@ -169,8 +185,9 @@ class Subscription:
         return self._active.error if self._active else ""
 
     @property
-    def lag_bytes(self) -> int:
-        return self._active.lag_bytes if self._active else 0
+    def details(self) -> dict[str, Any]:
+        """The source's SourceStatus fields besides its position (lag, API calls...)."""
+        return self._active.details() if self._active else {}
 
     @property
     def long_lines(self) -> int:
@@ -223,13 +240,13 @@ class Subscription:
                 data, seq, decoded = data[self.joined_at - seq :], self.joined_at, None
             yield Delivery(data, seq + self.delta, origin, decoded)
 
-    def checkpoint(self, seq: int) -> FilePosition | None:
+    def checkpoint(self, seq: int) -> Position | None:
         """The position to resume from at own ``seq``; what is before it is not asked for again."""
         if self.joined_at is not None and seq >= self.joined_at + self.delta and self.shared.tail is not None:
             self.resume = seq - self.delta
             self.shared.forget()
             position = self.shared.tail.position(self.resume)
-            return None if position is None else dataclasses.replace(position, seq=seq)
+            return None if position is None else _with_seq(position, position.seq + self.delta)
         return self.private.checkpoint(seq) if self.private is not None else None
 
     def close(self) -> None:
@@ -240,3 +257,8 @@ class Subscription:
         with contextlib.suppress(asyncio.QueueEmpty):
             while True:
                 self.queue.get_nowait()
+
+
+def _with_seq(position: Position, seq: int) -> Position:
+    """``position`` given another seq (positions are dataclasses)."""
+    return cast(Position, dataclasses.replace(cast(Any, position), seq=seq))

@@ -88,8 +88,6 @@ def validate(spec: Mapping[str, Any], settings: Settings, namespace: str | None 
 def _source_problem(source: SourceSpec, settings: Settings) -> Problem | None:
     """Why the operator cannot read ``source``, or None."""
     where = f"spec.sources[{source.name}]"
-    if source.cloudwatch is not None:
-        return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: cloudwatch sources are not implemented yet")
     if source.webhook is not None and settings.webhook_off:
         return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: {settings.webhook_off}")
     if source.file is not None and not allowed(source.file.path, settings.allow_paths):

@@ -1,11 +1,11 @@
 """Rows -> findings: keys, names, bounds, the cap, and the checkpoints that make counts exactly-once."""
 
+from auditwatch.api.models import parse_duration
 from auditwatch.findings.aggregate import (
     MAX_LATEST,
     MAX_VALUES,
     Aggregator,
     finding_name,
-    parse_duration,
     render_message,
 )
 

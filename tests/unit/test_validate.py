@@ -40,8 +40,14 @@ def test_the_seed_shape_runs_and_its_lint_warnings_come_along():
          "spec.sources[hook]: the operator runs without its webhook server (auditwatch run --webhook-listen)"),
         ("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}], Settings(), "UnsupportedSource",
          "spec.sources[hook]: the webhook server is off: no way to authenticate the API server is configured"),
-        ("a=1 | stats count BY a", [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1"}}],
-         SETTINGS, "UnsupportedSource", "spec.sources[eks]: cloudwatch sources are not implemented yet"),
+        ("a=1 | stats count BY a", [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1",
+                                                                   "sweepInterval": "3s"}}],
+         SETTINGS, "InvalidSpec", "spec.sources.0.cloudwatch: Value error, sweepInterval 3s must be a multiple of "
+         "pollInterval 2s"),
+        ("a=1 | stats count BY a", [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1",
+                                                                   "start": "yesterday"}}],
+         SETTINGS, "InvalidSpec", "spec.sources.0.cloudwatch.start: Value error, start 'yesterday' is not now, an "
+         "RFC 3339 time or a duration such as 24h"),
     ],
 )  # fmt: skip
 def test_what_cannot_run_says_why(search, sources, settings, reason, message):
@@ -53,11 +59,17 @@ def test_a_webhook_source_runs_when_the_server_is_on():
     assert validate(spec("a=1 | stats count BY a", [{"name": "hook", "webhook": {}}]), SETTINGS).ready
 
 
+def test_a_cloudwatch_source_runs():
+    eks = [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/prod/cluster", "region": "eu-west-1",
+                                          "start": "2026-11-28T00:00:00Z"}}]  # fmt: skip
+    assert validate(spec("a=1 | stats count BY a", eks), SETTINGS).ready
+
+
 def test_every_reason_is_given_not_only_the_first():
-    sources = [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1"}}]
-    verdict = validate(spec('user.username="system:anonymous" | stats count BY user.uid', sources), SETTINGS)
+    sources = [{"name": "hook", "webhook": {}}]
+    verdict = validate(spec('user.username="system:anonymous" | stats count BY user.uid', sources), Settings())
     assert verdict.reason == "UnsupportedSource"
-    assert "cloudwatch sources" in verdict.message and "error[never-set]" in verdict.message
+    assert "webhook server is off" in verdict.message and "error[never-set]" in verdict.message
 
 
 def test_a_spec_the_schema_would_reject_is_named_field_by_field():

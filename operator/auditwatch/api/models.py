@@ -22,6 +22,7 @@ Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a
 FieldName = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=1024)]
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 Severity = Literal["informational", "low", "medium", "high", "critical"]
 
 
@@ -29,6 +30,14 @@ def check_duration(field: str, value: str) -> str:
     if not value or not DURATION.match(value) or not any(ch.isdigit() for ch in value):
         raise ValueError(f"{field} {value!r} is not a duration such as 24h, 90m or 1h30m")
     return value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as 168h, 90m or 1h30m15s."""
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+)([hms])", text):
+        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return total
 
 
 class Model(BaseModel):
@@ -51,11 +60,72 @@ class WebhookSource(Model):
 
 
 class CloudWatchSource(Model):
-    """EKS control-plane audit logs in AWS CloudWatch Logs."""
+    """EKS control-plane audit logs in AWS CloudWatch Logs (sources/cloudwatch.py says how it is read)."""
 
-    logGroup: Annotated[str, Field(min_length=1, max_length=512)]
-    region: Annotated[str, Field(min_length=1, max_length=32)]
-    logStreamPrefix: Annotated[str, Field(max_length=512)] = "kube-apiserver-audit"
+    logGroup: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[.\-_/#A-Za-z0-9]+$",
+                                   description="The cluster's log group: /aws/eks/CLUSTER/cluster.")]  # fmt: skip
+    region: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")]
+    logStreamPrefix: Annotated[
+        str,
+        Field(
+            max_length=512,
+            description="Audit streams only: kube-apiserver- alone also matches the API server's own log.",
+        ),
+    ] = "kube-apiserver-audit"
+    pollInterval: Annotated[str, Field(max_length=32, description="How often new events are asked for.")] = "2s"
+    promptWithin: Annotated[str, Field(max_length=32, description=(
+        "Events that reach CloudWatch within this long of their timestamp are read once it has passed;"
+        " later ones by the next sweep."))] = "30s"  # fmt: skip
+    maxLateness: Annotated[
+        str,
+        Field(
+            max_length=32,
+            description=(
+                "Events that reach CloudWatch later than this after their timestamp are counted as tooLate, not read."
+            ),
+        ),
+    ] = "10m"
+    sweepInterval: Annotated[
+        str,
+        Field(
+            max_length=32,
+            description=(
+                "How often late events are looked for (a multiple of pollInterval). Each sweep reads maxLateness of"
+                " the log group again: shorter finds late events sooner and costs more API calls."
+            ),
+        ),
+    ] = "2m"
+    settleDelay: Annotated[
+        str, Field(max_length=32, description=("How long an ingested event may take to become readable."))
+    ] = "5s"
+    start: Annotated[
+        str,
+        Field(
+            max_length=64, description=("Where a new detection starts: now, an RFC 3339 time, or a duration ago (24h).")
+        ),
+    ] = "now"
+
+    @field_validator("pollInterval", "promptWithin", "maxLateness", "sweepInterval", "settleDelay")
+    @classmethod
+    def durations(cls, v: str, info: Any) -> str:
+        return check_duration(info.field_name, v)
+
+    @field_validator("start")
+    @classmethod
+    def start_point(cls, v: str) -> str:
+        if v != "now" and not DURATION.match(v) and not RFC3339.match(v):
+            raise ValueError(f"start {v!r} is not now, an RFC 3339 time or a duration such as 24h")
+        return v
+
+    @model_validator(mode="after")
+    def sweep_fits(self) -> CloudWatchSource:
+        poll, sweep = parse_duration(self.pollInterval), parse_duration(self.sweepInterval)
+        if not poll or sweep % poll:
+            raise ValueError(f"sweepInterval {self.sweepInterval} must be a multiple of pollInterval "
+                             f"{self.pollInterval}, which may not be 0s")  # fmt: skip
+        if parse_duration(self.promptWithin) >= parse_duration(self.maxLateness):
+            raise ValueError(f"promptWithin {self.promptWithin} must be shorter than maxLateness {self.maxLateness}")
+        return self
 
 
 class Source(Model):
@@ -184,6 +254,31 @@ class SourceStatus(Model):
     offset: Annotated[int, Field(ge=0, description="Bytes of that file read and counted.")] = 0
     seq: Annotated[int, Field(ge=0, description="Bytes read from this source in all, across rotations.")] = 0
     lagBytes: Annotated[int, Field(ge=0, description="Bytes written but not yet read.")] = 0
+    promptThrough: Annotated[
+        str,
+        Field(
+            max_length=40,
+            description=("CloudWatch: events stamped before this time that arrived promptly have been read."),
+        ),
+    ] = ""
+    lateThrough: Annotated[
+        str, Field(max_length=40, description=("CloudWatch: late events ingested up to this time have been read."))
+    ] = ""
+    newestEvent: Annotated[str, Field(max_length=40, description="CloudWatch: the newest event time read.")] = ""
+    lagSeconds: Annotated[
+        int,
+        Field(
+            ge=0,
+            description=(
+                "CloudWatch: how far behind the clock the prompt read is (promptWithin and settleDelay included)."
+            ),
+        ),
+    ] = 0
+    apiCalls: Annotated[int, Field(ge=0, description="CloudWatch: FilterLogEvents calls to the log group.")] = 0
+    throttled: Annotated[int, Field(ge=0, description="CloudWatch: calls answered ThrottlingException.")] = 0
+    truncated: Annotated[int, Field(ge=0, description="CloudWatch: events cut at the size limit, not read.")] = 0
+    lastTruncated: Annotated[str, Field(max_length=64, description="The auditID of the last truncated event.")] = ""
+    tooLate: Annotated[int, Field(ge=0, description="CloudWatch: events seen arriving after maxLateness.")] = 0
     lastError: Annotated[str, Field(max_length=1024)] = ""
 
 

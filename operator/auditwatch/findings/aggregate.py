@@ -197,11 +197,3 @@ def _text(value: Any) -> str:
 def _epoch(timestamp: str) -> float:
     seconds = epoch_seconds(timestamp)
     return time.time() if seconds is None else seconds
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as 168h, 90m or 1h30m15s."""
-    total = 0.0
-    for amount, unit in re.findall(r"(\d+)([hms])", text):
-        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
-    return total

@@ -3,12 +3,15 @@
 Every byte a source yields has a ``seq``: bytes read from that source in all, across rotations and
 restarts, so it only grows. Findings record the ``seq`` their counts include (findings/aggregate.py).
 A source turns a ``seq`` back into a position of its own kind (a file's inode and offset; a webhook
-path is read from its spool file, so it has file positions too), which the runtime stores in the
-detection's status and hands back on a restart.
+path is read from its spool file, so it has file positions too; a CloudWatch log group's are two
+times), which the runtime stores in the detection's status and hands back on a restart. The position
+for a ``seq`` may be at an earlier ``seq`` (its own): what is between is read again after a restart,
+as the same bytes.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,3 +32,32 @@ class Position(Protocol):
     def seq(self) -> int: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+class Tail(Protocol):
+    """A running read of one source (sources/file.py, sources/cloudwatch.py), as readers.py shares it."""
+
+    ready: bool
+    error: str
+    long_lines: int
+    lag_bytes: int
+    idle_chunks: bool  # yield an empty chunk each time nothing is left to read for now
+
+    @property
+    def at(self) -> Position | None:
+        """Where the next chunk starts."""
+
+    def chunks(self) -> AsyncIterator[Chunk]: ...
+
+    def position(self, seq: int) -> Position | None: ...
+
+    def forget(self, seq: int) -> None: ...
+
+    def checkpoint(self, seq: int) -> Position | None: ...
+
+    def seq_at(self, position: Any) -> int | None:
+        """The seq this tail will give ``position`` (where another tail of the source is), if its next
+        chunks start there or later in the same file; else None."""
+
+    def details(self) -> dict[str, Any]:
+        """SourceStatus fields that describe the read besides its position."""

@@ -105,11 +105,15 @@ class FileTail:
         while len(segments) > 1 and segments[0].seq + segments[0].length < seq:
             segments.popleft()
 
-    def seq_at(self, position: FilePosition) -> int | None:
+    def details(self) -> dict[str, Any]:
+        return {"lagBytes": self.lag_bytes}
+
+    def seq_at(self, position: Any) -> int | None:
         """The seq this tail will give the byte at ``position`` (a line start another tail of the same
         file reached), when this tail has not yielded it yet and is reading the same file; else None."""
         at = self.at
-        if at is None or at.inode != position.inode or position.offset < at.offset:
+        if at is None or not isinstance(position, FilePosition) or at.inode != position.inode \
+                or position.offset < at.offset:  # fmt: skip
             return None
         return at.seq + position.offset - at.offset
 

@@ -1,0 +1,229 @@
+"""The CloudWatch source against a real CloudWatch Logs API (moto's server on loopback, a fault proxy in
+front): every audit event read exactly once through paging, empty pages, throttling, new streams,
+late arrivals and restarts from checkpoints; AWS refusals named in the source's error."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from auditwatch.api.models import CloudWatchSource, Source
+from auditwatch.readers import Readers
+from auditwatch.settings import Settings
+from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
+from awslogs import REGION, FaultProxy, LogGroupWriter, aws_env, moto_server
+
+STREAMS = ["kube-apiserver-audit-0a1b", "kube-apiserver-audit-2c3d", "kube-apiserver-audit-4e5f"]
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def proxy(moto: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(moto)
+    for name, value in aws_env(proxy.url).items():
+        monkeypatch.setenv(name, value)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def logs(moto: str, request: pytest.FixtureRequest) -> LogGroupWriter:
+    writer = LogGroupWriter(moto, f"/aws/eks/{re.sub(r'[^-_A-Za-z0-9]', '-', request.node.name)[:60]}/cluster")
+    writer.create_group()
+    return writer
+
+
+def spec(group: str, **changes: Any) -> CloudWatchSource:
+    values = {"logGroup": group, "region": REGION, "pollInterval": "1s", "promptWithin": "2s", "maxLateness": "30s",
+              "sweepInterval": "2s", "settleDelay": "0s"} | changes  # fmt: skip
+    return CloudWatchSource(**values)
+
+
+def now_ms() -> int:
+    return round(time.time() * 1000)
+
+
+def audit(audit_id: str, extra: str = "") -> str:
+    return json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": audit_id, "verb": "get",
+                       "user": {"username": "system:anonymous"}, "note": extra})  # fmt: skip
+
+
+class Reader:
+    """What a detection does with its source: reads chunks, checkpoints at a line start (a finding not yet
+    written holds it back); each ``running()`` starts a new tail from the saved position, as an operator
+    SIGKILLed and started again does."""
+
+    def __init__(self, source: CloudWatchSource, rng: random.Random) -> None:
+        self.source, self.rng = source, rng
+        self.group = LogGroup(source.region, source.logGroup, rate=20)
+        self.lines: dict[int, bytes] = {}  # seq -> line: what every read gave at that seq
+        self.saved: CloudWatchPosition | None = None
+        self.tail: CloudWatchTail | None = None
+
+    def ids(self) -> list[str]:
+        return [json.loads(line)["auditID"] for _, line in sorted(self.lines.items())]
+
+    async def read(self) -> None:
+        start = self.saved or CloudWatchPosition.starting(self.source, now_ms())
+        tail = self.tail = CloudWatchTail(self.group, self.source.logStreamPrefix, Timing.of(self.source), start)
+        async for chunk in tail.chunks():
+            starts, offset = [], 0
+            for line in chunk.data.splitlines(keepends=True):
+                seq = chunk.seq + offset
+                assert self.lines.setdefault(seq, line) == line, f"seq {seq} read as two different lines"
+                starts.append(seq)
+                offset += len(line)
+            hold = self.rng.choice([*starts, chunk.seq + len(chunk.data)])
+            self.saved = tail.checkpoint(hold) or self.saved
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.read())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_every_event_once_through_pages_throttles_late_arrivals_and_restarts(
+    proxy: FaultProxy, logs: LogGroupWriter
+) -> None:
+    source = spec(logs.group)
+    reader = Reader(source, random.Random(7))
+    expected: list[str] = []
+
+    def put(stream: str, ids: list[str], delay_ms: int = 0) -> None:
+        stamp = now_ms() - delay_ms
+        logs.put(stream, [(stamp + i % 3, audit(a)) for i, a in enumerate(ids)])
+        expected.extend(ids)
+
+    proxy.page_limit, proxy.empty_pages = 7, True
+    async with reader.running():
+        put(STREAMS[0], [f"a{i}" for i in range(20)])
+        put(STREAMS[1], [f"b{i}" for i in range(20)])
+        logs.put("kube-apiserver-9f8e", [(now_ms(), audit("not-audit"))])  # the API server's own log
+        await until(lambda: len(set(reader.ids())) >= 20, 30, "the first events")
+        proxy.throttle = 3
+        put(STREAMS[2], [f"c{i}" for i in range(15)])  # a stream appearing mid-run
+        put(STREAMS[0], [f"late{i}" for i in range(10)], delay_ms=12_000)  # stamped before what was read
+        logs.put(STREAMS[1], [(now_ms(), audit("cut", "x" * 50) + "[Truncated...]")])
+        logs.put(STREAMS[1], [(now_ms() - 45_000, audit("too-late"))])
+        await until(lambda: len(set(reader.ids())) >= 45, 30, "events after the throttles")
+    for round_ in range(3):  # SIGKILL and restart from the checkpoint, events written while it was down
+        put(STREAMS[round_], [f"down{round_}-{i}" for i in range(8)])
+        put(STREAMS[(round_ + 1) % 3], [f"downlate{round_}-{i}" for i in range(4)], delay_ms=8_000)
+        async with reader.running():
+            await until(lambda: set(expected) <= set(reader.ids()), 40, "every event")
+    async with reader.running():  # a last look: nothing more may come
+        await asyncio.sleep(5)
+
+    ids = reader.ids()
+    assert sorted(ids) == sorted(expected), "each event exactly once, none other"
+    assert reader.tail is not None and reader.group.throttled == 3
+    assert proxy.calls, "paged through the proxy"
+
+
+async def test_truncated_events_are_counted_apart(proxy: FaultProxy, logs: LogGroupWriter) -> None:
+    reader = Reader(spec(logs.group), random.Random(1))
+    async with reader.running():
+        logs.put(
+            STREAMS[0],
+            [(now_ms(), audit("whole")), (now_ms() + 1, audit("cut-one", "y" * 80)[:100] + "[Truncated...]")],
+        )
+        await until(lambda: reader.tail is not None and reader.tail.truncated == 1, 20, "the truncated event")
+    assert reader.ids() == ["whole"]
+    assert reader.tail is not None and reader.tail.last_truncated == "cut-one"
+
+
+@pytest.mark.parametrize(
+    ("refusal", "says"),
+    [
+        ("AccessDeniedException", "may not call logs:FilterLogEvents on log group"),
+        ("UnrecognizedClientException", "refused the operator's credentials"),
+    ],
+)
+async def test_refusals_are_named(proxy: FaultProxy, logs: LogGroupWriter, refusal: str, says: str) -> None:
+    reader = Reader(spec(logs.group), random.Random(2))
+    proxy.refuse = refusal
+    async with reader.running():
+        await until(lambda: reader.tail is not None and bool(reader.tail.error), 20, "the error")
+        assert reader.tail is not None and says in reader.tail.error and not reader.tail.ready
+        proxy.refuse = ""
+        logs.put(STREAMS[0], [(now_ms(), audit("after"))])
+        await until(lambda: reader.ids() == ["after"], 30, "reading once allowed")
+        assert reader.tail.ready and not reader.tail.error
+
+
+async def test_a_missing_log_group_says_audit_logging_may_be_off(proxy: FaultProxy) -> None:
+    reader = Reader(spec("/aws/eks/nowhere/cluster"), random.Random(3))
+    async with reader.running():
+        await until(lambda: reader.tail is not None and bool(reader.tail.error), 20, "the error")
+    assert reader.tail is not None
+    assert "/aws/eks/nowhere/cluster in us-west-2 does not exist" in reader.tail.error
+    assert "audit logging" in reader.tail.error
+
+
+async def test_detections_on_one_log_group_share_one_reader(proxy: FaultProxy, logs: LogGroupWriter) -> None:
+    """Two detections, the second added later from an earlier saved position: each reads every event once,
+    and the log group is called as for one (at most a call a second, the default; polling every 2 s and
+    sweeping every 4 s needs 0.75)."""
+    readers = Readers(Settings())
+    source = Source(name="eks", cloudwatch=spec(logs.group, pollInterval="2s", sweepInterval="4s"))
+    first = readers.subscribe(source, None, None)
+    got: dict[str, list[str]] = {"first": [], "second": []}
+
+    async def consume(name: str, sub: Any) -> None:
+        async for delivery in sub.chunks():
+            got[name] += [json.loads(line)["auditID"] for line in delivery.data.splitlines()]
+            sub.checkpoint(delivery.seq + len(delivery.data))
+
+    tasks = [asyncio.create_task(consume("first", first))]
+    try:
+        logs.put(STREAMS[0], [(now_ms(), audit(f"x{i}")) for i in range(5)])
+        await until(lambda: len(got["first"]) == 5, 30, "the first detection's events")
+        saved = first.checkpoint(first.shared.tail.at.seq)  # type: ignore[union-attr]
+        assert saved is not None
+        from auditwatch.api.models import SourceStatus
+
+        second = readers.subscribe(source, SourceStatus(name="eks", **CloudWatchPosition(
+            saved.prompt - 4000, saved.late - 4000, 0).status()), None)  # fmt: skip
+        tasks.append(asyncio.create_task(consume("second", second)))
+        await until(lambda: second.joined_at is not None, 30, "the second detection joining the shared reader")
+        logs.put(STREAMS[1], [(now_ms(), audit(f"y{i}")) for i in range(5)])
+        await until(lambda: len(got["first"]) == 10 and len(got["second"]) == 10, 30, "both detections' events")
+        calls, started = readers.log_groups[REGION, logs.group].calls, time.monotonic()
+        await asyncio.sleep(4)
+        assert readers.log_groups[REGION, logs.group].calls - calls <= (time.monotonic() - started) * 1 + 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert (
+        sorted(got["first"])
+        == sorted(got["second"])
+        == sorted([f"x{i}" for i in range(5)] + [f"y{i}" for i in range(5)])
+    )
+    assert len(readers.shared) == 0
