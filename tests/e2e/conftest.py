@@ -25,6 +25,7 @@ import pytest
 
 from auditwatch.devcluster import DevCluster
 from auditwatch.devcluster.cluster import free_port
+from awslogs import FaultProxy, aws_env, moto_server
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_PORT = free_port()
@@ -50,15 +51,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str | Callable
 class Operator:
     """`auditwatch run` as a subprocess, with the operator's own credentials."""
 
-    def __init__(self, cluster: DevCluster, log_dir: Path) -> None:
+    def __init__(self, cluster: DevCluster, log_dir: Path, aws: FaultProxy) -> None:
         self.cluster = cluster
         self.log_dir = log_dir
+        self.aws = aws
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.operator_kubeconfig)}
+        # AWS: the emulated CloudWatch Logs API, found through the standard chain as on EKS.
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.operator_kubeconfig), **aws_env(self.aws.url)}
         log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             # cluster-wide, as the Deployment runs; the webhook server is where kube-apiserver sends batches
@@ -98,8 +101,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+def aws() -> Iterator[FaultProxy]:
+    """A CloudWatch Logs API (moto's server) behind the fault proxy, on loopback."""
+    with moto_server() as url:
+        proxy = FaultProxy(url)
+        yield proxy
+        proxy.close()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: DevCluster, aws: FaultProxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    op = Operator(cluster, tmp_path_factory.mktemp("operator"), aws)
     op.start()
     yield op
     op.stop()
@@ -177,6 +189,22 @@ class Api:
 @pytest.fixture(scope="session")
 def api(cluster: DevCluster) -> Api:
     return Api(cluster)
+
+
+# Anonymous requests with one user agent: a test counts its own requests only.
+AGENT_SEARCH = (
+    'user.username="system:anonymous" userAgent="{agent}" | stats count BY user.username sourceIPs{{}} '
+    "| rename sourceIPs{{}} as src_ip, user.username as user"
+)
+
+
+def ready(api: Api, name: str) -> dict[str, Any]:
+    conds = {c["type"]: c for c in api.get("auditdetection", name).get("status", {}).get("conditions", [])}
+    return conds.get("Ready", {})
+
+
+def total(api: Api, name: str) -> int:
+    return sum(f.get("status", {}).get("count", 0) for f in api.findings(name))
 
 
 def detection(name: str, search: str, path: Path, group_by: list[str] | None = None) -> dict[str, Any]:

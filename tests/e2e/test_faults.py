@@ -6,8 +6,7 @@ import threading
 import time
 import uuid
 
-from conftest import anonymous_with_agent, detection, wait_for
-from test_operator import AGENT_SEARCH, ready, total
+from conftest import AGENT_SEARCH, anonymous_with_agent, detection, ready, total, wait_for
 
 
 def forge_lines(agent, n):

@@ -9,21 +9,7 @@ import urllib.request
 
 import pytest
 import yaml
-from conftest import NAMESPACE, ROOT, anonymous_with_agent, detection, wait_for
-
-AGENT_SEARCH = (
-    'user.username="system:anonymous" userAgent="{agent}" | stats count BY user.username sourceIPs{{}} '
-    "| rename sourceIPs{{}} as src_ip, user.username as user"
-)
-
-
-def ready(api, name):
-    conds = {c["type"]: c for c in api.get("auditdetection", name).get("status", {}).get("conditions", [])}
-    return conds.get("Ready", {})
-
-
-def total(api, name):
-    return sum(f.get("status", {}).get("count", 0) for f in api.findings(name))
+from conftest import AGENT_SEARCH, NAMESPACE, ROOT, anonymous_with_agent, detection, ready, total, wait_for
 
 
 def test_the_seed_detection_counts_every_anonymous_request(cluster, operator, api):

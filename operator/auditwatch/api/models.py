@@ -94,7 +94,7 @@ class CloudWatchSource(Model):
                 " the log group again: shorter finds late events sooner and costs more API calls."
             ),
         ),
-    ] = "2m"
+    ] = "5m"
     settleDelay: Annotated[
         str, Field(max_length=32, description=("How long an ingested event may take to become readable."))
     ] = "5s"
