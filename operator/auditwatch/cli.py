@@ -73,15 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "scan",
         help="run one detection over audit-log files and print the result rows",
-        description="Run an AuditDetection's SPL search over audit logs (JSON lines, EventList batches, "
-        ".gz, or - for stdin). Rows go to stdout; a summary (lines, events, malformed lines, "
-        "rows, speed) goes to stderr. Exit 0 on success, 2 for an invalid detection or unreadable file.",
+        description="Run an AuditDetection's SPL search over audit logs: JSON lines, EventList batches, "
+        "JSON documents (pretty-printed, arrays), CloudWatch Logs exports (aws logs filter-log-events "
+        "output, subscription-filter payloads, Kinesis/Firehose records), .gz, - for stdin, or a log "
+        "group read directly: cloudwatch://REGION/LOG_GROUP?since=24h (until=, prefix=; AWS credentials "
+        "from the standard chain). Rows go to stdout; a summary (lines, events, malformed lines, rows, "
+        "speed) goes to stderr. Exit 0 on success, 2 for an invalid detection or unreadable input.",
     )
     p.add_argument("--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)")
     p.add_argument("--output", "-o", choices=("jsonl", "table"), default="jsonl", help="row format (jsonl)")
     p.add_argument("--no-prefilter", action="store_true", help="parse every line (slower; the rows are the same)")
     add_geoip_option(p)
-    p.add_argument("logs", nargs="+", metavar="LOG", help="audit log files; - reads stdin")
+    p.add_argument("logs", nargs="+", metavar="LOG", help="audit log files, - for stdin, or cloudwatch://REGION/GROUP")
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser(
@@ -307,6 +310,7 @@ def make_settings(args: argparse.Namespace, **values: Any) -> Settings:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from auditwatch.engine.pipeline import EngineError, OutputRow
+    from auditwatch.inputs import InputError
     from auditwatch.scan import format_table, scan, stderr_progress, summary
 
     search, macros = search_and_macros(args.detection)
@@ -320,7 +324,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     # table: rows collected as they are, to be aligned at the end; jsonl: each written as a line
     emit, encode = (collected.append, lambda row: row) if args.output == "table" else (out.write, json_line)
     try:
-        result = scan(query, args.logs, emit, encode, not args.no_prefilter, stderr_progress(), geoip_db=args.geoip_db)
+        result = scan(query, args.logs, emit, encode, not args.no_prefilter, stderr_progress(), geoip_db=args.geoip_db,
+                      notes=sys.stderr)  # fmt: skip
     except BrokenPipeError:
         raise
     except EngineError as exc:
@@ -328,6 +333,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except OSError as exc:
         print(f"auditwatch: {exc.filename or 'input'}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InputError as exc:
+        print(f"auditwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except EOFError:
         print("auditwatch: a compressed input ends early (truncated .gz)", file=sys.stderr)

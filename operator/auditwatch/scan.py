@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass
 from typing import Any, TextIO, TypeVar, cast
 
-from auditwatch.audit.chunks import iter_chunks, open_log
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.pipeline import Key, OutputRow, Pipeline, Table
+from auditwatch.inputs import chunks, splittable
 from auditwatch.spl.syntax import Query
 
 PROGRESS_MIN_BYTES = 32 << 20
@@ -49,8 +49,10 @@ def scan(
     progress: TextIO | None = None,
     jobs: int | None = None,
     geoip_db: str | None = None,
+    notes: TextIO | None = None,
 ) -> ScanResult:
     """Evaluate ``query`` over ``paths`` in order and ``emit`` each result row, as ``encode`` makes it.
+    What an input turned out to be (a document, a log group) is said on ``notes``.
 
     Without ``stats`` every matched event is a row, emitted as it is read; with ``stats`` the rows
     are emitted, sorted, at the end. Memory is bounded by the stats table, not by the input.
@@ -71,7 +73,7 @@ def scan(
             read = functools.partial(_read, query, use_prefilter, geoip_db, encode, path)
             forked = [_fork(functools.partial(read, a, n)) for a, n in ranges[1:]]
             children += forked
-            parts = [read(*ranges[0], emit=emit, bar=bar), *map(_join, forked)]
+            parts = [read(*ranges[0], emit=emit, bar=bar, notes=notes), *map(_join, forked)]
             bar.done()
             line_offset = 0
             for counter_fields, state, part_rows in parts:
@@ -105,24 +107,22 @@ def _read(
     length: int | None,
     emit: Callable[[T], object] | None = None,
     bar: _Progress | None = None,
+    notes: TextIO | None = None,
 ) -> Part:
     """Read one byte range of one log: its counters, stats table state and encoded rows by group
     (without stats, rows go to ``emit`` as they are read)."""
     reader = Evaluator(query, use_prefilter, geoip_db=geoip_db)
     table = Table(reader.pipeline) if query.stats else None
     done = 0
-    with open_log(path) as stream:
-        if start:
-            stream.seek(start)
-        for chunk in iter_chunks(stream, limit=length):
-            for _, _, record in reader.records(chunk, origin=path):
-                if table is not None:
-                    table.add(record)
-                elif emit is not None:
-                    emit(encode(reader.pipeline.output(record)))
-            done += len(chunk)
-            if bar is not None:
-                bar.update(done)
+    for chunk in chunks(path, start, length, notes):
+        for _, _, record in reader.records(chunk, origin=path):
+            if table is not None:
+                table.add(record)
+            elif emit is not None:
+                emit(encode(reader.pipeline.output(record)))
+        done += len(chunk)
+        if bar is not None:
+            bar.update(done)
     counters = astuple(reader.counters)
     if table is None:
         return counters, ({}, {}), {}
@@ -184,12 +184,10 @@ def _reap(children: list[tuple[int, int]]) -> None:
 
 def _ranges(path: str, jobs: int) -> list[tuple[int, int | None]]:
     """(start, length) byte ranges of a plain file, cut after a newline; one range for anything else."""
-    if path == "-" or jobs < 2:
-        return [(0, None)]
     try:
+        if jobs < 2 or not splittable(path):
+            return [(0, None)]
         with open(path, "rb") as f:
-            if f.read(2) == b"\x1f\x8b":
-                return [(0, None)]
             size = f.seek(0, 2)
             if size < PARALLEL_MIN_BYTES:
                 return [(0, None)]

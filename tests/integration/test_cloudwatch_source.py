@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import time
@@ -227,3 +228,30 @@ async def test_detections_on_one_log_group_share_one_reader(proxy: FaultProxy, l
         == sorted([f"x{i}" for i in range(5)] + [f"y{i}" for i in range(5)])
     )
     assert len(readers.shared) == 0
+
+
+def test_scan_reads_a_log_group_directly(proxy: FaultProxy, logs: LogGroupWriter, tmp_path: Any) -> None:
+    """`auditwatch scan ... cloudwatch://REGION/GROUP?since=1h`: the rows the same events give as a file."""
+    import subprocess
+    import sys
+
+    from factory import SEED, event, line
+
+    events = [event(ips=[f"10.1.0.{i % 4}"]) for i in range(30)] + [event(username="bob", groups=["dev"])]
+    logs.put(STREAMS[0], [(now_ms() - 60_000 + i, line(e).decode().strip()) for i, e in enumerate(events[:20])])
+    logs.put(STREAMS[1], [(now_ms() - 30_000 + i, line(e).decode().strip()) for i, e in enumerate(events[20:])])
+    logs.put("kube-apiserver-0a1b", [(now_ms(), line(event(ips=["10.9.9.9"])).decode().strip())])  # not audit
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(b"".join(line(e) for e in events))
+    proxy.page_limit = 7
+
+    def scan(*logs_: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "auditwatch", "scan", "--detection", str(SEED), *logs_],
+                              capture_output=True, text=True, check=False, env={**os.environ})  # fmt: skip
+
+    direct = scan(f"cloudwatch://{REGION}{logs.group}?since=1h")
+    assert direct.returncode == 0, direct.stderr
+    assert direct.stdout == scan(str(plain)).stdout != ""
+    assert f"{len(events)} events in 5 calls (0 throttled)" in direct.stderr  # 31 events, 7 a page
+    missing = scan(f"cloudwatch://{REGION}/aws/eks/nowhere/cluster?since=1h")
+    assert missing.returncode == 2 and "/aws/eks/nowhere/cluster in us-west-2 does not exist" in missing.stderr

@@ -41,10 +41,10 @@ def test_a_failing_worker_raises_in_the_parent(tmp_path, monkeypatch):
     log.write_bytes(line(event()) * 50)
     real_read = scan_module._read
 
-    def failing(query, use_prefilter, geoip_db, encode, path, start, length, emit=None, bar=None):
+    def failing(query, use_prefilter, geoip_db, encode, path, start, length, emit=None, bar=None, notes=None):
         if start:
             raise ValueError("worker failed")
-        return real_read(query, use_prefilter, geoip_db, encode, path, start, length, emit, bar)
+        return real_read(query, use_prefilter, geoip_db, encode, path, start, length, emit, bar, notes)
 
     monkeypatch.setattr(scan_module, "_read", failing)
     try:

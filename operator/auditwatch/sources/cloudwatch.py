@@ -34,12 +34,13 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from auditwatch.api.models import RFC3339, CloudWatchSource, SourceStatus, parse_duration
+from auditwatch.audit.envelopes import message_line
 from auditwatch.sources import Chunk
 
 CHUNK_BYTES = 1 << 20  # a prompt range is yielded in chunks of about this size, cut between timestamps
@@ -124,6 +125,18 @@ class LogGroup:
         self._backoff = 0.0
         self._lock = asyncio.Lock()
         self._client: Any = None
+
+    async def pages(self, start: int, end: int, prefix: str) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The events stamped in ``[start, end]`` of the streams named ``prefix``..., page by page (an
+        empty page may still have a token: the range is done only when there is none)."""
+        token: str | None = None
+        while True:
+            page = await self.page(start, end, prefix, token)
+            # AWS filters by prefix already; moto does not
+            yield [e for e in page.get("events", ()) if str(e.get("logStreamName", "")).startswith(prefix)]
+            token = page.get("nextToken")
+            if not token:
+                return
 
     async def page(self, start: int, end: int, prefix: str, token: str | None) -> dict[str, Any]:
         """One page of events stamped in ``[start, end]``."""
@@ -279,12 +292,8 @@ class CloudWatchTail:
         t, sweep_from = self.timing, self.at.late
         kept: list[_Event] = []
         too_late = 0
-        token: str | None = None
-        while True:
-            page = await self.group.page(start, end, self.prefix, token)
-            for raw in page.get("events", ()):
-                if not str(raw.get("logStreamName", "")).startswith(self.prefix):
-                    continue  # the API filters by prefix; an emulator may not
+        async for page in self.group.pages(start, end, self.prefix):
+            for raw in page:
                 event = _Event(raw["timestamp"], raw["ingestionTime"], str(raw["eventId"]), raw["message"])
                 delay = event.ingested - event.timestamp
                 if late:
@@ -296,9 +305,6 @@ class CloudWatchTail:
                 elif delay > t.prompt:
                     continue
                 kept.append(event)
-            token = page.get("nextToken")
-            if not token:
-                break
         kept.sort(key=lambda e: (e.timestamp, e.ingested, e.event_id))
         self.too_late += too_late  # once the whole range is read: a failed read is read again
         return kept
@@ -314,7 +320,7 @@ class CloudWatchTail:
                 found = AUDIT_ID.search(event.message)
                 self.last_truncated = found.group(1) if found else ""
             else:
-                line = event.message.rstrip("\r\n").replace("\n", " ").encode() + b"\n"
+                line = message_line(event.message)
                 lines.append(line)
                 size += len(line)
             self.newest = max(self.newest, event.timestamp)

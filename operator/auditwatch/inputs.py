@@ -1,0 +1,155 @@
+"""What ``auditwatch scan`` reads, as chunks of audit JSON lines: files and CloudWatch log groups.
+
+- A file (plain, gzip, or ``-`` for stdin) is audit JSON lines, read in chunks, unless it is a JSON
+  document (pretty-printed, an array, CloudWatch exports...: audit/envelopes.py), read whole and unwrapped.
+- ``cloudwatch://REGION/LOG_GROUP?since=24h`` reads a log group directly (``until``: an end, default
+  now; ``prefix``: the streams, default ``kube-apiserver-audit``), a hunt without a cluster. The log
+  group's name is the URL's path, which starts with ``/`` as EKS's do:
+  ``cloudwatch://us-west-2/aws/eks/prod/cluster`` reads ``/aws/eks/prod/cluster``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, TextIO, cast
+
+from auditwatch.api.models import RFC3339, parse_duration
+from auditwatch.audit.chunks import iter_chunks, open_log
+from auditwatch.audit.envelopes import is_document, message_line, unwrap
+
+HEAD = 64 << 10  # bytes looked at to tell lines from a document
+CLOUDWATCH = "cloudwatch://"
+
+
+class InputError(ValueError):
+    """An input that cannot be read as given (a bad cloudwatch:// address, an AWS refusal)."""
+
+
+def splittable(path: str) -> bool:
+    """Whether ``path`` is a plain file of lines, which readers may share by byte ranges."""
+    if path == "-" or path.startswith(CLOUDWATCH):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(HEAD)
+    return head[:2] != b"\x1f\x8b" and not is_document(head)
+
+
+def chunks(
+    path: str, start: int = 0, length: int | None = None, notes: TextIO | None = None
+) -> Iterator[bytes | memoryview]:
+    """Chunks of whole audit lines from ``path`` (from byte ``start``, ``length`` bytes, for a plain
+    file of lines); what a document or log group turned out to hold is said on ``notes``."""
+    if path.startswith(CLOUDWATCH):
+        yield from _log_group(path, notes)
+        return
+    with open_log(path) as stream:
+        if start:
+            stream.seek(start)
+            yield from iter_chunks(stream, limit=length)
+            return
+        head = stream.read(HEAD)
+        if not is_document(head):
+            yield from iter_chunks(cast(BinaryIO, _Replay(head, stream)), limit=length)
+            return
+        data = head + stream.read()
+    try:
+        found = unwrap(data)
+    except ValueError:  # not JSON after all: lines, the malformed ones counted
+        yield data
+        return
+    if notes is not None:
+        what = ", ".join(sorted(found.shapes)) or "JSON"
+        other = f"; {found.other:,} values that are no audit event" if found.other else ""
+        notes.write(f"auditwatch: {path}: read as {what}: {len(found.lines):,} events{other}\n")
+    yield found.data()
+
+
+class _Replay(io.RawIOBase):
+    """A stream whose first bytes were read already: they come again, then the rest."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.rest.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+
+
+@dataclass(frozen=True)
+class LogGroupRange:
+    region: str
+    group: str
+    prefix: str
+    start: int  # ms
+    end: int
+
+
+def parse_url(url: str, now: float | None = None) -> LogGroupRange:
+    """A ``cloudwatch://`` address; InputError names what is wrong with it."""
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    unknown = set(query) - {"since", "until", "prefix"}
+    if not parts.netloc or not parts.path.strip("/") or unknown:
+        raise InputError(f"{url}: expected cloudwatch://REGION/LOG_GROUP?since=24h (since, until, prefix)"
+                         + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))  # fmt: skip
+    now_ms = round((time.time() if now is None else now) * 1000)
+
+    def when(name: str, default: int) -> int:
+        value = query.get(name)
+        if value is None:
+            return default
+        if RFC3339.match(value):
+            from auditwatch.sources.cloudwatch import epoch_ms
+
+            return epoch_ms(value)
+        seconds = parse_duration(value)
+        if not seconds and value.strip("0hms"):
+            raise InputError(f"{url}: {name}={value} is not an RFC 3339 time or a duration such as 24h")
+        return now_ms - round(seconds * 1000)
+
+    group = "/" + parts.path.lstrip("/")
+    return LogGroupRange(parts.netloc, group, query.get("prefix", "kube-apiserver-audit"),
+                         when("since", now_ms - 24 * 3600 * 1000), when("until", now_ms))  # fmt: skip
+
+
+def _log_group(url: str, notes: TextIO | None, calls_per_second: float = 1.0) -> Iterator[bytes]:
+    """The log group's events in the range, page by page, with progress on ``notes``."""
+    from auditwatch.sources.cloudwatch import CloudWatchError, LogGroup, iso
+
+    where = parse_url(url)
+    group = LogGroup(where.region, where.group, calls_per_second)
+    loop = asyncio.new_event_loop()
+    pages = group.pages(where.start, where.end, where.prefix)
+    events = 0
+    try:
+        while True:
+            try:
+                page = loop.run_until_complete(anext(pages))
+            except StopAsyncIteration:
+                break
+            except CloudWatchError as exc:
+                raise InputError(str(exc)) from None
+            events += len(page)
+            if page:
+                yield b"".join(message_line(e["message"]) for e in page)
+            if notes is not None and notes.isatty() and page:
+                done = (page[-1]["timestamp"] - where.start) / max(1, where.end - where.start)
+                notes.write(f"\r{url}: {events:,} events, through {iso(page[-1]['timestamp'])} ({done:.0%})")
+                notes.flush()
+    finally:
+        loop.run_until_complete(pages.aclose())
+        loop.close()
+    if notes is not None:
+        notes.write(f"\r{url}: {events:,} events in {group.calls:,} calls ({group.throttled:,} throttled)\n")

@@ -1,0 +1,110 @@
+"""``auditwatch scan`` over what EKS users export audit events in: each shape gives the rows the same
+events give as JSON lines, and says what it was read as."""
+
+import base64
+import gzip
+import json
+
+import pytest
+from test_scan_cli import scan
+
+from auditwatch.audit.envelopes import is_document
+from auditwatch.inputs import InputError, parse_url, splittable
+from factory import SEED, event, line
+
+EVENTS = [event(ips=[f"10.0.0.{i % 3}"]) for i in range(7)] + [event(username="alice", groups=["a"])]
+MESSAGES = [line(e).decode().rstrip("\n") for e in EVENTS]
+
+
+def log_events() -> list[dict]:
+    return [{"logStreamName": "kube-apiserver-audit-0a1b", "timestamp": 1795000000000 + i, "message": m,
+             "ingestionTime": 1795000001000 + i, "eventId": str(i)} for i, m in enumerate(MESSAGES)]  # fmt: skip
+
+
+def subscription_payload(messages: list[str]) -> bytes:
+    body = {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/eks/prod/cluster",
+            "logStream": "kube-apiserver-audit-0a1b", "subscriptionFilters": ["to-firehose"],
+            "logEvents": [{"id": str(i), "timestamp": 1795000000000 + i, "message": m}
+                          for i, m in enumerate(messages)]}  # fmt: skip
+    return gzip.compress(json.dumps(body).encode())
+
+
+def plain_rows(tmp_path) -> str:
+    path = tmp_path / "plain.log"
+    path.write_bytes(b"".join(line(e) for e in EVENTS))
+    code, out, _ = scan("--detection", SEED, path)
+    assert code == 0 and out
+    return out
+
+
+CONTROL = {
+    "messageType": "CONTROL_MESSAGE",
+    "logEvents": [{"id": "", "timestamp": 1, "message": "CWL CONTROL MESSAGE"}],
+}
+SHAPES = {
+    "filter-log-events": lambda: json.dumps({"events": log_events(), "searchedLogStreams": []}, indent=4).encode(),
+    "get-log-events": lambda: json.dumps({"events": [{k: e[k] for k in ("timestamp", "message", "ingestionTime")}
+                                                     for e in log_events()], "nextForwardToken": "f/1"}).encode(),
+    # Firehose to S3: the gzip'd payloads one after another, a CONTROL_MESSAGE among them
+    "firehose-s3": lambda: subscription_payload(MESSAGES[:3]) + gzip.compress(json.dumps(CONTROL).encode())
+    + subscription_payload(MESSAGES[3:]),
+    "kinesis-lambda-event": lambda: json.dumps({"Records": [
+        {"kinesis": {"data": base64.b64encode(subscription_payload(MESSAGES[:4])).decode()}},
+        {"kinesis": {"data": base64.b64encode(subscription_payload(MESSAGES[4:])).decode()}}]}).encode(),
+    "firehose-transformation-event": lambda: json.dumps({"records": [
+        {"recordId": "1", "data": base64.b64encode(subscription_payload(MESSAGES)).decode()}]}).encode(),
+    "pretty-printed-array": lambda: b"\xef\xbb\xbf" + json.dumps(EVENTS, indent=2).encode(),
+    "event-list": lambda: json.dumps({"kind": "EventList", "items": EVENTS}, indent=1).encode(),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_each_export_gives_the_rows_of_the_same_events_as_lines(tmp_path, shape):
+    path = tmp_path / f"{shape}.json"
+    path.write_bytes(SHAPES[shape]())
+    code, out, err = scan("--detection", SEED, path)
+    assert code == 0, err
+    assert out == plain_rows(tmp_path)
+    assert f"{path}: read as " in err and f": {len(EVENTS)} events" in err
+
+
+def test_a_gzip_compressed_export_and_stdin_are_read_too(tmp_path):
+    path = tmp_path / "export.json.gz"
+    path.write_bytes(gzip.compress(SHAPES["filter-log-events"]()))
+    assert scan("--detection", SEED, path)[1] == plain_rows(tmp_path)
+    assert scan("--detection", SEED, "-", stdin=SHAPES["kinesis-lambda-event"]())[1] == plain_rows(tmp_path)
+
+
+def test_json_that_holds_no_audit_event_says_what_it_found(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"kind": "PodList", "items": []}, indent=2))
+    code, out, err = scan("--detection", SEED, path)
+    assert code == 0 and out == ""
+    assert f"{path}: read as JSON: 0 events; 1 values that are no audit event" in err
+
+
+def test_lines_stay_lines_and_split_for_parallel_reading_documents_do_not(tmp_path):
+    lines = tmp_path / "lines.log"
+    lines.write_bytes(b"".join(line(e) for e in EVENTS))
+    doc = tmp_path / "doc.json"
+    doc.write_bytes(SHAPES["filter-log-events"]())
+    assert splittable(str(lines)) and not splittable(str(doc))
+    assert not is_document(b'{"kind":"Event","auditID":"x"}\n{"kind":')  # the first line decides
+    assert not is_document(b"garbage\n{")
+    assert is_document(b'{\n  "events": []\n}')
+
+
+def test_cloudwatch_addresses():
+    where = parse_url("cloudwatch://us-west-2/aws/eks/prod/cluster?since=2h&prefix=kube-apiserver-audit-ab", now=10_000)
+    assert (where.region, where.group, where.prefix) == (
+        "us-west-2",
+        "/aws/eks/prod/cluster",
+        "kube-apiserver-audit-ab",
+    )
+    assert (where.start, where.end) == (10_000_000 - 2 * 3600 * 1000, 10_000_000)
+    assert parse_url("cloudwatch://eu-west-1/aws/eks/x/cluster?since=2026-11-28T00:00:00Z").start == 1795824000000
+    for bad, says in [("cloudwatch://us-west-2", "expected cloudwatch://REGION/LOG_GROUP"),
+                      ("cloudwatch://us-west-2/g?from=1h", "unknown: from"),
+                      ("cloudwatch://us-west-2/g?since=never", "since=never is not an RFC 3339 time")]:  # fmt: skip
+        with pytest.raises(InputError, match=says):
+            parse_url(bad)
