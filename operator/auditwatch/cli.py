@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from auditwatch.settings import Settings
 
 EXIT_USAGE = 2
-# The webhook Service as kube-apiserver reaches it (manifests/deployment.yaml: a fixed ClusterIP).
+# The webhook Service as kube-apiserver reaches it (manifests/base/deployment.yaml: a fixed ClusterIP).
 WEBHOOK_HOSTS = (
     "10.96.200.200",
     "auditwatch-webhook.auditwatch.svc",
@@ -441,7 +441,7 @@ def cmd_certs(directory: str, hosts: list[str]) -> int:
 
     certs = make_webhook_certs(Path(directory), hosts)
     print(f"wrote {certs.ca}, {certs.server_cert}, {certs.server_key}, {certs.client_cert}, {certs.client_key}")
-    print("the operator's Secrets (manifests/deployment.yaml mounts them):")
+    print("the operator's Secrets (manifests/base/deployment.yaml mounts them):")
     print(f"  kubectl -n auditwatch create secret tls auditwatch-webhook-tls --cert={certs.server_cert} "
           f"--key={certs.server_key}")  # fmt: skip
     print(f"  kubectl -n auditwatch create secret generic auditwatch-webhook-client-ca --from-file=ca.crt={certs.ca}")

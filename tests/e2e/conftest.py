@@ -2,7 +2,7 @@
 
 Nothing here is mocked: etcd, kube-apiserver and kube-controller-manager are the real binaries
 (auditwatch.devcluster), the operator is `auditwatch run` in a subprocess with the ServiceAccount
-identity bound by manifests/rbac.yaml, and requests are real HTTP requests to the API server.
+identity bound by manifests/base/rbac.yaml, and requests are real HTTP requests to the API server.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AGENT_SEARCH, NAMESPACE, anonymous_with_agent, detection, ready, total, wait_for
+import yaml
+from conftest import AGENT_SEARCH, NAMESPACE, ROOT, anonymous_with_agent, detection, ready, total, wait_for
 
 from awslogs import REGION, FaultProxy, LogGroupWriter
 
@@ -152,3 +153,24 @@ def test_a_log_group_that_does_not_exist_says_so(cluster, operator, api):
     assert "/aws/eks/missing/cluster in us-west-2 does not exist" in cond["message"]
     assert "audit logging" in cond["message"]
     cluster.kubectl("delete", "auditdetection", "eks-missing", "-n", NAMESPACE)
+
+
+def test_the_escu_eks_detections_run_unchanged_on_cloudwatch(cluster, operator, api, shipped):
+    """ESCU's two detections on `aws_cloudwatchlogs_eks`, as imported, with only their log group set."""
+    names = ["amazon-eks-kubernetes-pod-scan-detection", "amazon-eks-kubernetes-cluster-scan-detection"]
+    for name in names:
+        obj = yaml.safe_load((ROOT / f"manifests/detections/escu/{name}.yaml").read_text())
+        source = cloudwatch_detection(name, "", "/aws/eks/e2e/cluster")["spec"]["sources"][0]["cloudwatch"]
+        obj["spec"]["sources"][0]["cloudwatch"] = source
+        api.apply(obj)
+    api.anonymous("/api/v1/pods", "e2e-eks-scan", times=3)
+
+    def pod_scans(ev: dict[str, Any]) -> bool:
+        return anonymous_with_agent("e2e-eks-scan")(ev) and ev.get("requestURI") == "/api/v1/pods"
+
+    expected = len(api.audit_events(pod_scans))
+    wait_for(lambda: total(api, names[0]) == expected > 0, timeout=60,
+             what=lambda: f"the pod scan finding to count {expected}: {total(api, names[0])}")  # fmt: skip
+    [scan] = wait_for(lambda: api.findings(names[1]), timeout=60, what="the cluster scan finding")
+    assert scan["spec"]["key"] == {"user.username": "system:anonymous"}
+    assert f"{REGION}:/aws/eks/e2e/cluster" in scan["status"]["values"]["cluster_name"]

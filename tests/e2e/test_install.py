@@ -68,7 +68,7 @@ def test_operator_rbac_is_no_wider(cluster):
     ]:  # fmt: skip
         assert not can(cluster, verb, resource), f"operator may {verb} {resource}"
     rules = next(
-        d for d in yaml.safe_load_all((ROOT / "manifests/rbac.yaml").read_text()) if d["kind"] == "ClusterRole"
+        d for d in yaml.safe_load_all((ROOT / "manifests/base/rbac.yaml").read_text()) if d["kind"] == "ClusterRole"
     )
     for rule in rules["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
@@ -82,4 +82,24 @@ def test_kubectl_without_credentials_is_anonymous(cluster, api):
             lambda ev: ev["user"]["username"] == "system:anonymous" and ev.get("userAgent", "").startswith("kubectl/")
         ),
         what="kubectl's anonymous request in the audit log",
+    )
+
+
+def test_the_eks_overlay_passes_server_side_dry_run(cluster):
+    """manifests/eks: the base without hostPath, node selector or webhook, IRSA, the seed on CloudWatch."""
+    proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests/eks"), "--dry-run=server")
+    assert "deployment.apps/auditwatch" in proc.stdout and "service/auditwatch-webhook" not in proc.stdout
+    assert "auditdetection.auditwatch.io/kubernetes-aws-detect-suspicious-kubectl-calls" in proc.stdout
+    rendered = list(yaml.safe_load_all(cluster.kubectl("kustomize", str(ROOT / "manifests/eks")).stdout))
+    [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and not any("hostPath" in v for v in pod["volumes"])
+    assert "--webhook-listen=" in pod["containers"][0]["args"]
+    [account] = [d for d in rendered if d["kind"] == "ServiceAccount"]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    policy = json.loads((ROOT / "manifests/eks/iam-policy.json").read_text())
+    [statement] = policy["Statement"]
+    assert sorted(statement["Action"]) == ["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:GetLogEvents"]
+    assert all(
+        r.startswith("arn:aws:logs:REGION:ACCOUNT_ID:log-group:/aws/eks/CLUSTER/cluster") for r in statement["Resource"]
     )

@@ -47,7 +47,9 @@ def test_the_log_directory_is_what_the_deployment_mounts_and_the_seed_detection_
     log_dir = str(Path(kind["audit-log-path"]).parent)
     assert any(v["hostPath"] == log_dir == v["mountPath"] for v in apiserver["extraVolumes"])
     deployment = next(
-        d for d in yaml.safe_load_all((ROOT / "manifests/deployment.yaml").read_text()) if d["kind"] == "Deployment"
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests/base/deployment.yaml").read_text())
+        if d["kind"] == "Deployment"
     )
     pod = deployment["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "audit-log"]
@@ -64,7 +66,7 @@ def test_the_webhook_backend_reaches_the_operators_service_on_the_path_sources_d
     [mount] = [m for m in node["extraMounts"] if m["containerPath"] == kind["audit-webhook-config-file"]]
     kubeconfig = yaml.safe_load((ROOT / mount["hostPath"]).read_text())
     server = kubeconfig["clusters"][0]["cluster"]["server"]
-    docs = list(yaml.safe_load_all((ROOT / "manifests/deployment.yaml").read_text()))
+    docs = list(yaml.safe_load_all((ROOT / "manifests/base/deployment.yaml").read_text()))
     service = next(d for d in docs if d["kind"] == "Service")
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     [port] = service["spec"]["ports"]
@@ -88,7 +90,9 @@ def test_the_api_server_and_the_operator_use_the_certificates_cluster_certs_make
     assert {cluster["certificate-authority"], user["client-certificate"], user["client-key"]} == {
         f"{certs['containerPath']}/{p.name}" for p in (made.ca, made.client_cert, made.client_key)}  # fmt: skip
     deployment = next(
-        d for d in yaml.safe_load_all((ROOT / "manifests/deployment.yaml").read_text()) if d["kind"] == "Deployment"
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests/base/deployment.yaml").read_text())
+        if d["kind"] == "Deployment"
     )
     pod = deployment["spec"]["template"]["spec"]
     args = build_parser().parse_args(pod["containers"][0]["args"])

@@ -25,7 +25,7 @@ def test_by_default_detections_run_only_in_the_operators_namespace(monkeypatch):
 
 
 def test_the_author_role_is_not_aggregated_and_grants_detections_and_reading_findings():
-    docs = list(yaml.safe_load_all((ROOT / "manifests/rbac.yaml").read_text()))
+    docs = list(yaml.safe_load_all((ROOT / "manifests/base/rbac.yaml").read_text()))
     [author] = [d for d in docs if d["metadata"]["name"] == "auditwatch-detection-author"]
     labels = author["metadata"].get("labels") or {}
     assert not any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in labels)
@@ -36,7 +36,7 @@ def test_the_author_role_is_not_aggregated_and_grants_detections_and_reading_fin
 
 
 def test_the_deployment_tells_the_operator_its_namespace():
-    deployment = next(d for d in yaml.safe_load_all((ROOT / "manifests/deployment.yaml").read_text())
+    deployment = next(d for d in yaml.safe_load_all((ROOT / "manifests/base/deployment.yaml").read_text())
                       if d["kind"] == "Deployment")  # fmt: skip
     [env] = [e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "POD_NAMESPACE"]
     assert env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
