@@ -39,7 +39,7 @@ def main() -> None:
         c.kubectl("apply", "--server-side", "-k", str(root / "crds"))
         c.kubectl("wait", "--for=condition=Established", "crd/detectionfindings.auditwatch.io")
         for name in ("namespace.yaml", "rbac.yaml"):
-            c.kubectl("apply", "-f", str(root / "manifests" / name))
+            c.kubectl("apply", "-f", str(root / "manifests" / "base" / name))
         body = {
             "apiVersion": "auditwatch.io/v1alpha1", "kind": "AuditDetection",
             "metadata": {"name": "latency", "namespace": "auditwatch"},

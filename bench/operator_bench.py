@@ -323,7 +323,7 @@ def main() -> None:
         c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
         c.kubectl("wait", "--for=condition=Established", "crd/detectionfindings.auditwatch.io")
         for name in ("namespace.yaml", "rbac.yaml"):
-            c.kubectl("apply", "-f", str(ROOT / "manifests" / name))
+            c.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / name))
         api, geo = Api(c), geoip_db(Path(tmp))
         print(f"machine: {os.cpu_count()} cores, {platform_name()}")
         for i, (n, rate) in enumerate(steps):

@@ -46,7 +46,7 @@ def run_demo(keep: bool = False, workdir: str | None = None, out: TextIO = sys.s
         cluster.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
                         "crd/detectionfindings.auditwatch.io")  # fmt: skip
         for name in ("namespace.yaml", "rbac.yaml"):
-            cluster.kubectl("apply", "-f", str(ROOT / "manifests" / name))
+            cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / name))
 
         step("Applying the seed ESCU detection (search verbatim), reading this cluster's audit log")
         detection = yaml.safe_load(SEED.read_text())
