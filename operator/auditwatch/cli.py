@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--write-concurrency", type=int, metavar="N", help="API writes under way at once (default 4)")
     p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none; the install uses 0.0.0.0:8082)",
+    )
+    p.add_argument(
         "--cloudwatch-calls-per-second",
         type=float,
         metavar="N",
@@ -187,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE.yml", help="ESCU detection files")
     p.add_argument("-o", "--output", metavar="DIR", help="write <name>.yaml files into DIR (default: stdout)")
     p.add_argument(
-        "--macros", metavar="DIR", help="ESCU macro files (default: macros/ beside the first file's directory)"
+        "--macros",
+        metavar="DIR",
+        help="ESCU macro files (default: the macros/ directory of the checkout the "
+        "first file is in: security_content/macros for security_content/detections/cloud/*.yml)",
     )
     p.set_defaults(func=cmd_import_escu)
 
@@ -202,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         "key-not-output; see auditwatch/lint.py). Exit 1 on errors, and on warnings too with --strict; 0 "
         "otherwise. Fits a GitOps CI step.",
     )
-    p.add_argument("detections", nargs="+", metavar="DETECTION", help="AuditDetection manifests (YAML/JSON)")
+    p.add_argument("detections", nargs="+", metavar="DETECTION",
+                   help="AuditDetection manifests (YAML/JSON), directories of them or kustomizations (what they "
+                   "list is linted; documents that are no AuditDetection are passed over with a note)")  # fmt: skip
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--output", "-o", choices=("text", "json"), default="text",
                    help="text: a line per problem; json: one object per file with its Ready condition")  # fmt: skip
@@ -337,14 +347,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"auditwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except EOFError:
-        print("auditwatch: a compressed input ends early (truncated .gz)", file=sys.stderr)
-        return EXIT_USAGE
     if args.output == "table":
         sys.stdout.write(format_table(collected))
     out.flush()
     print(summary(result), file=sys.stderr)
-    return 0
+    return 1 if result.broken else 0
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
@@ -377,6 +384,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     given = {f"write_{n}": getattr(args, f"write_{n}") for n in ("qps", "burst", "concurrency")}
     given["cloudwatch_calls_per_second"] = args.cloudwatch_calls_per_second
+    given["metrics_listen"] = args.metrics_listen
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     logging.basicConfig(
@@ -455,7 +463,9 @@ def cmd_import_escu(args: argparse.Namespace) -> int:
     from auditwatch.escu import ImportError_, import_detection, load_macros, render
 
     files = [Path(f) for f in args.files]
-    macro_dir = Path(args.macros) if args.macros else files[0].resolve().parent.parent / "macros"
+    # A checkout of security_content has detections/cloud/*.yml beside macros/ at its top.
+    near = [parent / "macros" for parent in files[0].resolve().parents[1:3]]
+    macro_dir = Path(args.macros) if args.macros else next((d for d in near if d.is_dir()), near[0])
     macros = load_macros(macro_dir) if macro_dir.is_dir() else {}
     out_dir = Path(args.output) if args.output else None
     if out_dir:
@@ -477,14 +487,20 @@ def cmd_import_escu(args: argparse.Namespace) -> int:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from auditwatch.manifest import read_detection
+    from auditwatch.manifest import NoDetection, manifest_files, read_detection
     from auditwatch.validate import validate
 
     settings = make_settings(args)
     failed = False
-    for path in args.detections:
+    for path, passed_over in manifest_files(args.detections):
         try:
+            if passed_over:
+                raise NoDetection(f"{path}: {passed_over}")
             manifest = read_detection(path)
+        except NoDetection as exc:
+            print(orjson.dumps({"file": path, "skipped": str(exc)}).decode() if args.output == "json" else
+                  f"note: {exc}")  # fmt: skip
+            continue
         except ManifestError as exc:
             print(json_verdict(path, False, "InvalidManifest", str(exc), []) if args.output == "json" else
                   f"{path}: error[InvalidManifest]: {exc}")  # fmt: skip

@@ -23,6 +23,7 @@ from auditwatch.api.models import AuditDetectionStatus, CounterStatus, SourceSta
 from auditwatch.engine.evaluate import Counters
 from auditwatch.generation import Generation
 from auditwatch.kube import Kube
+from auditwatch.metrics import Metrics
 from auditwatch.readers import Readers
 from auditwatch.settings import Settings
 from auditwatch.validate import Verdict, validate
@@ -36,8 +37,10 @@ class DetectionRuntime:
         logger: logging.Logger | logging.LoggerAdapter[Any],
         settings: Settings,
         readers: Readers,
+        metrics: Metrics | None = None,
     ) -> None:
         self.kube = kube
+        self.metrics = metrics
         self.body = body  # kopf's live view: reflects the latest spec and generation
         self.logger = logger
         self.settings = settings
@@ -63,6 +66,13 @@ class DetectionRuntime:
 
     async def run(self, stopped: Any) -> None:
         """Run until ``stopped`` (kopf's DaemonStopped flag) is set."""
+        try:
+            await self._run(stopped)
+        finally:
+            if self.metrics is not None:
+                self.metrics.forget(self.namespace, self.name)
+
+    async def _run(self, stopped: Any) -> None:
         while not stopped:
             number = self.generation
             verdict = validate(self.body.get("spec") or {}, self.settings, self.namespace)
@@ -130,7 +140,10 @@ class DetectionRuntime:
                              throttled=budget.throttled)  # fmt: skip
         ready = all(source.ready for source in gen.sources.values())
         errors = "; ".join(f"{name}: {source.error}" for name, source in gen.sources.items() if source.error)
-        await self.status.write(status.running(verdict, number, sources, ready, errors, counters, writes))
+        reported = status.running(verdict, number, sources, ready, errors, counters, writes)
+        if self.metrics is not None:
+            self.metrics.report(self.namespace, self.name, reported)
+        await self.status.write(reported)
 
 
 def _saved_status(saved: Any, logger: logging.Logger | logging.LoggerAdapter[Any]) -> AuditDetectionStatus:

@@ -16,6 +16,7 @@ from auditwatch.api.models import GROUP, VERSION
 from auditwatch.budget import WriteBudget
 from auditwatch.detection import DetectionRuntime
 from auditwatch.kube import Kube, load_config
+from auditwatch.metrics import Metrics
 from auditwatch.readers import Readers
 from auditwatch.settings import Settings
 from auditwatch.sources.webhook import WebhookServer
@@ -51,6 +52,10 @@ async def configure(
     memo.readers = Readers(memo.settings, memo.webhooks)
     s = memo.settings
     memo.budget = WriteBudget(s.write_qps, s.write_burst, s.write_concurrency)
+    memo.metrics = Metrics(memo.budget, memo.readers, memo.webhooks)
+    if s.metrics_listen:
+        memo.metrics.serve(s.metrics_listen)
+        logger.info("Prometheus metrics at http://%s/metrics", s.metrics_listen)
 
 
 @kopf.on.cleanup()
@@ -78,7 +83,8 @@ async def run_detection(
     stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
-    runtime = DetectionRuntime(Kube(memo.budget, post_event), body, logger, memo.settings, memo.readers)
+    runtime = DetectionRuntime(Kube(memo.budget, post_event), body, logger, memo.settings, memo.readers,
+                               memo.metrics)  # fmt: skip
     await runtime.run(stopped)
 
 

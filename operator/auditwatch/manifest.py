@@ -19,6 +19,10 @@ class ManifestError(ValueError):
     """A detection manifest that cannot be read or is invalid; the message names the file and field."""
 
 
+class NoDetection(ManifestError):
+    """A file with no AuditDetection in it (a kustomization's Namespace, a CRD...)."""
+
+
 def read_detection(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The one AuditDetection document in a YAML or JSON file."""
     try:
@@ -29,9 +33,56 @@ def read_detection(path: str | os.PathLike[str]) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML/JSON: {exc}") from None
     found = [d for d in docs if isinstance(d, dict) and d.get("kind") == "AuditDetection"]
+    if not found:
+        kinds = sorted({str(d.get("kind")) for d in docs if isinstance(d, dict)}) or ["nothing"]
+        raise NoDetection(f"{path}: no AuditDetection in it ({', '.join(kinds)}): skipped")
     if len(found) != 1:
         raise ManifestError(f"{path}: expected one AuditDetection document, found {len(found)}")
     return found[0]
+
+
+KUSTOMIZATIONS = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def manifest_files(paths: list[str]) -> list[tuple[str, str]]:
+    """(file, "") for each manifest file ``paths`` name, directories and kustomizations opened (what a
+    kustomization lists, its resources and components, in order); (path, why) for what is passed over."""
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()  # each file once, however it is named
+    for path in paths:
+        _expand(path, found, seen)
+    return found
+
+
+def _expand(path: str, found: list[tuple[str, str]], seen: set[str]) -> None:
+    real = os.path.realpath(path)
+    if real in seen:
+        return
+    seen.add(real)
+    if os.path.isdir(path):
+        marker = next((os.path.join(path, k) for k in KUSTOMIZATIONS if os.path.isfile(os.path.join(path, k))), None)
+        if marker is not None:
+            _expand(marker, found, seen)
+            return
+        for name in sorted(os.listdir(path)):
+            if name.endswith((".yaml", ".yml", ".json")):
+                _expand(os.path.join(path, name), found, seen)
+        return
+    if os.path.basename(path) not in KUSTOMIZATIONS:
+        found.append((path, ""))
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            kustomization = yaml.load(f.read(), Loader=Loader) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        found.append((path, f"a kustomization that cannot be read: {exc}"))
+        return
+    base = os.path.dirname(path)
+    for entry in [*(kustomization.get("resources") or []), *(kustomization.get("components") or [])]:
+        if not isinstance(entry, str) or "://" in entry or entry.startswith(("github.com/", "git@")):
+            found.append((f"{path}: {entry}", "a remote resource: not linted"))
+            continue
+        _expand(os.path.normpath(os.path.join(base, entry)), found, seen)
 
 
 def search_and_macros(path: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:

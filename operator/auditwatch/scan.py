@@ -9,13 +9,15 @@ holds the GIL, and is half of a scan's time.
 from __future__ import annotations
 
 import functools
+import gzip
 import itertools
 import marshal
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from typing import Any, TextIO, TypeVar, cast
 
 from auditwatch.engine.evaluate import Counters, Evaluator
@@ -32,6 +34,7 @@ class ScanResult:
     counters: Counters
     rows: int
     seconds: float
+    broken: list[str] = field(default_factory=list)  # compressed inputs that end early: scanned up to there
 
 
 T = TypeVar("T")
@@ -65,6 +68,7 @@ def scan(
     encoded: dict[Key, T | None] = {}  # each group's encoded row (None: the per-row commands drop it)
     merged: set[Key] = set()  # groups that several readers saw: their rows are made again, merged
     rows = 0
+    broken: list[str] = []
     children: list[tuple[int, int]] = []
     try:
         for path in paths:
@@ -73,7 +77,15 @@ def scan(
             read = functools.partial(_read, query, use_prefilter, geoip_db, encode, path)
             forked = [_fork(functools.partial(read, a, n)) for a, n in ranges[1:]]
             children += forked
-            parts = [read(*ranges[0], emit=emit, bar=bar, notes=notes), *map(_join, forked)]
+            try:
+                parts = [read(*ranges[0], emit=emit, bar=bar, notes=notes), *map(_join, forked)]
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # only a compressed file is read whole here
+                bar.done()
+                broken.append(path)
+                if notes is not None:
+                    notes.write(f"auditwatch: {path}: compressed input ends early or is corrupt ({exc}): its "
+                                "stats are left out; the other inputs are scanned\n")  # fmt: skip
+                continue
             bar.done()
             line_offset = 0
             for counter_fields, state, part_rows in parts:
@@ -94,7 +106,7 @@ def scan(
                     rows += 1
     finally:
         _reap(children)
-    return ScanResult(counters, rows, time.perf_counter() - started)
+    return ScanResult(counters, rows, time.perf_counter() - started, broken)
 
 
 def _read(

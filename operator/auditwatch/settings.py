@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,6 +29,7 @@ class Settings(BaseModel):
         default_factory=lambda: (os.environ.get("POD_NAMESPACE") or "auditwatch",)
     )
     liveness: str = "http://0.0.0.0:8080/healthz"  # kopf's liveness endpoint; '' turns it off
+    metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint (/metrics); '' (the default): none
     webhook_listen: str = "0.0.0.0:8081"  # HOST:PORT of the audit webhook server; '' turns it off
     # Accepted batches are appended here (one directory per webhook path) before the API server gets its
     # 200; detections tail them. An emptyDir survives container restarts, a hostPath pod replacement too.
@@ -59,13 +60,13 @@ class Settings(BaseModel):
     # account and region and shared with every other consumer (5/s by AWS's knowledge center).
     cloudwatch_calls_per_second: Annotated[float, Field(gt=0, le=25)] = 1.0
 
-    @field_validator("webhook_listen")
+    @field_validator("webhook_listen", "metrics_listen")
     @classmethod
-    def host_port(cls, value: str) -> str:
+    def host_port(cls, value: str, info: Any) -> str:
         if value:
             _, sep, port = value.rpartition(":")
             if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"webhook_listen {value!r} is not HOST:PORT")
+                raise ValueError(f"{info.field_name} {value!r} is not HOST:PORT")
         return value
 
     @model_validator(mode="after")

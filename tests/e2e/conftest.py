@@ -29,6 +29,7 @@ from awslogs import FaultProxy, aws_env, moto_server
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_PORT = free_port()
+METRICS_PORT = free_port()
 NAMESPACE = "auditwatch"
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +67,7 @@ class Operator:
         self.proc = subprocess.Popen(
             # cluster-wide, as the Deployment runs; the webhook server is where kube-apiserver sends batches
             [sys.executable, "-m", "auditwatch", "run", "--liveness", "", *self.cluster.operator_webhook_args(),
-             "--allow-path", str(self.cluster.audit_dir)],
+             "--allow-path", str(self.cluster.audit_dir), "--metrics-listen", f"127.0.0.1:{METRICS_PORT}"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

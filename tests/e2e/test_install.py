@@ -1,6 +1,7 @@
 """The CRDs and manifests/ against a real kube-apiserver: schema, dry-run, RBAC enough and no wider."""
 
 import json
+import os
 
 import yaml
 from conftest import NAMESPACE, ROOT, wait_for
@@ -103,3 +104,18 @@ def test_the_eks_overlay_passes_server_side_dry_run(cluster):
     assert all(
         r.startswith("arn:aws:logs:REGION:ACCOUNT_ID:log-group:/aws/eks/CLUSTER/cluster") for r in statement["Resource"]
     )
+
+
+def test_the_prometheus_component_annotates_the_pod_for_its_metrics_port(cluster, tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(ROOT / "manifests", overlay)
+    (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{base}/components/prometheus]\n")
+    assert "deployment.apps/auditwatch" in cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server").stdout
+    rendered = yaml.safe_load_all(cluster.kubectl("kustomize", str(overlay)).stdout)
+    [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    port = pod["metadata"]["annotations"]["prometheus.io/port"]
+    assert {"name": "metrics", "containerPort": int(port)} in container["ports"]
+    assert f"--metrics-listen=0.0.0.0:{port}" in container["args"]

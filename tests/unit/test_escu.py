@@ -227,3 +227,24 @@ def test_an_imported_detection_through_the_scan_command(geoip, tmp_path):
     done = subprocess.run([*cmd, "--geoip-db", geoip], capture_output=True, text=True, check=True)
     [row] = [json.loads(x) for x in done.stdout.splitlines()]
     assert (row["src_ip"], row["Country"], row["City"], row["count"]) == ("203.0.113.50", "France", "Paris", 7)
+
+
+def test_import_finds_the_macros_of_a_security_content_checkout(tmp_path):
+    """security_content keeps detections/cloud/*.yml and macros/ at its top: the import finds them."""
+    import shutil
+    import subprocess
+    import sys
+
+    checkout = tmp_path / "security_content"
+    (checkout / "detections/cloud").mkdir(parents=True)
+    shutil.copytree(ESCU / "macros", checkout / "macros")
+    for path in DETECTIONS:
+        shutil.copy(path, checkout / "detections/cloud")
+    out = tmp_path / "out"
+    files = sorted((checkout / "detections/cloud").glob("*.yml"))
+    subprocess.run(
+        [sys.executable, "-m", "auditwatch", "import-escu", *files, "-o", out], check=True, capture_output=True
+    )
+    for written in out.glob("*.yaml"):
+        assert written.read_text() == (MANIFESTS / written.name).read_text()
+    assert len(list(out.glob("*.yaml"))) == 17

@@ -84,3 +84,17 @@ def test_lint_takes_the_operators_settings_and_says_what_it_would_do(tmp_path):
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 2
     assert "--webhook-listen: Value error, webhook_listen 'nowhere' is not HOST:PORT" in bad.stderr
+
+
+def test_lint_takes_directories_and_kustomizations_and_passes_over_what_is_no_detection():
+    root = SEED.parents[2]
+    done = subprocess.run([sys.executable, "-m", "auditwatch", "lint", "-o", "json", root / "manifests/eks",
+                           root / "manifests/detections"], capture_output=True, text=True, check=False)  # fmt: skip
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    linted = [line["file"] for line in lines if "ready" in line]
+    seed = root / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
+    assert linted == [str(root / "manifests/eks/seed-detection.yaml"), str(seed)]
+    skipped = {line["file"]: line["skipped"] for line in lines if "skipped" in line}
+    assert "(Deployment, Service): skipped" in skipped[str(root / "manifests/base/deployment.yaml")]
+    assert "(CustomResourceDefinition)" in skipped[str(root / "crds/auditwatch.io_auditdetections.yaml")]
+    assert all(line["ready"] for line in lines if "ready" in line)

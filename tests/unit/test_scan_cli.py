@@ -127,3 +127,13 @@ def test_a_closed_output_pipe_is_not_an_error(log):
     proc.stdout.close()  # as `| head -0` does
     _, err = proc.communicate()
     assert proc.returncode == 0 and b"Traceback" not in err and b"cannot read" not in err
+
+
+def test_a_truncated_gzip_is_named_and_the_other_files_are_still_scanned(log, tmp_path):
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(gzip.compress(log.read_bytes() * 50)[:-30])
+    code, out, err = scan("-d", SEED, log, cut, log)
+    assert code == 1
+    assert f"{cut}: compressed input ends early or is corrupt" in err and "the other inputs are scanned" in err
+    [row] = [json.loads(x) for x in out.splitlines() if json.loads(x).get("src_ip") == "10.0.0.1"]
+    assert row["count"] == 2  # both whole copies of the log, none of the cut one

@@ -53,6 +53,9 @@ SHAPES = {
         {"kinesis": {"data": base64.b64encode(subscription_payload(MESSAGES[4:])).decode()}}]}).encode(),
     "firehose-transformation-event": lambda: json.dumps({"records": [
         {"recordId": "1", "data": base64.b64encode(subscription_payload(MESSAGES)).decode()}]}).encode(),
+    "azure-diagnostic-records": lambda: json.dumps({"records": [
+        {"category": "kube-audit", "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+         "properties": {"log": m, "stream": "stdout", "pod": "kube-apiserver-abc"}} for m in MESSAGES]}).encode(),
     "pretty-printed-array": lambda: b"\xef\xbb\xbf" + json.dumps(EVENTS, indent=2).encode(),
     "event-list": lambda: json.dumps({"kind": "EventList", "items": EVENTS}, indent=1).encode(),
 }  # fmt: skip

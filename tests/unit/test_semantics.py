@@ -131,3 +131,12 @@ def test_rename_before_stats_and_search_after_it():
 def test_without_stats_every_matched_event_is_a_row():
     rows = run("user.username=carol", EV)
     assert len(rows) == 1 and rows[0]["objectRef.resource"] == "secrets" and rows[0]["sourceIPs{}"] == "172.16.0.1"
+
+
+def test_an_aggregate_without_values_is_absent_as_in_splunk():
+    """`values(x)` over events without x: Splunk shows no field, not an empty list; after a rename too."""
+    for search in ('user.username="system:anonymous" | stats values(objectRef.name) as names count BY user.username',
+                   'user.username="system:anonymous" | stats values(objectRef.name) count BY user.username '
+                   "| rename user.username as user"):  # fmt: skip
+        [row] = run(search, [line(event())])
+        assert row == {"user.username" if "rename" not in search else "user": "system:anonymous", "count": 1}

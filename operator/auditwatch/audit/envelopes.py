@@ -10,6 +10,7 @@ objects) and is read whole, every value in it unwrapped:
   (``{"messageType": "DATA_MESSAGE", "logEvents": [...]}``, gzip-compressed, and concatenated as
   Firehose writes them to S3); Kinesis and Firehose records carrying them base64-encoded
   (``{"Records": [{"kinesis": {"data": ...}}]}``, ``{"records": [{"data": ...}]}``);
+- AKS: diagnostic settings records (``{"records": [{"category": "kube-audit", "properties": {"log": ...}}]}``);
 - a list of any of these.
 
 A message is one audit Event as EKS writes it; one ending in ``[Truncated...]`` (CloudWatch cuts events
@@ -105,9 +106,16 @@ def _unwrap(value: Any, found: Unwrapped) -> None:
         for record in value["Records"]:
             _payload((record.get("kinesis") or {}).get("data"), found)
     elif isinstance(value, dict) and isinstance(value.get("records"), list):
-        found.shapes.add("Firehose records")
         for record in value["records"]:
-            _payload(record.get("data"), found)
+            log = (record.get("properties") or {}).get("log") if isinstance(record, dict) else None
+            if isinstance(log, str):  # AKS: diagnostic settings to Event Hubs or storage, kube-audit category
+                found.shapes.add("Azure diagnostic records")
+                found.lines.append(message_line(log)[:-1])
+            elif isinstance(record, dict) and "data" in record:
+                found.shapes.add("Firehose records")
+                _payload(record["data"], found)
+            else:
+                found.other += 1
     else:
         found.other += 1
 

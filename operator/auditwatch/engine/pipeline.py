@@ -121,7 +121,7 @@ class Pipeline:
         aggs = self.stats.aggs
         if self._layout is not None:
             columns = [*key, *map(_output, (a.func for a in aggs), states)]
-            return {k: columns[i] for k, i in self._layout}
+            return {k: columns[i] for k, i in self._layout if columns[i] != []}  # no values: absent, as in Splunk
         record: Record = dict(zip(self.stats.by, ([v] for v in key), strict=True))
         record.update((a.name, _final(a.func, s)) for a, s in zip(aggs, states, strict=True))
         out = _run(self._post, record)
@@ -134,7 +134,8 @@ class Pipeline:
         return [r for key in self.group_keys(record) if (r := self.row(key, ones)) is not None]
 
     def output(self, record: Record) -> OutputRow:
-        return {k: self._value(k, v) for k, v in record.items() if k != "_raw"}
+        """A row as Splunk shows it: a field without values (``values(x)`` of none) is absent."""
+        return {k: self._value(k, v) for k, v in record.items() if k != "_raw" and v}
 
     def _value(self, key: str, values: list[str]) -> Any:
         return int(values[0]) if key in self.int_fields else values[0] if len(values) == 1 else list(values)

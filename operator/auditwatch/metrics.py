@@ -1,0 +1,126 @@
+"""Prometheus metrics (``auditwatch run --metrics-listen``): what the operator does, where Prometheus scrapes.
+
+Read at scrape time from what the operator already keeps: each running detection's last reported
+status (its counters and sources, the figures ``kubectl get auditdetection -o yaml`` shows), the
+write budget's counts, the webhook server's answers and the CloudWatch log groups' calls. So the
+metrics and the status never disagree, and nothing on the event path is slowed by them. Names follow
+Prometheus's conventions: an ``auditwatch_`` prefix, ``_total`` on counters, base units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from auditwatch.api.models import AuditDetectionStatus
+    from auditwatch.budget import WriteBudget
+    from auditwatch.readers import Readers
+    from auditwatch.sources.webhook import WebhookServer
+
+DETECTION = ["namespace", "detection"]
+SOURCE = [*DETECTION, "source"]
+# (counter status field, metric name, help)
+COUNTERS = [
+    ("lines", "lines_read", "Audit-log lines read by the detection."),
+    ("skipped", "lines_skipped", "Lines the prefilter skipped without parsing them."),
+    ("events", "events_decoded", "Audit events decoded."),
+    ("malformed", "malformed_lines", "Lines that are no audit event (bad JSON, wrong shape), skipped."),
+    ("longLines", "long_lines", "Lines longer than the source's maxLineBytes, skipped."),
+    ("matched", "matched_events", "Events the search matched."),
+    ("rows", "rows", "Result rows the search made."),
+    ("findingsDropped", "findings_dropped", "Rows dropped because the detection had maxFindings findings."),
+    ("eventsPosted", "kubernetes_events_posted", "Kubernetes Events posted about findings."),
+    ("eventsFolded", "findings_folded", "Findings created or updated without an Event of their own."),
+]
+
+
+class Metrics:
+    """The operator's metrics: detections report here, the HTTP server reads it."""
+
+    def __init__(self, budget: WriteBudget, readers: Readers, webhooks: WebhookServer | None) -> None:
+        self.budget, self.readers, self.webhooks = budget, readers, webhooks
+        self.detections: dict[tuple[str, str], AuditDetectionStatus] = {}
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # CPU, memory, open files
+        self.registry.register(_Collector(self))
+
+    def report(self, namespace: str, name: str, status: AuditDetectionStatus) -> None:
+        self.detections[namespace, name] = status
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.detections.pop((namespace, name), None)
+
+    def serve(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        start_http_server(int(port), host or "0.0.0.0", registry=self.registry)
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:  # runs in the HTTP server's thread: copies before it iterates
+        detections = list(self.m.detections.items())
+        for field, name, text in COUNTERS:
+            family = CounterMetricFamily(f"auditwatch_{name}", text, labels=DETECTION)
+            for (namespace, detection), status in detections:
+                family.add_metric([namespace, detection], getattr(status.counters, field, 0))
+            yield family
+        findings = GaugeMetricFamily("auditwatch_findings", "Findings the detection has.", labels=DETECTION)
+        for (namespace, detection), status in detections:
+            findings.add_metric([namespace, detection], status.counters.findings)
+        yield findings
+        yield from _sources(detections)
+        yield from self._operator()
+
+    def _operator(self) -> Iterator[Metric]:
+        budget = self.m.budget
+        writes = CounterMetricFamily("auditwatch_api_writes", "API writes by kind and result (ok, or the HTTP "
+                                     "status or error)", labels=["kind", "result"])  # fmt: skip
+        for (kind, result), n in list(budget.writes.items()):
+            writes.add_metric([kind, result], n)
+        yield writes
+        yield GaugeMetricFamily("auditwatch_api_writes_waiting", "Writes waiting for the write budget.",
+                                value=budget.waiting)  # fmt: skip
+        yield CounterMetricFamily("auditwatch_api_throttled", "429 and 5xx answers to writes.", value=budget.throttled)
+        answers = CounterMetricFamily("auditwatch_webhook_requests", "Audit webhook requests by answer.",
+                                      labels=["code"])  # fmt: skip
+        if self.m.webhooks is not None:
+            for code, n in list(self.m.webhooks.answers.items()):
+                answers.add_metric([str(code)], n)
+        yield answers
+        calls = CounterMetricFamily("auditwatch_cloudwatch_calls", "FilterLogEvents calls.", labels=["log_group"])
+        throttles = CounterMetricFamily("auditwatch_cloudwatch_throttled", "FilterLogEvents calls throttled.",
+                                        labels=["log_group"])  # fmt: skip
+        for (region, name), group in list(self.m.readers.log_groups.items()):
+            calls.add_metric([f"{region}:{name}"], group.calls)
+            throttles.add_metric([f"{region}:{name}"], group.throttled)
+        yield calls
+        yield throttles
+
+
+def _sources(detections: list[tuple[tuple[str, str], Any]]) -> Iterator[Metric]:
+    lag_bytes = GaugeMetricFamily("auditwatch_source_lag_bytes", "Bytes written to the source and not yet read.",
+                                  labels=SOURCE)  # fmt: skip
+    lag_seconds = GaugeMetricFamily("auditwatch_source_lag_seconds", "How far behind the clock a CloudWatch "
+                                    "source is (promptWithin and settleDelay included).", labels=SOURCE)  # fmt: skip
+    ready = GaugeMetricFamily("auditwatch_source_error", "1 while the source cannot be read (its status says why).",
+                              labels=SOURCE)  # fmt: skip
+    truncated = CounterMetricFamily("auditwatch_source_truncated_events", "CloudWatch events cut at the size "
+                                    "limit, not evaluated (since the operator started).", labels=SOURCE)  # fmt: skip
+    for (namespace, detection), status in detections:
+        for source in status.sources:
+            labels = [namespace, detection, source.name]
+            lag_bytes.add_metric(labels, source.lagBytes)
+            lag_seconds.add_metric(labels, source.lagSeconds)
+            ready.add_metric(labels, 1 if source.lastError else 0)
+            truncated.add_metric(labels, source.truncated)
+    yield lag_bytes
+    yield lag_seconds
+    yield ready
+    yield truncated

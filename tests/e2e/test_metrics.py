@@ -1,0 +1,43 @@
+"""The Prometheus endpoint of the operator running against the real control plane: its figures are what
+the operator did, as the cluster shows it."""
+
+import urllib.request
+
+from conftest import AGENT_SEARCH, METRICS_PORT, NAMESPACE, anonymous_with_agent, detection, total, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape() -> dict[tuple[str, frozenset], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+
+
+def test_metrics_are_what_the_operator_did(cluster, operator, api):
+    name, agent = "metrics", "e2e-metrics"
+    api.apply(detection(name, AGENT_SEARCH.format(agent=agent), cluster.audit_log, group_by=["user"]))
+    api.anonymous("/version", agent, times=5)
+    expected = len(api.audit_events(anonymous_with_agent(agent)))
+    wait_for(lambda: total(api, name) == expected, what="the finding's count")
+    labels = frozenset({"namespace": NAMESPACE, "detection": name}.items())
+
+    def agrees() -> bool:
+        status = api.get("auditdetection", name)["status"]
+        m = scrape()
+        return (m[("auditwatch_matched_events_total", labels)] == expected == m[("auditwatch_rows_total", labels)]
+                and m[("auditwatch_findings", labels)] == len(api.findings(name)) == 1
+                and m[("auditwatch_lines_read_total", labels)] == status["counters"]["lines"] > 0
+                and m[("auditwatch_malformed_lines_total", labels)] == 0)  # fmt: skip
+
+    wait_for(agrees, what=lambda: f"the metrics to agree with the cluster: {scrape()}")
+    m = scrape()
+    source = labels | {("source", "apiserver-log")}
+    assert m[("auditwatch_source_error", source)] == 0 and ("auditwatch_source_lag_bytes", source) in m
+    created = m[("auditwatch_api_writes_total", frozenset({"kind": "finding_create", "result": "ok"}.items()))]
+    assert (
+        created >= 1 and m[("auditwatch_api_writes_total", frozenset({"kind": "event", "result": "ok"}.items()))] >= 1
+    )
+    # kube-apiserver sends its batches to the operator's webhook (answered 404 until a detection reads it)
+    wait_for(lambda: any(k[0] == "auditwatch_webhook_requests_total" for k in scrape()), what="webhook requests")
+    assert any(k[0] == "process_resident_memory_bytes" for k in m)
