@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one detection over audit-log files and print the result rows",
         description="Run an AuditDetection's SPL search over audit logs: JSON lines, EventList batches, "
         "JSON documents (pretty-printed, arrays), CloudWatch Logs exports (aws logs filter-log-events "
-        "output, subscription-filter payloads, Kinesis/Firehose records), .gz, - for stdin, or a log "
+        "output, subscription-filter payloads, Kinesis/Firehose records), AKS diagnostic records, oc adm "
+        "node-logs output, .gz, - for stdin, or a log "
         "group read directly: cloudwatch://REGION/LOG_GROUP?since=24h (until=, prefix=; AWS credentials "
         "from the standard chain). Rows go to stdout; a summary (lines, events, malformed lines, rows, "
         "speed) goes to stderr. Exit 0 on success, 2 for an invalid detection or unreadable input.",

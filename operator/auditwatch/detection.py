@@ -62,7 +62,8 @@ class DetectionRuntime:
     def ref(self) -> dict[str, Any]:
         meta = self.body["metadata"]
         return {"apiVersion": self.body["apiVersion"], "kind": self.body["kind"],
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}}  # fmt: skip
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                             "labels": dict(meta.get("labels") or {})}}  # fmt: skip
 
     async def run(self, stopped: Any) -> None:
         """Run until ``stopped`` (kopf's DaemonStopped flag) is set."""

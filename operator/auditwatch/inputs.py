@@ -20,7 +20,7 @@ from typing import BinaryIO, TextIO, cast
 
 from auditwatch.api.models import RFC3339, parse_duration
 from auditwatch.audit.chunks import iter_chunks, open_log
-from auditwatch.audit.envelopes import is_document, message_line, unwrap
+from auditwatch.audit.envelopes import AUDIT, NODE_PREFIX, NODE_PREFIXED, is_document, line_shape, message_line, unwrap
 
 HEAD = 64 << 10  # bytes looked at to tell lines from a document
 CLOUDWATCH = "cloudwatch://"
@@ -36,7 +36,7 @@ def splittable(path: str) -> bool:
         return False
     with open(path, "rb") as f:
         head = f.read(HEAD)
-    return head[:2] != b"\x1f\x8b" and not is_document(head)
+    return head[:2] != b"\x1f\x8b" and not is_document(head) and line_shape(head) != NODE_PREFIXED
 
 
 def chunks(
@@ -54,7 +54,15 @@ def chunks(
             return
         head = stream.read(HEAD)
         if not is_document(head):
-            yield from iter_chunks(cast(BinaryIO, _Replay(head, stream)), limit=length)
+            lines = iter_chunks(cast(BinaryIO, _Replay(head, stream)), limit=length)
+            shape = line_shape(head)
+            if shape == NODE_PREFIXED:
+                _note(notes, f"{path}: read as oc adm node-logs output: the node name before each event taken off")
+                yield from (NODE_PREFIX.sub(b"", chunk) for chunk in lines)
+                return
+            if shape != AUDIT and shape:
+                _note(notes, f"{path}: warning: {shape}: is it a Kubernetes audit log?")
+            yield from lines
             return
         data = head + stream.read()
     try:
@@ -62,11 +70,19 @@ def chunks(
     except ValueError:  # not JSON after all: lines, the malformed ones counted
         yield data
         return
-    if notes is not None:
-        what = ", ".join(sorted(found.shapes)) or "JSON"
-        other = f"; {found.other:,} values that are no audit event" if found.other else ""
-        notes.write(f"auditwatch: {path}: read as {what}: {len(found.lines):,} events{other}\n")
+    what = ", ".join(sorted(found.shapes)) or "JSON"
+    other = f"; {found.other:,} values that are no audit event" if found.other else ""
+    if found.other_keys:
+        other += f" (keys such as {', '.join(found.other_keys)})"
+    warning = "" if found.lines else "warning: "
+    _note(notes, f"{path}: {warning}read as {what}: {len(found.lines):,} events{other}"
+                 + ("" if found.lines else ": is it a Kubernetes audit log?"))  # fmt: skip
     yield found.data()
+
+
+def _note(notes: TextIO | None, text: str) -> None:
+    if notes is not None:
+        notes.write(f"auditwatch: {text}\n")
 
 
 class _Replay(io.RawIOBase):

@@ -48,12 +48,19 @@ def test_the_seed_detection_counts_every_anonymous_request(cluster, operator, ap
 
 
 def test_kubectl_get_findings_shows_who_from_where_how_many_since_when(cluster, operator, api):
-    api.apply(detection("columns", AGENT_SEARCH.format(agent="e2e-columns"), cluster.audit_log))
+    body = detection("columns", AGENT_SEARCH.format(agent="e2e-columns"), cluster.audit_log)
+    body["metadata"]["labels"] = {"mitre-attack.escu.splunk.com/T1552.007": "true"}  # as import-escu writes them
+    api.apply(body)
     api.anonymous("/healthz", "e2e-columns", times=2)
     wait_for(lambda: api.findings("columns"), what="a finding")
     header = cluster.kubectl("get", "findings", "-n", NAMESPACE).stdout.splitlines()[0].split()
     for column in ["DETECTION", "USER", "SOURCE", "IP", "COUNT", "SEVERITY", "FIRST", "LAST", "SEEN"]:
         assert column in header
+    assert "MESSAGE" not in header
+    wide = cluster.kubectl("get", "findings", "-n", NAMESPACE, "-o", "wide", "-l", "auditwatch.io/detection=columns")
+    header, row = wide.stdout.splitlines()[:2]
+    assert header.split()[-2:] == ["MESSAGE", "TECHNIQUE"]
+    assert row.endswith("anonymous calls from 127.0.0.1   T1552.007")
 
 
 def test_an_invalid_search_sets_a_condition_and_an_event_and_others_keep_running(cluster, operator, api):

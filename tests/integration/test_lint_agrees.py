@@ -22,8 +22,9 @@ BROKEN = {
     "never-set": {"search": 'user.username="system:anonymous" | stats count BY user.uid', "sources": FILE},
     "no-geoip": {"search": "verb=get | iplocation sourceIPs{} | stats count BY Country", "sources": FILE,
                  "finding": {"groupBy": ["Country"]}},
-    "cloudwatch": {"search": "verb=get | stats count BY verb", "finding": {"groupBy": ["verb"]},
-                   "sources": [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "us-east-1"}}]},
+    "cloudwatch-timing": {"search": "verb=get | stats count BY verb", "finding": {"groupBy": ["verb"]},
+                          "sources": [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "us-east-1",
+                                                                     "sweepInterval": "3s"}}]},
     "webhook": {"search": "verb=get | stats count BY verb", "finding": {"groupBy": ["verb"]},
                 "sources": [{"name": "hook", "webhook": {}}]},
     "outside": {"search": "verb=get | stats count BY verb", "finding": {"groupBy": ["verb"]},
@@ -74,6 +75,7 @@ async def test_lint_and_the_operator_agree_on_every_manifest(harness, tmp_path):
     assert said == seen
     # The set covers each way a detection can be refused, and the shipped pack has runnable ones.
     assert {r for ok, r in seen.values() if not ok} >= {"InvalidSpec", "InvalidSearch", "LintError",
-                                                         "UnsupportedSource", "PathNotAllowed"}  # fmt: skip
+                                                         "PathNotAllowed"}  # fmt: skip
+    assert seen[str(tmp_path / "cloudwatch-timing.yaml")] == (False, "InvalidSpec")
     seed = ROOT / "manifests" / "detections" / "kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
     assert seen[str(seed)] == (True, "Running") and len(SHIPPED) >= 18

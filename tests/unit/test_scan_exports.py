@@ -83,7 +83,9 @@ def test_json_that_holds_no_audit_event_says_what_it_found(tmp_path):
     path.write_text(json.dumps({"kind": "PodList", "items": []}, indent=2))
     code, out, err = scan("--detection", SEED, path)
     assert code == 0 and out == ""
-    assert f"{path}: read as JSON: 0 events; 1 values that are no audit event" in err
+    assert (
+        f"{path}: warning: read as JSON: 0 events; 1 values that are no audit event (keys such as items, kind)" in err
+    )
 
 
 def test_lines_stay_lines_and_split_for_parallel_reading_documents_do_not(tmp_path):
@@ -111,3 +113,23 @@ def test_cloudwatch_addresses():
                       ("cloudwatch://us-west-2/g?since=never", "since=never is not an RFC 3339 time")]:  # fmt: skip
         with pytest.raises(InputError, match=says):
             parse_url(bad)
+
+
+def test_oc_adm_node_logs_output_is_read_without_the_node_names(tmp_path):
+    path = tmp_path / "node-logs.txt"
+    path.write_bytes(b"".join(f"master-{i % 3}.ocp.example.com ".encode() + line(e) for i, e in enumerate(EVENTS)))
+    code, out, err = scan("--detection", SEED, path)
+    assert code == 0 and out == plain_rows(tmp_path)
+    assert f"{path}: read as oc adm node-logs output" in err and "0 malformed" in err
+
+
+def test_json_lines_that_are_no_audit_events_get_one_warning(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_text("".join(json.dumps({"level": "info", "msg": f"started {i}", "ts": i}) + "\n" for i in range(5)))
+    code, out, err = scan("--detection", SEED, path)
+    assert code == 0 and out == ""
+    assert err.count("warning") == 1
+    assert (
+        f"{path}: warning: read as JSON: 0 events; 5 values that are no audit event (keys such as level, msg, ts): "
+        "is it a Kubernetes audit log?"
+    ) in err

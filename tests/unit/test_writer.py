@@ -13,7 +13,8 @@ from auditwatch.kube import ApiException
 
 pytestmark = pytest.mark.asyncio
 DETECTION = {"apiVersion": "auditwatch.io/v1alpha1", "kind": "AuditDetection",
-             "metadata": {"name": "seed", "namespace": "sec", "uid": "d-uid"}}  # fmt: skip
+             "metadata": {"name": "seed", "namespace": "sec", "uid": "d-uid",
+                          "labels": {"mitre-attack.escu.splunk.com/T1552.007": "true", "team": "sec"}}}  # fmt: skip
 ROW = {"user": "system:anonymous", "src_ip": "10.0.0.1", "count": 1}
 
 
@@ -75,7 +76,8 @@ async def test_first_write_creates_the_object_then_patches_its_status(setup):
     assert await flush(writer, agg, 100.0)
     [(name, obj)] = kube.objects.items()
     assert obj["spec"] == {"detection": "seed", "key": {"user": "system:anonymous", "src_ip": "10.0.0.1"},
-                           "message": "calls from 10.0.0.1", "severity": "low", "riskScore": 20}  # fmt: skip
+                           "message": "calls from 10.0.0.1", "severity": "low", "riskScore": 20,
+                           "mitre": "T1552.007"}  # fmt: skip
     assert obj["metadata"]["labels"] == {"auditwatch.io/detection": "seed"}
     assert obj["metadata"]["ownerReferences"][0]["uid"] == "d-uid"
     assert obj["status"]["count"] == 1 and obj["status"]["checkpoints"] == {"log": 10}

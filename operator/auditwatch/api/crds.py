@@ -104,6 +104,9 @@ def crds() -> dict[str, dict[str, Any]]:
                 {"name": "Severity", "type": "string", "jsonPath": ".spec.severity"},
                 {"name": "First Seen", "type": "date", "jsonPath": ".status.firstSeen", "description": "since when"},
                 {"name": "Last Seen", "type": "date", "jsonPath": ".status.lastSeen"},
+                {"name": "Message", "type": "string", "jsonPath": ".spec.message", "priority": 1},
+                {"name": "Technique", "type": "string", "jsonPath": ".spec.mitre", "priority": 1,
+                 "description": "MITRE ATT&CK"},
             ],
         ),
     }  # fmt: skip

@@ -342,6 +342,21 @@ class DetectionFindingSpec(Model):
     message: Text = ""
     severity: Severity = "medium"
     riskScore: Annotated[int, Field(ge=0, le=100)] = 50
+    mitre: Annotated[
+        str,
+        Field(
+            max_length=256,
+            description=("The detection's MITRE ATT&CK techniques (its mitre-attack.escu.splunk.com/<ID> labels)."),
+        ),
+    ] = ""
+
+
+MITRE_LABEL = "mitre-attack.escu.splunk.com/"
+
+
+def mitre_techniques(labels: dict[str, str] | None) -> str:
+    """The MITRE ATT&CK technique IDs a detection's labels name, as import-escu writes them."""
+    return ",".join(sorted(k.removeprefix(MITRE_LABEL) for k in labels or {} if k.startswith(MITRE_LABEL)))[:256]
 
 
 class DetectionFindingStatus(Model):

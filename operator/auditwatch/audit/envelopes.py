@@ -1,5 +1,8 @@
 """Audit events in what users export them in, besides one per line: found by content, unwrapped to lines.
 
+A file of lines is audit JSON lines, or ``oc adm node-logs`` output (a node name before each Event:
+taken off), or something else, which ``line_shape`` describes so that ``scan`` can say so.
+
 ``scan`` reads a file as audit JSON lines unless its first line is not a whole audit Event or EventList
 but starts a JSON value: then the file is a *document* (pretty-printed JSON, an array, concatenated
 objects) and is read whole, every value in it unwrapped:
@@ -23,6 +26,7 @@ import base64
 import binascii
 import gzip
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +36,9 @@ import orjson
 
 BOM = b"\xef\xbb\xbf"
 AUDIT_KINDS = ("Event", "EventList")
+AUDIT, NODE_PREFIXED = "audit", "node-prefixed"
+# `oc adm node-logs --role=master --path=kube-apiserver/audit.log`: each line a node name, a space, an Event
+NODE_PREFIX = re.compile(rb"^[A-Za-z0-9][-A-Za-z0-9.]{0,252} (?=\{)", re.MULTILINE)
 
 
 def is_document(head: bytes) -> bool:
@@ -47,6 +54,37 @@ def is_document(head: bytes) -> bool:
     return not _is_audit(value)
 
 
+def line_shape(head: bytes) -> str:
+    """What the lines of a file starting with ``head`` are: AUDIT; NODE_PREFIXED (audit Events after a
+    node name); or, when they are JSON but no audit Event, what they look like; "" when nothing is known."""
+    audit = node = 0
+    other: dict[str, Any] | None = None
+    for line in head.removeprefix(BOM).split(b"\n")[:-1][:20]:
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            match = NODE_PREFIX.match(line)
+            node += bool(match and _is_audit(_loads(line[match.end() :])))
+            continue
+        audit += _is_audit(value)
+        other = other or (value if isinstance(value, dict) else None)
+    if audit:
+        return AUDIT
+    if node:
+        return NODE_PREFIXED
+    if other is not None:
+        keys = ", ".join(sorted(other)[:6])
+        return f"its lines are JSON but none is an audit Event (they have keys such as {keys})"
+    return ""
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
 @dataclass
 class Unwrapped:
     """What a document held: audit JSON lines, and what else was found in it."""
@@ -54,6 +92,7 @@ class Unwrapped:
     lines: list[bytes] = field(default_factory=list)
     shapes: set[str] = field(default_factory=set)  # the envelopes met: "CloudWatch subscription payload"...
     other: int = 0  # values that are no audit event and no envelope known here
+    other_keys: tuple[str, ...] = ()  # the first such object's keys, to say what the file holds
 
     def data(self) -> bytes:
         return b"".join(line + b"\n" for line in self.lines)
@@ -118,6 +157,8 @@ def _unwrap(value: Any, found: Unwrapped) -> None:
                 found.other += 1
     else:
         found.other += 1
+        if isinstance(value, dict) and not found.other_keys:
+            found.other_keys = tuple(sorted(value)[:6])
 
 
 def _messages(events: list[Any], found: Unwrapped) -> None:

@@ -26,6 +26,7 @@ from auditwatch.api.models import (
     DetectionFindingSpec,
     FindingPolicy,
     ObjectMeta,
+    mitre_techniques,
 )
 from auditwatch.findings.aggregate import Aggregator, FindingState
 from auditwatch.kube import ApiException, Kube
@@ -169,6 +170,7 @@ class Writer:
             spec=DetectionFindingSpec(
                 detection=meta["name"], key=finding.key, message=finding.message,
                 severity=self.policy.severity, riskScore=self.policy.riskScore,
+                mitre=mitre_techniques(meta.get("labels")),
             ),
         )  # fmt: skip
         return body.model_dump(mode="json", exclude_none=True)
