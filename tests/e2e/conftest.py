@@ -156,8 +156,10 @@ class Api:
                              "-o", "json").stdout  # fmt: skip
         return list(json.loads(out)["items"])
 
-    def audit_events(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-        """Every audit event in the log files (current and rotated) that satisfies ``predicate``.
+    def audit_events(self, predicate: Callable[[dict[str, Any]], bool], since_inode: int = 0) -> list[dict[str, Any]]:
+        """Every audit event in the log files (current and rotated) that satisfies ``predicate``; with
+        ``since_inode``, only in that file (the live one when a detection started: where a new detection
+        starts reading) and the ones written after it.
 
         Read again when kube-apiserver rotated its log meanwhile: a rename between listing the files
         and reading them would hide the renamed file's events (seen once: 0 of 210 found)."""
@@ -165,7 +167,7 @@ class Api:
             listed = self._audit_files()
             found = []
             try:
-                for path in sorted(listed):
+                for path in self._since(listed, since_inode):
                     for line in path.read_bytes().splitlines():
                         try:
                             ev = json.loads(line)
@@ -177,6 +179,13 @@ class Api:
                 continue
             if self._audit_files() == listed:
                 return found
+
+    @staticmethod
+    def _since(files: dict[Path, int], inode: int) -> list[Path]:
+        """The files in the order written (modification time); from the one with ``inode`` on, if given."""
+        ordered = sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+        first = next((i for i, p in enumerate(ordered) if files[p] == inode), 0)
+        return ordered[first:]
 
     def _audit_files(self) -> dict[Path, int]:
         """The audit log files by name, with their inodes (a rotation renames the current one)."""

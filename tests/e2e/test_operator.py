@@ -17,6 +17,7 @@ def test_the_seed_detection_counts_every_anonymous_request(cluster, operator, ap
         (ROOT / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml").read_text()
     )
     seed["spec"]["sources"][0]["file"]["path"] = str(cluster.audit_log)
+    live = cluster.audit_log.stat().st_ino  # a new detection reads the live file from its start, and on
     api.apply(seed)
     name = seed["metadata"]["name"]
     api.anonymous("/version", "e2e-seed/1.0", times=3)
@@ -30,9 +31,12 @@ def test_the_seed_detection_counts_every_anonymous_request(cluster, operator, ap
 
     def counted():
         found = api.findings(name)
-        return found and found[0].get("status", {}).get("count") == len(api.audit_events(anonymous))
+        return found and found[0].get("status", {}).get("count") == len(api.audit_events(anonymous, live))
 
-    wait_for(counted, what="the seed finding to count every anonymous audit event")
+    wait_for(counted, what=lambda: f"the seed finding to count every anonymous audit event: "
+             f"{[f.get('status', {}).get('count') for f in api.findings(name)]} vs "
+             f"{len(api.audit_events(anonymous, live))}; "
+             f"{api.get('auditdetection', name).get('status')}")  # fmt: skip
     [finding] = api.findings(name)
     assert finding["spec"]["key"] == {"user": "system:anonymous", "src_ip": "127.0.0.1"}
     assert finding["spec"]["message"] == "Suspicious kubectl API calls from system:anonymous"

@@ -133,3 +133,62 @@ def test_json_lines_that_are_no_audit_events_get_one_warning(tmp_path):
         f"{path}: warning: read as JSON: 0 events; 5 values that are no audit event (keys such as level, msg, ts): "
         "is it a Kubernetes audit log?"
     ) in err
+
+
+def gke_entry(user: str, method: str, resource_name: str, code: int, operation: str) -> dict:
+    """A GKE audit log entry as `gcloud logging read 'resource.type="k8s_cluster"' --format=json` prints it."""
+    return {"insertId": f"ins-{operation}", "operation": {"id": operation, "producer": "k8s.io"},
+            "protoPayload": {"@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+                             "authenticationInfo": {"principalEmail": user}, "methodName": method,
+                             "requestMetadata": {"callerIp": "203.0.113.9", "callerSuppliedUserAgent": "curl/8.5.0"},
+                             "resourceName": resource_name, "serviceName": "k8s.io",
+                             "status": {"code": code, "message": "Forbidden" if code else ""}},
+            "resource": {"type": "k8s_cluster", "labels": {"cluster_name": "prod", "location": "europe-west1"}},
+            "labels": {"authorization.k8s.io/decision": "forbid" if code else "allow"},
+            "timestamp": "2026-11-27T10:00:00.123456Z",
+            "logName": "projects/p/logs/cloudaudit.googleapis.com%2Fdata_access"}  # fmt: skip
+
+
+def test_gke_audit_entries_are_read_as_the_audit_events_they_record(tmp_path):
+    path = tmp_path / "gke.json"
+    path.write_text(json.dumps([
+        gke_entry("system:anonymous", "io.k8s.core.v1.pods.list", "core/v1/namespaces/default/pods", 7, "op-1"),
+        gke_entry("alice@example.com", "io.k8s.apps.v1.deployments.create", "apps/v1/namespaces/prod/deployments/web",
+                  0, "op-2"),
+    ], indent=2))  # fmt: skip
+    code, out, err = scan("--detection", SEED, path)
+    assert code == 0 and f"{path}: read as GKE audit log entries: 2 events" in err
+    [row] = [json.loads(x) for x in out.splitlines()]
+    expected = {
+        "user": "system:anonymous",
+        "src_ip": "203.0.113.9",
+        "verb": "list",
+        "objectRef.resource": "pods",
+        "objectRef.namespace": "default",
+        "responseStatus.code": "403",
+        "userAgent": "curl/8.5.0",
+        "count": 1,
+    }
+    assert {k: row[k] for k in expected} == expected
+
+
+def test_gke_resource_names_give_the_object_reference():
+    from auditwatch.audit.gke import audit_event
+
+    def ref(method: str, resource_name: str) -> dict:
+        return audit_event(gke_entry("u", method, resource_name, 0, "x"))["objectRef"]
+
+    assert ref("io.k8s.apps.v1.deployments.patch", "apps/v1/namespaces/prod/deployments/web") == {
+        "resource": "deployments",
+        "apiGroup": "apps",
+        "apiVersion": "v1",
+        "namespace": "prod",
+        "name": "web",
+    }
+    assert ref("io.k8s.core.v1.namespaces.get", "core/v1/namespaces/default") == {
+        "resource": "namespaces",
+        "apiGroup": "",
+        "apiVersion": "v1",
+        "name": "default",
+    }
+    assert ref("io.k8s.core.v1.pods.status.update", "core/v1/namespaces/ns/pods/p/status")["subresource"] == "status"

@@ -13,6 +13,7 @@ objects) and is read whole, every value in it unwrapped:
   (``{"messageType": "DATA_MESSAGE", "logEvents": [...]}``, gzip-compressed, and concatenated as
   Firehose writes them to S3); Kinesis and Firehose records carrying them base64-encoded
   (``{"Records": [{"kinesis": {"data": ...}}]}``, ``{"records": [{"data": ...}]}``);
+- GKE: Cloud Logging audit entries (``protoPayload`` of type AuditLog; audit/gke.py maps them);
 - AKS: diagnostic settings records (``{"records": [{"category": "kube-audit", "properties": {"log": ...}}]}``);
 - a list of any of these.
 
@@ -33,6 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from auditwatch.audit.gke import audit_event as gke_audit_event
+from auditwatch.audit.gke import is_gke_entry
 
 BOM = b"\xef\xbb\xbf"
 AUDIT_KINDS = ("Event", "EventList")
@@ -133,6 +137,9 @@ def _unwrap(value: Any, found: Unwrapped) -> None:
             found.lines.append(orjson.dumps(item))  # items may lack kind: they are Events by where they are
     elif _is_audit(value):
         found.lines.append(orjson.dumps(value))
+    elif is_gke_entry(value):
+        found.shapes.add("GKE audit log entries")
+        found.lines.append(orjson.dumps(gke_audit_event(value)))
     elif isinstance(value, dict) and isinstance(value.get("events"), list):
         found.shapes.add("CloudWatch Logs events (aws logs filter-log-events / get-log-events)")
         _messages(value["events"], found)
