@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--write-concurrency", type=int, metavar="N", help="API writes under way at once (default 4)")
     p.add_argument(
+        "--reports",
+        action="store_true",
+        default=None,
+        help="mirror each detection's findings into an OpenReports Report (openreports.io/v1alpha1, read by "
+        "Policy Reporter and its outputs): one per detection, in its namespace, the 100 most counted findings",
+    )
+    p.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none; the install uses 0.0.0.0:8082)",
@@ -386,6 +393,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     given = {f"write_{n}": getattr(args, f"write_{n}") for n in ("qps", "burst", "concurrency")}
     given["cloudwatch_calls_per_second"] = args.cloudwatch_calls_per_second
     given["metrics_listen"] = args.metrics_listen
+    given["reports"] = args.reports
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     logging.basicConfig(

@@ -104,6 +104,8 @@ class DetectionRuntime:
                 gen.check()
                 now = time.monotonic()
                 gen.writer.flush(gen.aggregator, now)
+                if gen.report is not None:
+                    gen.report.sync(gen.aggregator, now)
                 if now - last_expire >= s.expire_seconds:
                     last_expire = now
                     await gen.writer.expire(gen.aggregator, gen.ttl)
@@ -113,6 +115,8 @@ class DetectionRuntime:
         finally:
             await gen.stop()
             await gen.writer.drain(gen.aggregator)  # persist what was counted before handing over
+            if gen.report is not None:
+                await gen.report.settle()
             await self._report(verdict, number, gen)
             self.rows_base += gen.rows
             self.long_lines_base += gen.long_lines

@@ -18,6 +18,7 @@ from auditwatch.api.models import AuditDetectionSpec, SourceStatus, parse_durati
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.report import ReportMirror
 from auditwatch.findings.writer import Writer
 from auditwatch.kube import Kube
 from auditwatch.readers import Readers, Subscription
@@ -47,6 +48,8 @@ class Generation:
                                      _recorded_fields(query, finding.groupBy))  # fmt: skip
         self.writer = Writer(kube, detection, finding, logger, settings.finding_write_seconds,
                              settings.finding_event_seconds)  # fmt: skip
+        self.report = ReportMirror(kube, detection, finding, logger, settings.report_seconds) if settings.reports \
+            else None  # fmt: skip
         self.ttl = parse_duration(finding.ttl)
         self.evaluator = Evaluator(query, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)
         self.evaluator.counters = counters  # the detection's, carried across generations

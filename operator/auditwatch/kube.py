@@ -82,6 +82,19 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    async def put_report(self, body: dict[str, Any]) -> None:
+        """Create or replace an OpenReports Report (findings/report.py): a merge patch of the whole
+        object, or a create when there is none yet."""
+        meta = body["metadata"]
+        args = ("openreports.io", "v1alpha1", meta["namespace"], "reports")
+        async with self.budget.slot("report", Priority.UPDATE):
+            try:
+                await _call(self.custom.patch_namespaced_custom_object, *args, meta["name"], body)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                await _call(self.custom.create_namespaced_custom_object, *args, body)
+
     async def patch_detection_status(
         self, namespace: str, name: str, status: dict[str, Any], since: float | None = None
     ) -> None:

@@ -56,6 +56,9 @@ class Settings(BaseModel):
     write_qps: Annotated[float, Field(gt=0)] = 20.0
     write_burst: Annotated[int, Field(ge=1)] = 30
     write_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    # Mirror each detection's findings into an OpenReports Report (findings/report.py), at most this often.
+    reports: bool = False
+    report_seconds: Seconds = 10.0
     # FilterLogEvents calls per log group, however many detections read it: the API's quota is per
     # account and region and shared with every other consumer (5/s by AWS's knowledge center).
     cloudwatch_calls_per_second: Annotated[float, Field(gt=0, le=25)] = 1.0

@@ -67,7 +67,8 @@ class Operator:
         self.proc = subprocess.Popen(
             # cluster-wide, as the Deployment runs; the webhook server is where kube-apiserver sends batches
             [sys.executable, "-m", "auditwatch", "run", "--liveness", "", *self.cluster.operator_webhook_args(),
-             "--allow-path", str(self.cluster.audit_dir), "--metrics-listen", f"127.0.0.1:{METRICS_PORT}"],
+             "--allow-path", str(self.cluster.audit_dir), "--metrics-listen", f"127.0.0.1:{METRICS_PORT}",
+             "--reports"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -90,6 +91,17 @@ class Operator:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("operator-*.log")))
 
 
+OPENREPORTS = "github.com/openreports/reports-api@v0.2.1"  # the OpenReports API module, with its CRDs
+
+
+def openreports_crd(workdir: Path) -> Path:
+    """The OpenReports Report CRD, from its Go module (the Go module proxy serves it; cached)."""
+    env = {**os.environ, "GOMODCACHE": str(Path.home() / ".cache" / "auditwatch" / "gomod")}
+    done = subprocess.run(["go", "mod", "download", "-json", OPENREPORTS], cwd=workdir, env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return Path(json.loads(done.stdout)["Dir"]) / "config" / "crd" / "openreports.io_reports.yaml"
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     # Small audit files so that a test can make kube-apiserver rotate them (--audit-log-maxsize=1 MB).
@@ -98,6 +110,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
         c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
                   "crd/detectionfindings.auditwatch.io")  # fmt: skip
         c.kubectl("apply", "-k", str(ROOT / "manifests"))
+        c.kubectl("apply", "--server-side", "-f", str(openreports_crd(tmp_path_factory.mktemp("go"))))
         yield c
 
 
