@@ -20,7 +20,16 @@ from typing import BinaryIO, TextIO, cast
 
 from auditwatch.api.models import RFC3339, parse_duration
 from auditwatch.audit.chunks import iter_chunks, open_log
-from auditwatch.audit.envelopes import AUDIT, NODE_PREFIX, NODE_PREFIXED, is_document, line_shape, message_line, unwrap
+from auditwatch.audit.envelopes import (
+    AUDIT,
+    BOM,
+    NODE_PREFIX,
+    NODE_PREFIXED,
+    is_document,
+    line_shape,
+    message_line,
+    unwrap,
+)
 
 HEAD = 64 << 10  # bytes looked at to tell lines from a document
 CLOUDWATCH = "cloudwatch://"
@@ -54,7 +63,8 @@ def chunks(
             return
         head = stream.read(HEAD)
         if not is_document(head):
-            lines = iter_chunks(cast(BinaryIO, _Replay(head, stream)), limit=length)
+            # A BOM (an editor's save on Windows) is no part of the first line.
+            lines = iter_chunks(cast(BinaryIO, _Replay(head.removeprefix(BOM), stream)), limit=length)
             shape = line_shape(head)
             if shape == NODE_PREFIXED:
                 _note(notes, f"{path}: read as oc adm node-logs output: the node name before each event taken off")

@@ -192,3 +192,10 @@ def test_gke_resource_names_give_the_object_reference():
         "name": "default",
     }
     assert ref("io.k8s.core.v1.pods.status.update", "core/v1/namespaces/ns/pods/p/status")["subresource"] == "status"
+
+
+def test_json_lines_after_a_bom_are_read_whole(tmp_path):
+    path = tmp_path / "saved-on-windows.log"
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(line(e) for e in EVENTS))
+    code, out, err = scan("--detection", SEED, path)
+    assert code == 0 and out == plain_rows(tmp_path) and "0 malformed" in err
