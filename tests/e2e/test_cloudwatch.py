@@ -4,6 +4,7 @@ server, behind the fault proxy) as EKS ships it, and the same detection reading 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -40,7 +41,9 @@ class Shipper:
             for path in sorted(self.audit_dir.glob("audit*.log")):
                 try:
                     with path.open("rb") as f:
-                        inode = path.stat().st_ino
+                        # The open file's inode: the name may be another file's by now (a rotation
+                        # between open and stat once shipped a renamed file's bytes as the new one's).
+                        inode = os.fstat(f.fileno()).st_ino
                         f.seek(self.offsets.get(inode, 0))
                         data = f.read()
                 except FileNotFoundError:
