@@ -14,7 +14,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from auditwatch.api.models import AuditDetectionSpec, SourceStatus, parse_duration
+from auditwatch.api.models import AuditDetectionSpec, SourceStatus
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.findings.aggregate import Aggregator
@@ -26,6 +26,7 @@ from auditwatch.settings import Settings
 from auditwatch.sources import Position
 from auditwatch.spl import Query
 from auditwatch.spl.syntax import command_fields
+from auditwatch.times import parse_duration
 
 
 class Generation:

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO, cast
 
-from auditwatch.api.models import RFC3339, parse_duration
 from auditwatch.audit.chunks import iter_chunks, open_log
 from auditwatch.audit.envelopes import (
     AUDIT,
@@ -30,6 +29,7 @@ from auditwatch.audit.envelopes import (
     message_line,
     unwrap,
 )
+from auditwatch.times import point_in_time
 
 HEAD = 64 << 10  # bytes looked at to tell lines from a document
 CLOUDWATCH = "cloudwatch://"
@@ -136,14 +136,10 @@ def parse_url(url: str, now: float | None = None) -> LogGroupRange:
         value = query.get(name)
         if value is None:
             return default
-        if RFC3339.match(value):
-            from auditwatch.sources.cloudwatch import epoch_ms
-
-            return epoch_ms(value)
-        seconds = parse_duration(value)
-        if not seconds and value.strip("0hms"):
-            raise InputError(f"{url}: {name}={value} is not an RFC 3339 time or a duration such as 24h")
-        return now_ms - round(seconds * 1000)
+        try:
+            return point_in_time(value, now_ms)
+        except ValueError:
+            raise InputError(f"{url}: {name}={value} is not an RFC 3339 time or a duration such as 24h") from None
 
     group = "/" + parts.path.lstrip("/")
     return LogGroupRange(parts.netloc, group, query.get("prefix", "kube-apiserver-audit"),

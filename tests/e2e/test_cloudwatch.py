@@ -74,7 +74,7 @@ class Shipper:
 
 
 def _ms(timestamp: str) -> int:
-    from auditwatch.sources.cloudwatch import epoch_ms
+    from auditwatch.times import epoch_ms
 
     return epoch_ms(timestamp)
 

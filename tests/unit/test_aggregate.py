@@ -1,6 +1,5 @@
 """Rows -> findings: keys, names, bounds, the cap, and the checkpoints that make counts exactly-once."""
 
-from auditwatch.api.models import parse_duration
 from auditwatch.findings.aggregate import (
     MAX_LATEST,
     MAX_VALUES,
@@ -8,6 +7,7 @@ from auditwatch.findings.aggregate import (
     finding_name,
     render_message,
 )
+from auditwatch.times import parse_duration
 
 ROW = {"src_ip": "10.0.0.1", "user": "system:anonymous", "verb": "get", "count": 1}
 

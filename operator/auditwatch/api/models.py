@@ -6,7 +6,6 @@ the Kubernetes API conventions ask; ``auditwatch crds`` turns these models into 
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from auditwatch.manifest import ManifestError, read_detection
+from auditwatch.times import DURATION, parse_duration, point_in_time
 
 GROUP = "auditwatch.io"
 VERSION = "v1alpha1"
@@ -21,8 +21,6 @@ VERSION = "v1alpha1"
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 FieldName = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=1024)]
-DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
-RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 Severity = Literal["informational", "low", "medium", "high", "critical"]
 
 
@@ -30,14 +28,6 @@ def check_duration(field: str, value: str) -> str:
     if not value or not DURATION.match(value) or not any(ch.isdigit() for ch in value):
         raise ValueError(f"{field} {value!r} is not a duration such as 24h, 90m or 1h30m")
     return value
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as 168h, 90m or 1h30m15s."""
-    total = 0.0
-    for amount, unit in re.findall(r"(\d+)([hms])", text):
-        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
-    return total
 
 
 class Model(BaseModel):
@@ -113,8 +103,10 @@ class CloudWatchSource(Model):
     @field_validator("start")
     @classmethod
     def start_point(cls, v: str) -> str:
-        if v != "now" and not DURATION.match(v) and not RFC3339.match(v):
-            raise ValueError(f"start {v!r} is not now, an RFC 3339 time or a duration such as 24h")
+        try:
+            point_in_time(v, 0)  # what CloudWatchPosition.starting reads it as
+        except ValueError as exc:
+            raise ValueError(f"start {exc}") from None
         return v
 
     @model_validator(mode="after")

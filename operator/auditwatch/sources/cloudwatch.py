@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from auditwatch.api.models import RFC3339, CloudWatchSource, SourceStatus, parse_duration
+from auditwatch.api.models import CloudWatchSource, SourceStatus
 from auditwatch.audit.envelopes import message_line
 from auditwatch.sources import Chunk
+from auditwatch.times import epoch_ms, parse_duration, point_in_time
 
 CHUNK_BYTES = 1 << 20  # a prompt range is yielded in chunks of about this size, cut between timestamps
 MAX_RANGE_MS = 60_000  # a prompt range spans at most this much time: what is read is held until sorted
@@ -53,10 +54,6 @@ AUDIT_ID = re.compile(r'"auditID"\s*:\s*"([^"]{1,64})"')
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def epoch_ms(text: str) -> int:
-    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -99,12 +96,7 @@ class CloudWatchPosition:
     @classmethod
     def starting(cls, spec: CloudWatchSource, now_ms: int) -> CloudWatchPosition:
         """Where a new detection starts (spec.start), at a sweep boundary at or before it."""
-        if spec.start == "now":
-            at = now_ms
-        elif RFC3339.match(spec.start):
-            at = epoch_ms(spec.start)
-        else:
-            at = now_ms - round(parse_duration(spec.start) * 1000)
+        at = point_in_time(spec.start, now_ms)  # the spec's validator accepted it
         sweep = Timing.of(spec).sweep
         at -= at % sweep
         return cls(at, at, 0)
