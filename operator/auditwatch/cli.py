@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Policy Reporter and its outputs): one per detection, in its namespace, the 100 most counted findings",
     )
     p.add_argument(
+        "--alerts",
+        metavar="FILE",
+        help="send a notice when a finding is created (and when it grows, at most hourly) to the receivers "
+        "this YAML file names: Alertmanager, a JSON webhook, Slack; mount it from a Secret (README: Alerts)",
+    )
+    p.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none; the install uses 0.0.0.0:8082)",
@@ -396,6 +402,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     given["reports"] = args.reports
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    alerts = None
+    if args.alerts:
+        from auditwatch.alerts import AlertConfigError, load_config
+
+        try:
+            alerts = load_config(args.alerts)
+        except AlertConfigError as exc:
+            raise UsageError(f"--alerts: {exc}") from None
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -405,7 +419,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         namespaces=settings.namespaces,
         liveness_endpoint=settings.liveness or None,
         standalone=True,
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(settings=settings, alerts=alerts),
     )
     return 0
 

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from auditwatch import status
+from auditwatch.alerts import Notifier
 from auditwatch.api.models import AuditDetectionStatus, CounterStatus, SourceStatus, WriteStatus
 from auditwatch.engine.evaluate import Counters
 from auditwatch.generation import Generation
@@ -38,9 +39,11 @@ class DetectionRuntime:
         settings: Settings,
         readers: Readers,
         metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
+        self.notifier = notifier
         self.body = body  # kopf's live view: reflects the latest spec and generation
         self.logger = logger
         self.settings = settings
@@ -93,7 +96,7 @@ class DetectionRuntime:
         assert verdict.spec is not None and verdict.query is not None
         s = self.settings
         gen = Generation(verdict.spec, verdict.query, self.ref(), self.positions, self.counters, self.kube,
-                         s, self.readers, self.logger)  # fmt: skip
+                         s, self.readers, self.logger, self.notifier)  # fmt: skip
         await gen.start()
         self.logger.info("detection %s/%s running generation %d on %d source(s)", self.namespace, self.name,
                          number, len(gen.sources))  # fmt: skip

@@ -14,6 +14,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from auditwatch.alerts import Notifier
 from auditwatch.api.models import AuditDetectionSpec, SourceStatus
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
@@ -41,6 +42,7 @@ class Generation:
         settings: Settings,
         readers: Readers,
         logger: logging.Logger | logging.LoggerAdapter[Any],
+        notifier: Notifier | None = None,
     ) -> None:
         finding = spec.finding
         self.kube = kube
@@ -48,7 +50,7 @@ class Generation:
         self.aggregator = Aggregator(self.name, finding.groupBy, finding.message, finding.maxFindings,
                                      _recorded_fields(query, finding.groupBy))  # fmt: skip
         self.writer = Writer(kube, detection, finding, logger, settings.finding_write_seconds,
-                             settings.finding_event_seconds)  # fmt: skip
+                             settings.finding_event_seconds, notifier)  # fmt: skip
         self.report = ReportMirror(kube, detection, finding, logger, settings.report_seconds) if settings.reports \
             else None  # fmt: skip
         self.ttl = parse_duration(finding.ttl)
@@ -67,6 +69,7 @@ class Generation:
         for item in await self.kube.list_findings(self.namespace, self.name):
             meta = item["metadata"]
             self.aggregator.load(meta["name"], item.get("spec", {}), item.get("status", {}), meta["uid"])
+        self.writer.resume_alerts(self.aggregator)
         prefilter = self.evaluator.prefilter
         self.sources = {
             s.name: self._readers.subscribe(s, self._saved.get(s.name), prefilter) for s in self._source_specs

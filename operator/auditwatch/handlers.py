@@ -11,7 +11,9 @@ import logging
 from typing import Any, cast
 
 import kopf
+from kubernetes import client
 
+from auditwatch.alerts import Notifier
 from auditwatch.api.models import GROUP, VERSION
 from auditwatch.budget import WriteBudget
 from auditwatch.detection import DetectionRuntime
@@ -52,16 +54,23 @@ async def configure(
     memo.readers = Readers(memo.settings, memo.webhooks)
     s = memo.settings
     memo.budget = WriteBudget(s.write_qps, s.write_burst, s.write_concurrency)
-    memo.metrics = Metrics(memo.budget, memo.readers, memo.webhooks)
+    memo.notifier = None
+    if alerts := memo.get("alerts"):  # `auditwatch run --alerts FILE`, checked before kopf starts
+        memo.notifier = Notifier(alerts, client.Configuration.get_default_copy().host)
+        memo.notifier.start()
+        logger.info("alerts to %s", ", ".join(f"{r.name} ({r.type})" for r in alerts.receivers))
+    memo.metrics = Metrics(memo.budget, memo.readers, memo.webhooks, memo.notifier)
     if s.metrics_listen:
         memo.metrics.serve(s.metrics_listen)
         logger.info("Prometheus metrics at http://%s/metrics", s.metrics_listen)
 
 
 @kopf.on.cleanup()
-async def stop_webhooks(memo: kopf.Memo, **_: Any) -> None:
+async def stop_servers(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("webhooks") is not None:
         await memo.webhooks.stop()
+    if memo.get("notifier") is not None:
+        await memo.notifier.stop()
 
 
 @kopf.on.login()
@@ -84,7 +93,7 @@ async def run_detection(
     **_: Any,
 ) -> None:
     runtime = DetectionRuntime(Kube(memo.budget, post_event), body, logger, memo.settings, memo.readers,
-                               memo.metrics)  # fmt: skip
+                               memo.metrics, memo.notifier)  # fmt: skip
     await runtime.run(stopped)
 
 

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from auditwatch.alerts import Notifier
     from auditwatch.api.models import AuditDetectionStatus
     from auditwatch.budget import WriteBudget
     from auditwatch.readers import Readers
@@ -42,8 +43,10 @@ COUNTERS = [
 class Metrics:
     """The operator's metrics: detections report here, the HTTP server reads it."""
 
-    def __init__(self, budget: WriteBudget, readers: Readers, webhooks: WebhookServer | None) -> None:
-        self.budget, self.readers, self.webhooks = budget, readers, webhooks
+    def __init__(
+        self, budget: WriteBudget, readers: Readers, webhooks: WebhookServer | None, notifier: Notifier | None = None
+    ) -> None:
+        self.budget, self.readers, self.webhooks, self.notifier = budget, readers, webhooks, notifier
         self.detections: dict[tuple[str, str], AuditDetectionStatus] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # CPU, memory, open files
@@ -102,6 +105,21 @@ class _Collector(Collector):
             throttles.add_metric([f"{region}:{name}"], group.throttled)
         yield calls
         yield throttles
+        yield from self._alerts()
+
+    def _alerts(self) -> Iterator[Metric]:
+        notices = CounterMetricFamily("auditwatch_alert_notices", "Finding notices per alert receiver: sent, "
+                                      "failed attempts, dropped from a full queue.",
+                                      labels=["receiver", "result"])  # fmt: skip
+        queued = GaugeMetricFamily("auditwatch_alert_notices_queued", "Notices waiting for their receiver.",
+                                   labels=["receiver"])  # fmt: skip
+        if self.m.notifier is not None:
+            for (receiver, result), n in list(self.m.notifier.sent.items()):
+                notices.add_metric([receiver, result], n)
+            for receiver in self.m.notifier.queues:
+                queued.add_metric([receiver], self.m.notifier.pending(receiver))
+        yield notices
+        yield queued
 
 
 def _sources(detections: list[tuple[tuple[str, str], Any]]) -> Iterator[Metric]:

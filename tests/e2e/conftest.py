@@ -26,6 +26,7 @@ import pytest
 from auditwatch.devcluster import DevCluster
 from auditwatch.devcluster.cluster import free_port
 from awslogs import FaultProxy, aws_env, moto_server
+from receivers import Alertmanager, Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_PORT = free_port()
@@ -52,10 +53,11 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str | Callable
 class Operator:
     """`auditwatch run` as a subprocess, with the operator's own credentials."""
 
-    def __init__(self, cluster: DevCluster, log_dir: Path, aws: FaultProxy) -> None:
+    def __init__(self, cluster: DevCluster, log_dir: Path, aws: FaultProxy, alerts: Path) -> None:
         self.cluster = cluster
         self.log_dir = log_dir
         self.aws = aws
+        self.alerts = alerts
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -68,7 +70,7 @@ class Operator:
             # cluster-wide, as the Deployment runs; the webhook server is where kube-apiserver sends batches
             [sys.executable, "-m", "auditwatch", "run", "--liveness", "", *self.cluster.operator_webhook_args(),
              "--allow-path", str(self.cluster.audit_dir), "--metrics-listen", f"127.0.0.1:{METRICS_PORT}",
-             "--reports"],
+             "--reports", "--alerts", str(self.alerts)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -124,8 +126,42 @@ def aws() -> Iterator[FaultProxy]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: DevCluster, aws: FaultProxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(cluster, tmp_path_factory.mktemp("operator"), aws)
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
+    am = Alertmanager(tmp_path_factory.mktemp("alertmanager"))
+    am.start()
+    yield am
+    am.stop()
+
+
+@pytest.fixture(scope="session")
+def recorder() -> Iterator[Recorder]:
+    """Stands in for a chat webhook and a generic JSON webhook receiver."""
+    r = Recorder()
+    yield r
+    r.close()
+
+
+def alerts_file(workdir: Path, alertmanager: Alertmanager, recorder: Recorder) -> Path:
+    """The receivers, as a cluster admin's Secret would hold them: Slack's URL and the token in files."""
+    (workdir / "slack-url").write_text(f"{recorder.url}/slack\n")
+    (workdir / "token").write_text("e2e-token\n")
+    path = workdir / "alerts.yaml"
+    path.write_text(json.dumps({"receivers": [
+        {"name": "alertmanager", "type": "alertmanager", "endpoint": {"url": alertmanager.url}},
+        {"name": "soc", "type": "webhook", "endpoint": {"url": f"{recorder.url}/hook",
+                                                         "bearerTokenFile": str(workdir / "token")}},
+        {"name": "chat", "type": "slack", "minSeverity": "high", "endpoint": {"urlFile": str(workdir / "slack-url")}},
+    ]}))  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: DevCluster, aws: FaultProxy, alertmanager: Alertmanager, recorder: Recorder,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:  # fmt: skip
+    workdir = tmp_path_factory.mktemp("operator")
+    op = Operator(cluster, workdir, aws, alerts_file(workdir, alertmanager, recorder))
     op.start()
     yield op
     op.stop()

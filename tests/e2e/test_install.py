@@ -6,6 +6,8 @@ import os
 import yaml
 from conftest import NAMESPACE, ROOT, wait_for
 
+from auditwatch.alerts import AlertConfig
+
 OPERATOR = "system:serviceaccount:auditwatch:auditwatch"
 
 
@@ -119,3 +121,20 @@ def test_the_prometheus_component_annotates_the_pod_for_its_metrics_port(cluster
     port = pod["metadata"]["annotations"]["prometheus.io/port"]
     assert {"name": "metrics", "containerPort": int(port)} in container["ports"]
     assert f"--metrics-listen=0.0.0.0:{port}" in container["args"]
+
+
+def test_the_alerts_component_mounts_the_receivers_secret_and_its_example_is_valid(cluster, tmp_path):
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(ROOT / "manifests", overlay)
+    (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{base}/components/alerts]\n")
+    assert "deployment.apps/auditwatch" in cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server").stdout
+    rendered = yaml.safe_load_all(cluster.kubectl("kustomize", str(overlay)).stdout)
+    [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert "--alerts=/etc/auditwatch/alerts/alerts.yaml" in container["args"]
+    assert {"name": "alerts", "mountPath": "/etc/auditwatch/alerts", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "alerts", "secret": {"secretName": "auditwatch-alerts", "defaultMode": 0o400}} in pod["volumes"]
+    example = yaml.safe_load((ROOT / "manifests/components/alerts/alerts.example.yaml").read_text())
+    assert [r.type for r in AlertConfig.model_validate(example).receivers] == ["alertmanager", "webhook", "slack"]

@@ -47,7 +47,7 @@ class FakeKube:
         self.calls.append(("patch", name))
         if self.fail_patch:
             raise ApiException(status=500, reason="InternalError")
-        self.objects[name]["status"] = status
+        self.objects[name]["status"] = {**self.objects[name].get("status", {}), **status}  # a merge patch
         return self.objects[name]
 
     async def delete_finding(self, namespace, name):

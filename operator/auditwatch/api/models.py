@@ -367,6 +367,10 @@ class DetectionFindingStatus(Model):
         dict[str, Annotated[int, Field(ge=0)]],
         Field(max_length=8, description="Per source: the seq up to which this count includes events."),
     ] = Field(default_factory=dict)
+    alert: Annotated[
+        Literal["pending", "sent"] | None,
+        Field(description="The creation notice to the alert receivers: pending until every one took it."),
+    ] = None
 
 
 class DetectionFinding(Model):

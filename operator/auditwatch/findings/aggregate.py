@@ -16,7 +16,7 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from auditwatch.api.models import DetectionFindingStatus
 from auditwatch.audit.decode import epoch_seconds
@@ -65,6 +65,10 @@ class FindingState:
     since: float = 0.0  # monotonic time of the first count not yet written (the write's place in the budget)
     written_at: float = 0.0
     announced_at: float = 0.0
+    # persisted: "pending" until every alert receiver took the creation notice (alerts.py), then "sent"
+    alert: Literal["", "pending", "sent"] = ""
+    alerted_at: float = float("-inf")  # monotonic time of the last notice
+    alerted_count: int = 0  # the count the last notice said
 
     @property
     def dirty(self) -> bool:
@@ -80,7 +84,7 @@ class FindingState:
         self.sending_counted = dict(self.counted)
         return DetectionFindingStatus(
             count=self.count, firstSeen=self.first_seen, lastSeen=self.last_seen, values=self.values,
-            latest=self.latest, checkpoints={**self.checkpoints, **self.counted},
+            latest=self.latest, checkpoints={**self.checkpoints, **self.counted}, alert=self.alert or None,
         )  # fmt: skip
 
     def written(self, now: float) -> None:
@@ -123,6 +127,8 @@ class Aggregator:
             count=int(status.get("count") or 0), first_seen=status.get("firstSeen", ""),
             last_seen=status.get("lastSeen", ""), values=dict(status.get("values") or {}),
             latest=list(status.get("latest") or []), checkpoints=dict(status.get("checkpoints") or {}), uid=uid,
+            alert="pending" if status.get("alert") == "pending" else "sent" if status.get("alert") else "",
+            alerted_count=int(status.get("count") or 0),
         )  # fmt: skip
 
     def add(self, row: dict[str, Any], source: str, line_start: int, line_end: int, seen: str, events: int = 1) -> str:

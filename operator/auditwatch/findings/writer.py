@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from auditwatch.alerts import Notice, Notifier
 from auditwatch.api.models import (
     GROUP,
     VERSION,
@@ -43,6 +44,7 @@ class Writer:
         logger: logging.Logger | logging.LoggerAdapter[Any],
         min_interval: float = 1.0,
         event_interval: float = 60.0,
+        notifier: Notifier | None = None,
     ) -> None:
         self.kube = kube
         self.detection = detection  # apiVersion, kind, metadata {name, namespace, uid}
@@ -51,6 +53,7 @@ class Writer:
         self.logger = logger
         self.min_interval = min_interval
         self.event_interval = event_interval
+        self.notifier = notifier
         self.cap_announced = False
         self.events_posted = 0
         self.events_folded = 0  # findings created or updated without an Event of their own
@@ -106,8 +109,10 @@ class Writer:
                     raise
                 obj = await self.kube.get_finding(self.namespace, finding.name)  # a retried create
             finding.uid = obj["metadata"]["uid"]
+            if created and self.notifier is not None:
+                finding.alert = "pending"  # in the status written next: sent again after a restart until taken
         try:
-            status = finding.snapshot().model_dump(mode="json")
+            status = finding.snapshot().model_dump(mode="json", exclude_none=True)
             # Not NEW even after a create: the finding shows once created, and its count has waited since
             # its first row, which puts it ahead of most updates anyway.
             await self.kube.patch_finding_status(self.namespace, finding.name, status, finding.since)
@@ -118,9 +123,46 @@ class Writer:
         if created:
             finding.announced_at = now
             self._announce(finding, "created", now)
+            self.alert(finding, "created", now)
         elif now - finding.announced_at >= self.event_interval:
             finding.announced_at = now
             self._announce(finding, "updated", now)
+        if not created and self.notifier and finding.count > finding.alerted_count \
+                and now - finding.alerted_at >= self.notifier.update_interval:  # fmt: skip
+            self.alert(finding, "updated", now)
+
+    def alert(self, finding: FindingState, what: str, now: float) -> None:
+        """Queue a notice (alerts.py); a creation notice marks the finding ``sent`` once delivered."""
+        if self.notifier is None:
+            return
+        finding.alerted_at, finding.alerted_count = now, finding.count
+        meta = self.detection["metadata"]
+        notice = Notice(
+            what="created" if what == "created" else "updated", detection=meta["name"], namespace=self.namespace,
+            finding=finding.name, key=dict(finding.key), message=finding.message, count=finding.count,
+            first_seen=finding.first_seen, last_seen=finding.last_seen, severity=self.policy.severity,
+            risk_score=self.policy.riskScore, mitre=mitre_techniques(meta.get("labels")),
+        )  # fmt: skip
+        self.notifier.notify(notice, (lambda _: self._delivered(finding)) if what == "created" else None)
+
+    def _delivered(self, finding: FindingState) -> None:
+        finding.alert = "sent"
+        task = asyncio.create_task(self._record_sent(finding))
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
+
+    async def _record_sent(self, finding: FindingState) -> None:
+        try:
+            await self.kube.patch_finding_status(self.namespace, finding.name, {"alert": "sent"})
+        except ApiException as exc:  # still "pending" in the cluster: sent once more after a restart
+            self.logger.warning("recording the alert for %s as sent failed: %s %s", finding.name, exc.status,
+                                exc.reason)  # fmt: skip
+
+    def resume_alerts(self, aggregator: Aggregator) -> None:
+        """Queue again the creation notices not yet taken when the operator last stopped."""
+        for finding in aggregator.findings.values():
+            if finding.alert == "pending":
+                self.alert(finding, "created", time.monotonic())
 
     def _announce(self, finding: FindingState, what: str, now: float) -> None:
         """The finding's own Events, or a count for the interval's summary once enough were posted (the
