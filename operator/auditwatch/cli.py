@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Policy Reporter and its outputs): one per detection, in its namespace, the 100 most counted findings",
     )
     p.add_argument(
+        "--shard",
+        metavar="NAME",
+        help="which audit log this replica reads, kept with its positions and its part of each finding: the "
+        "node's name for a DaemonSet on the control-plane nodes, the pod's for a webhook replica (default: "
+        "$AUDITWATCH_SHARD, else 'default'); replicas with different shards count into the same findings",
+    )
+    p.add_argument(
         "--alerts",
         metavar="FILE",
         help="send a notice when a finding is created (and when it grows, at most hourly) to the receivers "
@@ -400,6 +407,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     given["cloudwatch_calls_per_second"] = args.cloudwatch_calls_per_second
     given["metrics_listen"] = args.metrics_listen
     given["reports"] = args.reports
+    given["shard"] = args.shard
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     alerts = None

@@ -11,17 +11,19 @@ generation starts from those positions; counters carry over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from auditwatch import status
 from auditwatch.alerts import Notifier
-from auditwatch.api.models import AuditDetectionStatus, CounterStatus, SourceStatus, WriteStatus
+from auditwatch.api.models import AuditDetectionStatus, CounterStatus, ShardStatus, SourceStatus, WriteStatus
 from auditwatch.engine.evaluate import Counters
+from auditwatch.findings.aggregate import DEFAULT_SHARD
 from auditwatch.generation import Generation
 from auditwatch.kube import Kube
 from auditwatch.metrics import Metrics
@@ -50,9 +52,11 @@ class DetectionRuntime:
         self.readers = readers
         meta = body["metadata"]
         self.name, self.namespace = meta["name"], meta["namespace"]
+        self.shard = settings.shard
         saved = _saved_status(body.get("status"), logger)
-        self.positions: dict[str, SourceStatus] = {s.name: s for s in saved.sources}
-        c = saved.counters
+        mine = saved.shards.get(self.shard) or ShardStatus()
+        self.positions: dict[str, SourceStatus] = {s.name: s for s in mine.sources}
+        c = mine.counters
         self.counters = Counters(c.lines, c.skipped, c.events, c.malformed, c.matched)
         self.rows_base, self.long_lines_base = c.rows, c.longLines
         self.events_base, self.folded_base = c.eventsPosted, c.eventsFolded
@@ -146,18 +150,49 @@ class DetectionRuntime:
         budget = self.kube.budget
         writes = WriteStatus(pendingFindings=pending, oldestPendingSeconds=int(waited), waitingWrites=budget.waiting,
                              throttled=budget.throttled)  # fmt: skip
-        ready = all(source.ready for source in gen.sources.values())
-        errors = "; ".join(f"{name}: {source.error}" for name, source in gen.sources.items() if source.error)
-        reported = status.running(verdict, number, sources, ready, errors, counters, writes)
+        mine = ShardStatus(sources=sources, counters=counters, writes=writes)
+        shards = {**self._other_shards(), self.shard: mine}
+        ready = all(source.ready for source in gen.sources.values()) and not any(
+            s.lastError for part in shards.values() for s in part.sources)  # fmt: skip
+        errors = "; ".join(f"{self._shown(shard)}{s.name}: {s.lastError}" for shard, part in sorted(shards.items())
+                           for s in part.sources if s.lastError)  # fmt: skip
+        reported = status.running(verdict, number, ready, errors, _sum(p.counters for p in shards.values()))
+        reported.shards = {self.shard: mine}  # each replica writes its own part (a merge patch: the others stay)
         if self.metrics is not None:
-            self.metrics.report(self.namespace, self.name, reported)
+            self.metrics.report(self.namespace, self.name, mine)
         await self.status.write(reported)
+
+    def _other_shards(self) -> dict[str, ShardStatus]:
+        """The other shards' parts, as kopf's live view of the detection shows them."""
+        raw = (self.body.get("status") or {}).get("shards") or {}
+        parts = {}
+        for shard, part in raw.items():
+            if shard != self.shard:
+                with contextlib.suppress(ValidationError):  # written by another version: not summed
+                    parts[shard] = ShardStatus.model_validate(part)
+        return parts
+
+    def _shown(self, shard: str) -> str:
+        """A shard's name before its sources' errors, when there are shards to tell apart."""
+        return "" if shard == DEFAULT_SHARD else f"{shard}/"
+
+
+def _sum(parts: Iterable[CounterStatus]) -> CounterStatus:
+    total: dict[str, int] = {}
+    for part in parts:
+        for field, value in part.model_dump().items():
+            total[field] = total.get(field, 0) + value
+    return CounterStatus(**total)
 
 
 def _saved_status(saved: Any, logger: logging.Logger | logging.LoggerAdapter[Any]) -> AuditDetectionStatus:
-    """The status the detection has in the cluster; an unreadable one is ignored (read from the start)."""
+    """The status the detection has in the cluster; an unreadable one is ignored (read from the start).
+    One written before shards existed (its sources at the top) is the default shard's."""
+    saved = dict(saved or {})
+    if "sources" in saved and "shards" not in saved:
+        saved["shards"] = {DEFAULT_SHARD: {k: saved.pop(k) for k in ("sources", "counters", "writes") if k in saved}}
     try:
-        return AuditDetectionStatus.model_validate(dict(saved or {}))
+        return AuditDetectionStatus.model_validate(saved)
     except ValidationError as exc:
         logger.warning("ignoring the detection's saved status: %s", exc)
         return AuditDetectionStatus()

@@ -48,7 +48,7 @@ class Generation:
         self.kube = kube
         self.name, self.namespace = detection["metadata"]["name"], detection["metadata"]["namespace"]
         self.aggregator = Aggregator(self.name, finding.groupBy, finding.message, finding.maxFindings,
-                                     _recorded_fields(query, finding.groupBy))  # fmt: skip
+                                     _recorded_fields(query, finding.groupBy), settings.shard)  # fmt: skip
         self.writer = Writer(kube, detection, finding, logger, settings.finding_write_seconds,
                              settings.finding_event_seconds, notifier)  # fmt: skip
         self.report = ReportMirror(kube, detection, finding, logger, settings.report_seconds) if settings.reports \
@@ -67,8 +67,7 @@ class Generation:
         """Adopt the findings that exist in the cluster, then open and read every source (a webhook
         subscription is only made once nothing can fail before its reader runs)."""
         for item in await self.kube.list_findings(self.namespace, self.name):
-            meta = item["metadata"]
-            self.aggregator.load(meta["name"], item.get("spec", {}), item.get("status", {}), meta["uid"])
+            self.aggregator.load(item)
         self.writer.resume_alerts(self.aggregator)
         prefilter = self.evaluator.prefilter
         self.sources = {

@@ -57,12 +57,16 @@ class Kube:
         )
 
     async def patch_finding_status(
-        self, namespace: str, name: str, status: dict[str, Any], since: float | None = None
+        self, namespace: str, name: str, status: dict[str, Any], since: float | None = None, resource_version: str = ""
     ) -> dict[str, Any]:
+        """A merge patch of the status; with ``resource_version``, refused (409) if the object changed since."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         async with self.budget.slot("finding_status", Priority.UPDATE, since):
             return await _call(
                 self.custom.patch_namespaced_custom_object_status,
-                GROUP, VERSION, namespace, "detectionfindings", name, {"status": status},
+                GROUP, VERSION, namespace, "detectionfindings", name, body,
             )  # fmt: skip
 
     async def list_findings(self, namespace: str, detection: str) -> list[dict[str, Any]]:
@@ -72,15 +76,21 @@ class Kube:
         )  # fmt: skip
         return list(result.get("items", []))
 
-    async def delete_finding(self, namespace: str, name: str) -> None:
+    async def delete_finding(self, namespace: str, name: str, resource_version: str = "") -> bool:
+        """Delete a finding; False when it is gone already or (with ``resource_version``) changed since."""
+        precondition = client.V1Preconditions(resource_version=resource_version or None)
+        options = client.V1DeleteOptions(preconditions=precondition)
         try:
             async with self.budget.slot("finding_delete", Priority.UPDATE):
                 await _call(
-                    self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", name
-                )
+                    self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", name,
+                    body=options,
+                )  # fmt: skip
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409):
                 raise
+            return False
+        return True
 
     async def put_report(self, body: dict[str, Any]) -> None:
         """Create or replace an OpenReports Report (findings/report.py): a merge patch of the whole

@@ -1,7 +1,8 @@
 """Prometheus metrics (``auditwatch run --metrics-listen``): what the operator does, where Prometheus scrapes.
 
 Read at scrape time from what the operator already keeps: each running detection's last reported
-status (its counters and sources, the figures ``kubectl get auditdetection -o yaml`` shows), the
+part of its status (this replica's shard: its counters and sources, as ``kubectl get auditdetection
+-o yaml`` shows them under ``status.shards``; Prometheus sums the replicas), the
 write budget's counts, the webhook server's answers and the CloudWatch log groups' calls. So the
 metrics and the status never disagree, and nothing on the event path is slowed by them. Names follow
 Prometheus's conventions: an ``auditwatch_`` prefix, ``_total`` on counters, base units.
@@ -18,7 +19,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from auditwatch.alerts import Notifier
-    from auditwatch.api.models import AuditDetectionStatus
+    from auditwatch.api.models import ShardStatus
     from auditwatch.budget import WriteBudget
     from auditwatch.readers import Readers
     from auditwatch.sources.webhook import WebhookServer
@@ -47,12 +48,12 @@ class Metrics:
         self, budget: WriteBudget, readers: Readers, webhooks: WebhookServer | None, notifier: Notifier | None = None
     ) -> None:
         self.budget, self.readers, self.webhooks, self.notifier = budget, readers, webhooks, notifier
-        self.detections: dict[tuple[str, str], AuditDetectionStatus] = {}
+        self.detections: dict[tuple[str, str], ShardStatus] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # CPU, memory, open files
         self.registry.register(_Collector(self))
 
-    def report(self, namespace: str, name: str, status: AuditDetectionStatus) -> None:
+    def report(self, namespace: str, name: str, status: ShardStatus) -> None:
         self.detections[namespace, name] = status
 
     def forget(self, namespace: str, name: str) -> None:

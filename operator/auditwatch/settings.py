@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from auditwatch.api.models import ShardName
+from auditwatch.findings.aggregate import DEFAULT_SHARD
 from auditwatch.sources.paths import AUDIT_LOG_DIRS
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -23,6 +25,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     namespaces: tuple[str, ...] = ()  # watched namespaces; empty: the whole cluster
+    # Which audit log this replica reads (findings/aggregate.py): a node's name in a DaemonSet, a webhook
+    # replica's pod name. Stable across restarts: its positions and finding parts are kept under it.
+    shard: ShardName = Field(default_factory=lambda: os.environ.get("AUDITWATCH_SHARD") or DEFAULT_SHARD)
     # Namespaces whose detections run ("*": all). A detection reads the whole cluster's audit trail and
     # publishes what it matches in its own namespace, so by default only the operator's own namespace.
     detection_namespaces: tuple[str, ...] = Field(

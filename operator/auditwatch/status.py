@@ -16,9 +16,7 @@ from auditwatch.api.models import (
     Condition,
     ConditionType,
     CounterStatus,
-    SourceStatus,
     StatusReason,
-    WriteStatus,
 )
 from auditwatch.kube import ApiException, Kube
 from auditwatch.validate import Verdict
@@ -47,15 +45,10 @@ def refused(verdict: Verdict, generation: int) -> AuditDetectionStatus:
 
 
 def running(
-    verdict: Verdict,
-    generation: int,
-    sources: list[SourceStatus],
-    sources_ready: bool,
-    source_errors: str,
-    counters: CounterStatus,
-    writes: WriteStatus,
+    verdict: Verdict, generation: int, sources_ready: bool, source_errors: str, counters: CounterStatus
 ) -> AuditDetectionStatus:
-    """The status of a running detection: its sources' positions and errors, and its counters."""
+    """The status of a running detection: its conditions and counters (the shards' parts are added by the
+    caller)."""
     warnings = verdict.warnings
     return AuditDetectionStatus(
         observedGeneration=generation,
@@ -69,9 +62,7 @@ def running(
                       source_errors or ("all sources are being read" if sources_ready else "opening the sources"),
                       generation),
         ],
-        sources=sources,
         counters=counters,
-        writes=writes,
     )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ def test_each_finding_alerts_once_and_an_alertmanager_restart_gets_only_what_was
     body["metadata"]["labels"] = {"mitre-attack.escu.splunk.com/T1204": "true"}
     body["spec"]["finding"] |= {"severity": "high", "message": "anonymous $requestURI$"}
     api.apply(body)
-    wait_for(lambda: api.get("auditdetection", name).get("status", {}).get("sources"), what="the detection running")
+    wait_for(lambda: api.get("auditdetection", name).get("status", {}).get("shards"), what="the detection running")
     api.request("/version?alert=a", AGENT)
 
     def alerted(uri):

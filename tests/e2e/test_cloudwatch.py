@@ -138,7 +138,7 @@ def test_cloudwatch_counts_equal_the_file_through_kills_and_late_arrivals(cluste
     assert by_file["spec"]["key"] == by_cloudwatch["spec"]["key"] == {"user": "system:anonymous"}
     assert by_file["status"]["firstSeen"] == by_cloudwatch["status"]["firstSeen"]
     status = api.get("auditdetection", "eks-cloudwatch")["status"]
-    [source] = status["sources"]
+    [source] = status["shards"]["default"]["sources"]
     assert source["promptThrough"] and source["lateThrough"] and source["apiCalls"] > 0
     assert source["lastError"] == "" and ready(api, "eks-cloudwatch").get("status") == "True"
 

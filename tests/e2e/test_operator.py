@@ -151,7 +151,10 @@ def test_counts_stay_exact_across_audit_log_rotation(cluster, operator, api):
     wait_for(lambda: total(api, "rotation") == expected, timeout=60,
              what=lambda: f"count == {expected} across rotation, counted {total(api, 'rotation')}")  # fmt: skip
     status = api.get("auditdetection", "rotation")["status"]
-    assert status["counters"]["malformed"] == 0 and json.dumps(status["sources"][0]["lastError"]) == '""'
+    assert (
+        status["counters"]["malformed"] == 0
+        and json.dumps(status["shards"]["default"]["sources"][0]["lastError"]) == '""'
+    )
 
 
 def test_the_audit_webhook_backend_feeds_a_webhook_source(cluster, operator, api):
@@ -167,7 +170,10 @@ def test_the_audit_webhook_backend_feeds_a_webhook_source(cluster, operator, api
     def status():
         return api.get("auditdetection", "webhook")["status"]
 
-    wait_for(lambda: status()["sources"][0]["file"].startswith("webhook:"), what="the webhook source in the status")
+    wait_for(
+        lambda: status()["shards"]["default"]["sources"][0]["file"].startswith("webhook:"),
+        what="the webhook source in the status",
+    )
     assert status()["counters"]["malformed"] == 0
     # A pod that POSTs made-up events to the operator's webhook gets nothing in: no client certificate
     # (or one the webhook CA did not sign) is refused, and the count stays.

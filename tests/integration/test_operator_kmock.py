@@ -21,7 +21,9 @@ def counts(h):
 
 
 def checkpoint(h, name):
-    sources = (h.get(DETECTIONS, name) or {}).get("status", {}).get("sources") or [{}]
+    sources = (h.get(DETECTIONS, name) or {}).get("status", {}).get("shards", {}).get("default", {}).get("sources") or [
+        {}
+    ]
     return sources[0].get("offset")
 
 
@@ -45,7 +47,9 @@ async def test_create_gives_findings_and_events(harness):
     await eventually(lambda: reasons() == ["FindingCreated"] * 2 + ["SuspiciousActivity"] * 2, what="4 Events")
     await eventually(lambda: condition(h, "seed").get("status") == "True", what="Ready=True")
     size = os.path.getsize(h.log)  # the checkpoint follows the findings' writes
-    status = await eventually(lambda: (s := h.get(DETECTIONS, "seed")["status"])["sources"][0]["offset"] == size and s)
+    status = await eventually(
+        lambda: (s := h.get(DETECTIONS, "seed")["status"])["shards"]["default"]["sources"][0]["offset"] == size and s
+    )
     assert status["counters"]["matched"] == 3
     assert {kind for kind, _ in h.k.written} == {"finding", "status"}  # each checked against its model
 
@@ -234,7 +238,9 @@ async def test_writes_under_a_small_budget_and_429s_lose_nothing(harness):
     expected = {f"10.0.1.{i}": 3 for i in range(60)}
     await eventually(lambda: counts(h) == expected, timeout=60, what="every count written")
     assert h.k.throttle == 0
-    await eventually(lambda: h.get(DETECTIONS, "budget")["status"]["writes"]["throttled"] >= 10, what="the 429s")
+    await eventually(
+        lambda: h.get(DETECTIONS, "budget")["status"]["shards"]["default"]["writes"]["throttled"] >= 10, what="the 429s"
+    )
     reasons = [e["reason"] for e in h.objects(EVENTS)]
     assert reasons.count("FindingCreated") <= 5 + 1  # the first few per interval, not one per finding
     await eventually(lambda: h.get(DETECTIONS, "budget")["status"]["counters"]["eventsFolded"] >= 54, what="folded")

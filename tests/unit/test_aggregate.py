@@ -60,16 +60,22 @@ def test_the_cap_drops_new_findings_and_counts_them():
     assert len(a.findings) == 1 and a.dropped == 1
 
 
+def stored(finding, status, uid="u1", rv="1"):
+    """The finding as the API server would return it."""
+    return {"metadata": {"name": finding.name, "uid": uid, "resourceVersion": rv},
+            "spec": {"key": finding.key, "message": finding.message}, "status": status}  # fmt: skip
+
+
 def test_written_checkpoints_skip_lines_already_counted_after_a_restart():
     a = agg()
     a.add(ROW, "log", 0, 100, "t")
     a.add(ROW, "log", 100, 200, "t")
     [finding] = a.findings.values()
     status = finding.snapshot().model_dump()
-    assert status["count"] == 2 and status["checkpoints"] == {"log": 200}
+    assert status["count"] == 2 and status["shards"]["default"]["checkpoints"] == {"log": 200}
     # A new process loads that status and reads again from an earlier detection checkpoint.
     b = agg()
-    b.load(finding.name, {"key": finding.key, "message": finding.message}, status, uid="u1")
+    b.load(stored(finding, status))
     assert b.add(ROW, "log", 0, 100, "t") == "skipped"
     assert b.add(ROW, "log", 100, 200, "t") == "skipped"
     assert b.add(ROW, "log", 200, 300, "t") == "updated"
@@ -98,7 +104,8 @@ def test_rows_counted_while_a_write_is_under_way_stay_pending():
     [finding] = a.findings.values()
     status = finding.snapshot()
     a.add({**ROW, "verb": "delete"}, "log", 200, 300, "t")  # the reader runs while the PATCH waits
-    assert status.count == 1 and status.checkpoints == {"log": 200} and "delete" not in status.values["verb"]
+    assert status.count == 1 and status.shards["default"].checkpoints == {"log": 200}
+    assert "delete" not in status.values["verb"]
     finding.written(now=1.0)
     assert finding.checkpoints == {"log": 200} and finding.dirty
     assert a.resume_seq("log", 1000) == 200  # the checkpoint may not pass the row not yet written

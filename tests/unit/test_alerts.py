@@ -175,7 +175,7 @@ async def test_a_creation_notice_not_taken_before_a_restart_is_sent_after_it(rec
     up.start()
     restarted = Writer(kube, DETECTION, FindingPolicy(), logging.getLogger("test"), notifier=up)
     again = Aggregator("seed", ["user", "src_ip"], "calls from $src_ip$", max_findings=5)
-    again.load(name, obj["spec"], obj["status"], obj["metadata"]["uid"])
+    again.load(obj)
     restarted.resume_alerts(again)
     await until(lambda: kube.objects[name]["status"]["alert"] == "sent")
     await up.stop()

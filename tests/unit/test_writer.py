@@ -1,6 +1,7 @@
 """Writing findings: create-or-patch, coalescing, Events, and failures that keep the checkpoint back."""
 
 import asyncio
+import copy
 import logging
 
 import pytest
@@ -18,8 +19,22 @@ DETECTION = {"apiVersion": "auditwatch.io/v1alpha1", "kind": "AuditDetection",
 ROW = {"user": "system:anonymous", "src_ip": "10.0.0.1", "count": 1}
 
 
+def merge_patch(target, patch):
+    """RFC 7386, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
 class FakeKube:
-    """The writer's side of the API, in memory (the e2e tests use the real one)."""
+    """The writer's side of the API, in memory, with resourceVersions and merge patches as the API server
+    does them (the e2e tests use the real one). Several writers may share one, as replicas share a cluster."""
 
     def __init__(self):
         self.objects: dict[str, dict] = {}
@@ -27,6 +42,13 @@ class FakeKube:
         self.events: list[tuple[str, str, str, str]] = []
         self.fail_patch = False
         self.budget = WriteBudget()
+        self.version = 0
+
+    def _stored(self, name, obj):
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        self.objects[name] = obj
+        return copy.deepcopy(obj)
 
     async def post_event(self, obj, kind, reason, message):
         self.events.append((obj["metadata"]["name"], kind, reason, message))
@@ -36,23 +58,30 @@ class FakeKube:
         self.calls.append(("create", name))
         if name in self.objects:
             raise ApiException(status=409, reason="AlreadyExists")
-        self.objects[name] = {**body, "metadata": {**body["metadata"], "uid": f"uid-{name}"}}
-        return self.objects[name]
+        return self._stored(name, {**copy.deepcopy(body), "metadata": {**body["metadata"], "uid": f"uid-{name}"}})
 
     async def get_finding(self, namespace, name):
         self.calls.append(("get", name))
-        return self.objects[name]
+        return copy.deepcopy(self.objects[name])
 
-    async def patch_finding_status(self, namespace, name, status, since=None):
+    async def patch_finding_status(self, namespace, name, status, since=None, resource_version=""):
         self.calls.append(("patch", name))
         if self.fail_patch:
             raise ApiException(status=500, reason="InternalError")
-        self.objects[name]["status"] = {**self.objects[name].get("status", {}), **status}  # a merge patch
-        return self.objects[name]
+        if name not in self.objects:
+            raise ApiException(status=404, reason="NotFound")
+        obj = self.objects[name]
+        if resource_version and resource_version != obj["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        return self._stored(name, {**obj, "status": merge_patch(obj.get("status", {}), status)})
 
-    async def delete_finding(self, namespace, name):
+    async def delete_finding(self, namespace, name, resource_version=""):
         self.calls.append(("delete", name))
-        self.objects.pop(name, None)
+        obj = self.objects.get(name)
+        if obj is None or (resource_version and resource_version != obj["metadata"]["resourceVersion"]):
+            return False
+        del self.objects[name]
+        return True
 
 
 async def flush(writer, agg, now):
@@ -80,7 +109,7 @@ async def test_first_write_creates_the_object_then_patches_its_status(setup):
                            "mitre": "T1552.007"}  # fmt: skip
     assert obj["metadata"]["labels"] == {"auditwatch.io/detection": "seed"}
     assert obj["metadata"]["ownerReferences"][0]["uid"] == "d-uid"
-    assert obj["status"]["count"] == 1 and obj["status"]["checkpoints"] == {"log": 10}
+    assert obj["status"]["count"] == 1 and obj["status"]["shards"]["default"]["checkpoints"] == {"log": 10}
     assert [(n, k, r) for n, k, r, _ in events] == [("seed", "Warning", "FindingCreated"),
                                                     (name, "Warning", "SuspiciousActivity")]  # fmt: skip
 
@@ -154,9 +183,9 @@ async def test_rows_counted_while_the_patch_waits_are_written_next_and_hold_the_
     gate = asyncio.Event()
     real_patch = kube.patch_finding_status
 
-    async def slow_patch(namespace, name, status, since=None):
+    async def slow_patch(namespace, name, status, since=None, resource_version=""):
         await gate.wait()
-        return await real_patch(namespace, name, status)
+        return await real_patch(namespace, name, status, since, resource_version)
 
     kube.patch_finding_status = slow_patch
     agg.add(ROW, "log", 10, 20, "t")
@@ -167,7 +196,8 @@ async def test_rows_counted_while_the_patch_waits_are_written_next_and_hold_the_
     gate.set()
     await writer.settle(agg)
     name = next(iter(agg.findings))
-    assert kube.objects[name]["status"]["count"] == 2 and kube.objects[name]["status"]["checkpoints"] == {"log": 20}
+    status = kube.objects[name]["status"]
+    assert status["count"] == 2 and status["shards"]["default"]["checkpoints"] == {"log": 20}
     assert agg.resume_seq("log", 30) == 20  # a crash now must read the third row again
     await flush(writer, agg, 102.0)
     assert kube.objects[name]["status"]["count"] == 3 and agg.resume_seq("log", 30) == 30
@@ -189,3 +219,47 @@ async def test_events_beyond_the_first_few_per_interval_are_folded_into_one_summ
     assert summary.startswith(f"{40 - EVENTS_PER_WINDOW} more finding(s) created and 0 updated in the last 60 s")
     assert writer.events_folded == 40 - EVENTS_PER_WINDOW
     assert writer.events_posted == len(kube.events) == 2 * EVENTS_PER_WINDOW + 1
+
+
+def shard_writer(kube, shard):
+    writer = Writer(kube, DETECTION, FindingPolicy(), logging.getLogger(shard))
+    return writer, Aggregator("seed", ["user", "src_ip"], "calls from $src_ip$", max_findings=5, shard=shard)
+
+
+async def test_shards_write_their_parts_of_one_finding_concurrently_and_the_count_is_their_sum():
+    kube = FakeKube()
+    replicas = [shard_writer(kube, shard) for shard in ("node-a", "node-b", "node-c")]
+    for round_ in range(20):
+        for i, (_, agg) in enumerate(replicas):
+            for line in range(i + 1):  # node-a counts one row a round, node-b two, node-c three
+                start = round_ * 100 + line * 10
+                agg.add(ROW, "log", start, start + 10, f"t{round_}")
+        await asyncio.gather(*(flush(w, a, 100.0 + round_) for w, a in replicas))  # all at once: conflicts
+    [obj] = kube.objects.values()
+    parts = {shard: part["count"] for shard, part in obj["status"]["shards"].items()}
+    assert parts == {"node-a": 20, "node-b": 40, "node-c": 60} and obj["status"]["count"] == 120
+    assert sum(w.conflicts for w, _ in replicas) > 0  # the writes did overtake each other
+    reasons = [e[2] for e in kube.events]
+    assert reasons.count("FindingCreated") == 1 and "FindingUpdated" not in reasons  # one replica created it
+
+    # A restarted replica takes its own part and checkpoint back, and the others' parts as they are.
+    writer, agg = shard_writer(kube, "node-b")
+    agg.load(await kube.get_finding("sec", obj["metadata"]["name"]))
+    [finding] = agg.findings.values()
+    assert finding.count == 40 and finding.total == 120 and agg.add(ROW, "log", 1900, 1910, "t") == "skipped"
+    assert agg.add(ROW, "log", 5000, 5010, "t9") == "updated"
+    assert await flush(writer, agg, 500.0)
+    assert kube.objects[finding.name]["status"]["count"] == 121
+
+
+async def test_a_finding_expires_once_and_only_as_last_read():
+    kube = FakeKube()
+    (wa, a), (wb, b) = shard_writer(kube, "node-a"), shard_writer(kube, "node-b")
+    a.add(ROW, "log", 0, 10, "2020-01-01T00:00:00Z")
+    assert await flush(wa, a, 100.0)
+    b.add(ROW, "log", 0, 10, "2020-01-01T00:00:01Z")
+    assert await flush(wb, b, 100.0)
+    assert await wa.expire(a, ttl_seconds=60) == 0  # node-b wrote since node-a last read the finding
+    assert kube.objects and await wb.expire(b, ttl_seconds=60) == 1
+    await wb.settle(b)
+    assert not kube.objects and [e[2] for e in kube.events].count("FindingExpired") == 1

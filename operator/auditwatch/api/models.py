@@ -19,6 +19,8 @@ GROUP = "auditwatch.io"
 VERSION = "v1alpha1"
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+# A reader of one audit log: a node's name (DaemonSet), a webhook replica's pod name, or "default".
+ShardName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 FieldName = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=1024)]
 Severity = Literal["informational", "low", "medium", "high", "critical"]
@@ -297,6 +299,14 @@ class WriteStatus(Model):
     throttled: Annotated[int, Field(ge=0, description="Operator-wide: 429 and 5xx answers to writes.")] = 0
 
 
+class ShardStatus(Model):
+    """One shard's reading of a detection: its sources' positions and errors, its counters."""
+
+    sources: Annotated[list[SourceStatus], Field(max_length=8)] = Field(default_factory=list)
+    counters: CounterStatus = Field(default_factory=CounterStatus)
+    writes: WriteStatus = Field(default_factory=WriteStatus)
+
+
 class AuditDetectionStatus(Model):
     observedGeneration: int = 0
     conditions: Annotated[
@@ -305,9 +315,13 @@ class AuditDetectionStatus(Model):
             max_length=8, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
         ),
     ] = Field(default_factory=list)
-    sources: Annotated[list[SourceStatus], Field(max_length=8)] = Field(default_factory=list)
-    counters: CounterStatus = Field(default_factory=CounterStatus)
-    writes: WriteStatus = Field(default_factory=WriteStatus)
+    counters: Annotated[CounterStatus, Field(description="All shards' counters together.")] = Field(
+        default_factory=CounterStatus
+    )
+    shards: Annotated[
+        dict[ShardName, ShardStatus],
+        Field(max_length=64, description="Each shard's part: a shard reads one audit log (a node, a webhook replica)."),
+    ] = Field(default_factory=dict)
 
 
 class ObjectMeta(BaseModel):
@@ -351,8 +365,20 @@ def mitre_techniques(labels: dict[str, str] | None) -> str:
     return ",".join(sorted(k.removeprefix(MITRE_LABEL) for k in labels or {} if k.startswith(MITRE_LABEL)))[:256]
 
 
+class FindingPart(Model):
+    """What one shard counted of a finding, and through where in its sources (aggregate.py)."""
+
+    count: Annotated[int, Field(ge=0)] = 0
+    firstSeen: Annotated[str, Field(max_length=64)] = ""
+    lastSeen: Annotated[str, Field(max_length=64)] = ""
+    checkpoints: Annotated[
+        dict[str, Annotated[int, Field(ge=0)]],
+        Field(max_length=8, description="Per source: the seq up to which this part includes events."),
+    ] = Field(default_factory=dict)
+
+
 class DetectionFindingStatus(Model):
-    count: int = 0
+    count: Annotated[int, Field(description="All shards' parts together.")] = 0
     firstSeen: Annotated[str, Field(max_length=64)] = ""
     lastSeen: Annotated[str, Field(max_length=64)] = ""
     values: Annotated[
@@ -363,9 +389,9 @@ class DetectionFindingStatus(Model):
         list[Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=32)]],
         Field(max_length=5, description="The latest rows, newest first."),
     ] = Field(default_factory=list)
-    checkpoints: Annotated[
-        dict[str, Annotated[int, Field(ge=0)]],
-        Field(max_length=8, description="Per source: the seq up to which this count includes events."),
+    shards: Annotated[
+        dict[ShardName, FindingPart],
+        Field(max_length=64, description="Each shard's part (one per audit log: a node, a webhook replica)."),
     ] = Field(default_factory=dict)
     alert: Annotated[
         Literal["pending", "sent"] | None,

@@ -8,6 +8,13 @@ whose contribution is not yet written to some finding (``resume_seq``). After a 
 reads again from that position and a row adds to a finding only when its seq is beyond the finding's
 checkpoint. Killing the operator at any moment therefore neither loses a line (it is read again)
 nor counts one twice (the checkpoint says it is already in).
+
+Shards. Where several replicas read several audit logs (one per API server), each replica is a shard
+with its own sources, positions and, in every finding, its own part (``status.shards[<shard>]``: count
+and checkpoints), so the protocol above holds per shard. ``status.count`` is the parts' sum: a replica
+writes its part and the sum computed from the object as last read, with that object's
+``resourceVersion`` as a precondition; on a conflict it reads the finding again and retries
+(writer.py), so no replica's update is lost and none needs a leader.
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from auditwatch.api.models import DetectionFindingStatus
+from auditwatch.api.models import DetectionFindingStatus, FindingPart
 from auditwatch.audit.decode import epoch_seconds
 
 MAX_VALUES = 20
 MAX_FIELDS = 32
 MAX_LATEST = 5
 MAX_TEXT = 1024
+DEFAULT_SHARD = "default"
 _TOKEN = re.compile(r"\$([A-Za-z0-9_.{}:/-]+)\$")
 
 
@@ -62,6 +70,9 @@ class FindingState:
     sending: dict[str, int] = field(default_factory=dict)
     sending_counted: dict[str, int] = field(default_factory=dict)
     uid: str = ""  # set once the object exists in the cluster
+    shard: str = DEFAULT_SHARD  # this replica's part is count, first/last seen and checkpoints above
+    others: dict[str, dict[str, Any]] = field(default_factory=dict)  # other shards' parts, as last read
+    resource_version: str = ""  # of the object as last read or written: the precondition of the next write
     since: float = 0.0  # monotonic time of the first count not yet written (the write's place in the budget)
     written_at: float = 0.0
     announced_at: float = 0.0
@@ -82,10 +93,48 @@ class FindingState:
             self.sending[source] = min(seq, self.sending.get(source, seq))
         self.pending = {}
         self.sending_counted = dict(self.counted)
+        part = FindingPart(count=self.count, firstSeen=self.first_seen, lastSeen=self.last_seen,
+                           checkpoints={**self.checkpoints, **self.counted})  # fmt: skip
         return DetectionFindingStatus(
-            count=self.count, firstSeen=self.first_seen, lastSeen=self.last_seen, values=self.values,
-            latest=self.latest, checkpoints={**self.checkpoints, **self.counted}, alert=self.alert or None,
+            count=self.total, firstSeen=self.seen_first, lastSeen=self.seen_last, values=self.values,
+            latest=self.latest, shards={self.shard: part}, alert=self.alert or None,
         )  # fmt: skip
+
+    @property
+    def total(self) -> int:
+        """All shards' parts: this one's as counted, the others' as last read."""
+        return self.count + sum(int(p.get("count") or 0) for p in self.others.values())
+
+    @property
+    def seen_first(self) -> str:
+        """The first event any shard counted."""
+        firsts = [t for t in (self.first_seen, *(p.get("firstSeen") for p in self.others.values())) if t]
+        return min(firsts, default="")
+
+    @property
+    def seen_last(self) -> str:
+        """The last event any shard counted."""
+        return max([self.last_seen, *(str(p.get("lastSeen") or "") for p in self.others.values())])
+
+    def absorb(self, obj: dict[str, Any], own: bool = False) -> None:
+        """Take the other shards' parts, the values and latest rows from the object as read from the
+        cluster; with ``own``, this shard's part too, added to what is counted in memory (a finding
+        this replica had let go of, say by TTL, that another replica kept)."""
+        self.uid = obj["metadata"]["uid"]
+        self.resource_version = obj["metadata"].get("resourceVersion", "")
+        status = obj.get("status") or {}
+        parts = _parts(status)
+        self.others = {k: v for k, v in parts.items() if k != self.shard}
+        for k, seen in (status.get("values") or {}).items():
+            mine = self.values.setdefault(k, []) if k in self.values or len(self.values) < MAX_FIELDS else []
+            mine.extend(v for v in seen if v not in mine and len(mine) < MAX_VALUES)
+        self.latest = [*self.latest, *(r for r in status.get("latest") or [] if r not in self.latest)][:MAX_LATEST]
+        if own and (part := parts.get(self.shard)):
+            self.count += int(part.get("count") or 0)
+            self.first_seen = min([t for t in (self.first_seen, part.get("firstSeen") or "") if t], default="")
+            self.last_seen = max(self.last_seen, part.get("lastSeen") or "")
+            for source, seq in (part.get("checkpoints") or {}).items():
+                self.checkpoints[source] = max(seq, self.checkpoints.get(source, 0))
 
     def written(self, now: float) -> None:
         """The last snapshot is in the cluster."""
@@ -110,8 +159,10 @@ class Aggregator:
         message: str,
         max_findings: int,
         fields: tuple[str, ...] | None = None,
+        shard: str = DEFAULT_SHARD,
     ) -> None:
         self.detection = detection
+        self.shard = shard
         self.group_by = group_by
         self.fields = fields  # the row fields a finding records (values, latest rows); None: all
         self.message = message
@@ -120,16 +171,16 @@ class Aggregator:
         self._names: dict[tuple[str, ...], str] = {}  # key values -> finding name (a hash: worth keeping)
         self.dropped = 0  # rows that would have made a finding beyond the cap
 
-    def load(self, name: str, spec: dict[str, Any], status: dict[str, Any], uid: str) -> None:
-        """Adopt a finding that exists in the cluster (after a restart)."""
-        self.findings[name] = FindingState(
-            name=name, key=dict(spec.get("key") or {}), message=spec.get("message", ""),
-            count=int(status.get("count") or 0), first_seen=status.get("firstSeen", ""),
-            last_seen=status.get("lastSeen", ""), values=dict(status.get("values") or {}),
-            latest=list(status.get("latest") or []), checkpoints=dict(status.get("checkpoints") or {}), uid=uid,
+    def load(self, obj: dict[str, Any]) -> None:
+        """Adopt a finding that exists in the cluster (after a restart): this shard's part, and the rest."""
+        status = obj.get("status") or {}
+        name = obj["metadata"]["name"]
+        finding = self.findings[name] = FindingState(
+            name=name, key=dict(obj["spec"].get("key") or {}), message=obj["spec"].get("message", ""),
+            shard=self.shard, alerted_count=int(status.get("count") or 0),
             alert="pending" if status.get("alert") == "pending" else "sent" if status.get("alert") else "",
-            alerted_count=int(status.get("count") or 0),
         )  # fmt: skip
+        finding.absorb(obj, own=True)
 
     def add(self, row: dict[str, Any], source: str, line_start: int, line_end: int, seen: str, events: int = 1) -> str:
         """Count ``events`` for one row; returns 'new', 'updated', 'skipped' (already counted) or 'dropped'."""
@@ -145,7 +196,7 @@ class Aggregator:
             if len(self.findings) >= self.max_findings:
                 self.dropped += 1
                 return "dropped"
-            finding = self.findings[name] = FindingState(name, key, render_message(self.message, row))
+            finding = self.findings[name] = FindingState(name, key, render_message(self.message, row), shard=self.shard)
             outcome = "new"
         else:
             outcome = "updated"
@@ -188,11 +239,19 @@ class Aggregator:
         gone = [
             f
             for f in self.findings.values()
-            if f.last_seen and _epoch(f.last_seen) < cutoff and not f.dirty and not f.sending
+            if f.seen_last and _epoch(f.seen_last) < cutoff and not f.dirty and not f.sending
         ]
         for f in gone:
             del self.findings[f.name]
         return gone
+
+
+def _parts(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The shards' parts of a finding's status; one written before shards existed is the default shard's."""
+    if "shards" in status or not status.get("count"):
+        return dict(status.get("shards") or {})
+    keys = ("count", "firstSeen", "lastSeen", "checkpoints")
+    return {DEFAULT_SHARD: {k: status[k] for k in keys if k in status}}
 
 
 def _text(value: Any) -> str:

@@ -32,7 +32,7 @@ def report_name(detection: str) -> str:
 def report_body(detection: dict[str, Any], policy: FindingPolicy, findings: list[FindingState]) -> dict[str, Any]:
     """The Report for a detection (its reference: apiVersion, kind, metadata name/namespace/uid)."""
     meta = detection["metadata"]
-    ranked = sorted(findings, key=lambda f: (-f.count, f.name))[:MAX_RESULTS]
+    ranked = sorted(findings, key=lambda f: (-f.total, f.name))[:MAX_RESULTS]
     return {
         "apiVersion": "openreports.io/v1alpha1", "kind": "Report",
         "metadata": {
@@ -51,8 +51,8 @@ def report_body(detection: dict[str, Any], policy: FindingPolicy, findings: list
 
 
 def _result(meta: dict[str, Any], policy: FindingPolicy, finding: FindingState) -> dict[str, Any]:
-    seen = epoch_seconds(finding.last_seen) or 0.0
-    properties = {"count": str(finding.count), "firstSeen": finding.first_seen, "lastSeen": finding.last_seen}
+    seen = epoch_seconds(finding.seen_last) or 0.0
+    properties = {"count": str(finding.total), "firstSeen": finding.seen_first, "lastSeen": finding.seen_last}
     properties |= {f"key.{k}": v[:1024] for k, v in finding.key.items()}
     return {
         "source": "auditwatch", "policy": meta["name"], "rule": meta["name"], "category": "Kubernetes audit",
@@ -81,7 +81,7 @@ class ReportMirror:
         """Start writing the Report when a finding changed and the interval has passed (a task: the
         write waits for the budget, the detection does not wait for it)."""
         findings = list(aggregator.findings.values())
-        shown = tuple(sorted((f.name, f.count, f.last_seen) for f in findings))
+        shown = tuple(sorted((f.name, f.total, f.seen_last) for f in findings))
         if shown == self.written or now - self.last < self.interval or (self._task and not self._task.done()):
             return
         self.last = now

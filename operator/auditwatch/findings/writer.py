@@ -33,6 +33,7 @@ from auditwatch.findings.aggregate import Aggregator, FindingState
 from auditwatch.kube import ApiException, Kube
 
 EVENTS_PER_WINDOW = 5
+MAX_CONFLICTS = 10  # writes of one finding retried after a 409 before the next flush tries again
 
 
 class Writer:
@@ -57,6 +58,7 @@ class Writer:
         self.cap_announced = False
         self.events_posted = 0
         self.events_folded = 0  # findings created or updated without an Event of their own
+        self.conflicts = 0  # writes another shard's write had overtaken (read again and retried)
         self._writing: dict[str, asyncio.Task[None]] = {}
         self._posting: set[asyncio.Task[None]] = set()
         self._window = (0.0, 0)  # start of the current event interval, findings announced in it
@@ -107,18 +109,14 @@ class Writer:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-                obj = await self.kube.get_finding(self.namespace, finding.name)  # a retried create
-            finding.uid = obj["metadata"]["uid"]
+                # Another shard created it (and told of it), or this create was retried: its parts are
+                # added to ours, and its FindingUpdated Events wait an interval as the creator's do.
+                obj = await self.kube.get_finding(self.namespace, finding.name)
+                finding.announced_at = now
+            finding.absorb(obj, own=not created)
             if created and self.notifier is not None:
                 finding.alert = "pending"  # in the status written next: sent again after a restart until taken
-        try:
-            status = finding.snapshot().model_dump(mode="json", exclude_none=True)
-            # Not NEW even after a create: the finding shows once created, and its count has waited since
-            # its first row, which puts it ahead of most updates anyway.
-            await self.kube.patch_finding_status(self.namespace, finding.name, status, finding.since)
-        except BaseException:
-            finding.unwritten()
-            raise
+        await self._patch(finding)
         finding.written(now)
         if created:
             finding.announced_at = now
@@ -127,20 +125,45 @@ class Writer:
         elif now - finding.announced_at >= self.event_interval:
             finding.announced_at = now
             self._announce(finding, "updated", now)
-        if not created and self.notifier and finding.count > finding.alerted_count \
+        if not created and self.notifier and finding.total > finding.alerted_count \
                 and now - finding.alerted_at >= self.notifier.update_interval:  # fmt: skip
             self.alert(finding, "updated", now)
+
+    async def _patch(self, finding: FindingState) -> None:
+        """Write this shard's part and the sum over the finding's object as last read; when another
+        shard wrote meanwhile (409 Conflict on the resourceVersion), read it again and retry."""
+        for attempt in range(1, MAX_CONFLICTS + 1):
+            status = finding.snapshot().model_dump(mode="json", exclude_none=True)
+            try:
+                # Not NEW even after a create: the finding shows once created, and its count has waited since
+                # its first row, which puts it ahead of most updates anyway.
+                obj = await self.kube.patch_finding_status(self.namespace, finding.name, status, finding.since,
+                                                           finding.resource_version)  # fmt: skip
+            except ApiException as exc:
+                finding.unwritten()
+                if exc.status == 404:  # deleted by another shard (TTL): created again by the next write
+                    finding.uid = finding.resource_version = ""
+                if exc.status != 409 or attempt == MAX_CONFLICTS:
+                    raise
+                self.conflicts += 1
+                finding.absorb(await self.kube.get_finding(self.namespace, finding.name))
+                continue
+            except BaseException:
+                finding.unwritten()
+                raise
+            finding.absorb(obj)
+            return
 
     def alert(self, finding: FindingState, what: str, now: float) -> None:
         """Queue a notice (alerts.py); a creation notice marks the finding ``sent`` once delivered."""
         if self.notifier is None:
             return
-        finding.alerted_at, finding.alerted_count = now, finding.count
+        finding.alerted_at, finding.alerted_count = now, finding.total
         meta = self.detection["metadata"]
         notice = Notice(
             what="created" if what == "created" else "updated", detection=meta["name"], namespace=self.namespace,
-            finding=finding.name, key=dict(finding.key), message=finding.message, count=finding.count,
-            first_seen=finding.first_seen, last_seen=finding.last_seen, severity=self.policy.severity,
+            finding=finding.name, key=dict(finding.key), message=finding.message, count=finding.total,
+            first_seen=finding.seen_first, last_seen=finding.seen_last, severity=self.policy.severity,
             risk_score=self.policy.riskScore, mitre=mitre_techniques(meta.get("labels")),
         )  # fmt: skip
         self.notifier.notify(notice, (lambda _: self._delivered(finding)) if what == "created" else None)
@@ -174,11 +197,11 @@ class Writer:
             return
         self._window = (start, announced + 1)
         if what == "created":
-            text = f"{finding.message} ({finding.count} so far; finding {finding.name})"
+            text = f"{finding.message} ({finding.total} so far; finding {finding.name})"
             self._post(self.detection, "Warning", "FindingCreated", text)
             self._post(self._ref(finding), "Warning", "SuspiciousActivity", finding.message)
         else:
-            self._post(self._ref(finding), "Warning", "FindingUpdated", f"{finding.message} ({finding.count} in all)")
+            self._post(self._ref(finding), "Warning", "FindingUpdated", f"{finding.message} ({finding.total} in all)")
 
     def _summarize(self, now: float) -> None:
         """Close the event interval: one Event for the findings folded in it."""
@@ -225,9 +248,13 @@ class Writer:
         }
 
     async def expire(self, aggregator: Aggregator, ttl_seconds: float) -> int:
-        """Delete findings not seen for ``ttl_seconds``; returns how many."""
+        """Delete findings no shard has seen for ``ttl_seconds``; returns how many this replica deleted."""
         gone = aggregator.expire(ttl_seconds)
+        deleted = 0
         for finding in gone:
-            await self.kube.delete_finding(self.namespace, finding.name)
-            self._post(self.detection, "Normal", "FindingExpired", f"{finding.name} not seen for {ttl_seconds:.0f} s")
-        return len(gone)
+            # Only as last read: a shard that counted since keeps it, and one Event tells of the deletion.
+            if await self.kube.delete_finding(self.namespace, finding.name, finding.resource_version):
+                deleted += 1
+                self._post(self.detection, "Normal", "FindingExpired",
+                           f"{finding.name} not seen for {ttl_seconds:.0f} s")  # fmt: skip
+        return deleted

@@ -262,7 +262,7 @@ class FileTail:
                 continue
             except PermissionError as exc:
                 self.ready = False
-                self.error = f"{name}: {exc.strerror}"
+                self.error = denied(name, exc)
                 await asyncio.sleep(5)
                 continue
             self.ready = True
@@ -274,3 +274,16 @@ class FileTail:
         """kube-apiserver's rotated files (``audit-<timestamp>.log``), oldest first."""
         stem, suffix = self.path.stem, self.path.suffix
         return sorted(p for p in self.path.parent.glob(f"{stem}-*{suffix}") if p != self.path)
+
+
+def denied(name: str, exc: PermissionError) -> str:
+    """Why ``name`` cannot be opened, with what would let the operator read it."""
+    if exc.filename is None:  # refused by the allowed directories, not by the file system
+        return f"{name}: {exc.strerror}"
+    try:
+        st = os.stat(name)
+    except OSError:
+        return f"{name}: permission denied (its directory cannot be searched by uid {os.geteuid()})"
+    return (f"{name}: permission denied: owner uid {st.st_uid} gid {st.st_gid}, mode {st.st_mode & 0o7777:04o}; "
+            f"the operator runs as uid {os.geteuid()} gid {os.getegid()} (the file-reading install runs as uid 0 "
+            "with every capability dropped: manifests/base)")  # fmt: skip
