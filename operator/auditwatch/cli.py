@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         "$AUDITWATCH_SHARD, else 'default'); replicas with different shards count into the same findings",
     )
     p.add_argument(
+        "--host-root",
+        metavar="DIR",
+        help="read file sources below DIR: where the node's file system is mounted when not at / (default: "
+        "none; the install mounts the audit directory at its own path)",
+    )
+    p.add_argument(
         "--alerts",
         metavar="FILE",
         help="send a notice when a finding is created (and when it grows, at most hourly) to the receivers "
@@ -188,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
         "certs: write the audit webhook's CA, serving and client certificates (for kind and the install).",
     )
     p.add_argument("action", choices=("build", "up", "certs"))
+    p.add_argument(
+        "--apiservers",
+        type=int,
+        default=1,
+        choices=range(1, 6),
+        metavar="N",
+        help="up: N kube-apiservers on one etcd, each its own port and audit log, as an HA control plane (default 1)",
+    )
     p.add_argument(
         "--workdir",
         metavar="DIR",
@@ -408,6 +422,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     given["metrics_listen"] = args.metrics_listen
     given["reports"] = args.reports
     given["shard"] = args.shard
+    given["host_root"] = args.host_root
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     alerts = None
@@ -458,9 +473,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
             return 0
         if args.action == "certs":
             return cmd_certs(args.workdir or "webhook-certs", args.host or list(WEBHOOK_HOSTS))
-        with DevCluster(workdir=args.workdir) as cluster:
+        with DevCluster(workdir=args.workdir, apiservers=args.apiservers) as cluster:
             print(f"export KUBECONFIG={cluster.admin_kubeconfig}")
-            print(f"kubectl: {cluster.bins['kubectl']}; audit log: {cluster.audit_log}; Ctrl-C stops it", flush=True)
+            logs = ", ".join(str(d / "audit.log") for d in cluster.audit_dirs)
+            print(f"kubectl: {cluster.bins['kubectl']}; audit log(s): {logs}; Ctrl-C stops it", flush=True)
+            for i, node in enumerate(cluster.nodes):
+                print(f"node cp-{i}: {cluster.servers[i]}, root {node} (auditwatch run --shard cp-{i} "
+                      f"--host-root {node})")  # fmt: skip
             try:
                 while all(p.poll() is None for p in cluster.procs.values()):
                     time.sleep(1)

@@ -33,6 +33,7 @@ from auditwatch.settings import Settings
 from auditwatch.sources import Chunk, Position, Tail
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from auditwatch.sources.file import FilePosition, FileTail
+from auditwatch.sources.paths import under_root
 from auditwatch.sources.webhook import WebhookServer
 
 QUEUE_CHUNKS = 8  # chunks (up to 1 MiB each) waiting per subscriber before the shared tail waits for it
@@ -74,8 +75,9 @@ class Readers:
         """The shared tail's key, how to open a tail of the source, and where this subscriber starts."""
         s, webhooks = self.settings, self.webhooks
         if spec.file is not None:
-            path, max_line = spec.file.path, spec.file.maxLineBytes
-            opened = lambda start: FileTail(path, max_line, start, s.poll_seconds, s.allow_paths)  # noqa: E731
+            path, max_line = under_root(s.host_root, spec.file.path), spec.file.maxLineBytes
+            allow = tuple(under_root(s.host_root, d) for d in s.allow_paths)
+            opened = lambda start: FileTail(path, max_line, start, s.poll_seconds, allow)  # noqa: E731
             return ("file", path, str(max_line)), opened, FilePosition.saved(saved)
         if spec.webhook is not None and webhooks is not None:
             hook = spec.webhook.path

@@ -51,6 +51,9 @@ class Settings(BaseModel):
     webhook_insecure: bool = False
     geoip_db: str | None = Field(default_factory=lambda: os.environ.get("AUDITWATCH_GEOIP_DB") or None)
     allow_paths: tuple[str, ...] = AUDIT_LOG_DIRS  # file sources may only read below these directories
+    # Where the node's file system is, when not at / (a node's root mounted elsewhere; the local HA control
+    # plane's nodes): file sources' paths and allow_paths are read below it.
+    host_root: str = ""
     poll_seconds: Seconds = 0.1  # a file tail at the end of its file looks again after this long
     flush_seconds: Seconds = 0.25  # due findings are written this often
     status_seconds: Seconds = 1.0  # a detection's status is written at most this often

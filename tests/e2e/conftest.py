@@ -51,28 +51,27 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str | Callable
 
 
 class Operator:
-    """`auditwatch run` as a subprocess, with the operator's own credentials."""
+    """`auditwatch run` as a subprocess, with the operator's own credentials (``kubeconfig``)."""
 
-    def __init__(self, cluster: DevCluster, log_dir: Path, aws: FaultProxy, alerts: Path) -> None:
-        self.cluster = cluster
-        self.log_dir = log_dir
-        self.aws = aws
-        self.alerts = alerts
+    def __init__(self, log_dir: Path, args: list[str], kubeconfig: Path, env: dict[str, str] | None = None,
+                 no_capabilities: bool = False) -> None:  # fmt: skip
+        self.log_dir, self.args, self.kubeconfig, self.env = log_dir, args, kubeconfig, env or {}
+        self.no_capabilities = no_capabilities
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        # AWS: the emulated CloudWatch Logs API, found through the standard chain as on EKS.
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.operator_kubeconfig), **aws_env(self.aws.url)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            # cluster-wide, as the Deployment runs; the webhook server is where kube-apiserver sends batches
-            [sys.executable, "-m", "auditwatch", "run", "--liveness", "", *self.cluster.operator_webhook_args(),
-             "--allow-path", str(self.cluster.audit_dir), "--metrics-listen", f"127.0.0.1:{METRICS_PORT}",
-             "--reports", "--alerts", str(self.alerts)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "auditwatch", "run", "--liveness", "",
+                                      *self.args], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+
+    @property
+    def prefix(self) -> list[str]:
+        """With every capability dropped (``setpriv``), as the install's containers run: the file system's
+        owner and mode bits decide what the process may read."""
+        return ["setpriv", "--inh-caps=-all", "--bounding-set=-all"] if self.no_capabilities else []
 
     def kill(self) -> None:
         """SIGKILL: no graceful flush, the worst case for exactly-once counting."""
@@ -161,7 +160,12 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:  # fmt: skip
     workdir = tmp_path_factory.mktemp("operator")
-    op = Operator(cluster, workdir, aws, alerts_file(workdir, alertmanager, recorder))
+    # cluster-wide, as the install runs; the webhook server is where kube-apiserver sends batches; AWS: the
+    # emulated CloudWatch Logs API, found through the standard chain as on EKS.
+    args = [*cluster.operator_webhook_args(), "--allow-path", str(cluster.audit_dir),
+            "--metrics-listen", f"127.0.0.1:{METRICS_PORT}", "--reports",
+            "--alerts", str(alerts_file(workdir, alertmanager, recorder))]  # fmt: skip
+    op = Operator(workdir, args, cluster.operator_kubeconfig, aws_env(aws.url))
     op.start()
     yield op
     op.stop()
@@ -172,18 +176,23 @@ class Api:
 
     def __init__(self, cluster: DevCluster) -> None:
         self.c = cluster
-        self.ctx = ssl.create_default_context(cafile=str(cluster.ca_bundle))
+        self.ctx = ssl.create_default_context()
+        for bundle in cluster.ca_bundles:  # each kube-apiserver of an HA control plane signs its own
+            self.ctx.load_verify_locations(cafile=str(bundle))
 
-    def request(self, path: str, user_agent: str, token: str | None = None) -> int:
+    def request(self, path: str, user_agent: str, token: str | None = None, server: int = 0) -> int:
+        """A GET to the ``server``-th kube-apiserver; the status code (0 when it cannot be reached)."""
         headers = {"User-Agent": user_agent}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(self.c.server + path, headers=headers)
+        req = urllib.request.Request(self.c.servers[server] + path, headers=headers)
         try:
             with urllib.request.urlopen(req, context=self.ctx, timeout=10) as resp:
                 return int(resp.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)
+        except OSError:  # that kube-apiserver is down
+            return 0
 
     def anonymous(self, path: str, user_agent: str, times: int = 1) -> None:
         for _ in range(times):
@@ -239,7 +248,7 @@ class Api:
     def _audit_files(self) -> dict[Path, int]:
         """The audit log files by name, with their inodes (a rotation renames the current one)."""
         files = {}
-        for path in self.c.audit_dir.glob("audit*.log"):
+        for path in (p for d in self.c.audit_dirs for p in d.glob("audit*.log")):
             with contextlib.suppress(FileNotFoundError):
                 files[path] = path.stat().st_ino
         return files

@@ -2,7 +2,9 @@
 
 pydantic's JSON Schema becomes a structural OpenAPI v3 schema: ``$ref`` inlined, ``anyOf [X, null]``
 turned into ``X`` with ``nullable``, ``const`` into a one-value ``enum``, and the keywords Kubernetes
-rejects or ignores (``title``, ``additionalProperties: false``, ``$defs``) dropped.
+rejects or ignores (``title``, ``additionalProperties: false``, ``$defs``, ``propertyNames``: map keys
+such as shard names are checked by the operator's models only, ``patternProperties`` becoming
+``additionalProperties``) dropped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pydantic import BaseModel
 
 from auditwatch.api.models import GROUP, VERSION, AuditDetection, DetectionFinding
 
-DROP = {"title", "$defs", "discriminator"}
+DROP = {"title", "$defs", "discriminator", "propertyNames"}
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -44,6 +46,9 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
             out[key] = {k: structural(v, defs) for k, v in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
             out[key] = structural(value, defs)
+        elif key == "patternProperties":  # a map with constrained keys: Kubernetes has maps, not key patterns
+            [values] = value.values()
+            out["additionalProperties"] = structural(values, defs)
         else:
             out[key] = value
     if "enum" in out and "type" not in out:

@@ -9,6 +9,13 @@ authentication on, the audit policy beside this file, the audit log backend writ
 the API server presents a client certificate (``webhook_certs``, made by ``certs.py``).
 kube-controller-manager runs the garbage collector, so that ownerReferences delete findings with
 their detection, and the namespace controller.
+
+With ``apiservers=3`` it is an HA control plane as kubeadm makes one: three kube-apiservers on the same
+etcd, sharing the service-account key, each with its own port, serving certificate and audit log. Each
+plays a control-plane node: ``nodes[i]`` is that node's root directory and its log is
+``nodes[i]/var/log/kubernetes/audit/audit.log`` (the path kind and kubeadm use), so an operator replica
+given that root (``auditwatch run --host-root``) reads it at the path the detections name, as a
+DaemonSet pod reads its node's log through a hostPath mount.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from auditwatch.devcluster.binaries import ensure_binaries
 from auditwatch.devcluster.certs import CLIENT_NAME, WebhookCerts, make_webhook_certs
 
 POLICY = Path(__file__).with_name("audit-policy.yaml")
+NODE_AUDIT_DIR = Path("/var/log/kubernetes/audit")  # where kubeadm and kind nodes keep the audit log
 OPERATOR_USER = "system:serviceaccount:auditwatch:auditwatch"
 OPERATOR_GROUPS = "system:serviceaccounts,system:serviceaccounts:auditwatch,system:authenticated"
 
@@ -55,17 +63,23 @@ class DevCluster:
         audit_max_size_mb: int = 100,
         webhook_port: int | None = None,
         log: TextIO = sys.stderr,
+        apiservers: int = 1,
     ) -> None:
         self.webhook_port = webhook_port
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="auditwatch-cluster-"))
-        self.audit_dir = self.workdir / "audit"
+        self.apiservers = apiservers
+        self.nodes = [self.workdir / "nodes" / f"cp-{i}" for i in range(apiservers)] if apiservers > 1 else []
+        self.audit_dirs = [n / NODE_AUDIT_DIR.relative_to("/") for n in self.nodes] or [self.workdir / "audit"]
+        self.audit_dir = self.audit_dirs[0]
         self.audit_log = self.audit_dir / "audit.log"
         self.webhook_certs = WebhookCerts(self.workdir / "webhook-certs")
         self.audit_max_size_mb = audit_max_size_mb
         self.log = log
-        self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        self.ports = [free_port() for _ in range(apiservers)]
+        self.port = self.ports[0]
+        self.servers = [f"https://127.0.0.1:{port}" for port in self.ports]
+        self.server = self.servers[0]
         self.admin_token = os.urandom(16).hex()
         self.operator_token = os.urandom(16).hex()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -86,8 +100,9 @@ class DevCluster:
 
     def start(self) -> None:
         self.bins = ensure_binaries(self.log)
-        for d in ("etcd", "certs", "audit", "logs"):
-            (self.workdir / d).mkdir(parents=True, exist_ok=True)
+        dirs = [self.workdir / d for d in ("etcd", "certs", "logs")]
+        for d in (*dirs, *self.audit_dirs, *(self._cert_dir(i) for i in range(self.apiservers))):
+            d.mkdir(parents=True, exist_ok=True)
         self._say(f"starting etcd and kube-apiserver in {self.workdir}")
         etcd_port, peer_port = free_port(), free_port()
         self._spawn("etcd", [
@@ -100,7 +115,8 @@ class DevCluster:
             "--unsafe-no-fsync", "--log-level", "warn",
         ])  # fmt: skip
         self._write_credentials()
-        self._spawn("kube-apiserver", [str(self.bins["kube-apiserver"]), *self.apiserver_args(etcd_port)])
+        for i in range(self.apiservers):
+            self._spawn(self.apiserver(i), [str(self.bins["kube-apiserver"]), *self.apiserver_args(etcd_port, i)])
         self._wait_ready()
         self._spawn("kube-controller-manager", [
             str(self.bins["kube-controller-manager"]),
@@ -108,14 +124,22 @@ class DevCluster:
             "--controllers=garbagecollector,namespace", "--secure-port=0",
             "--concurrent-gc-syncs=5",
         ])  # fmt: skip
-        self._say(f"control plane ready at {self.server}")
+        self._say(f"control plane ready at {', '.join(self.servers)}")
 
-    def apiserver_args(self, etcd_port: int) -> list[str]:
+    @staticmethod
+    def apiserver(i: int) -> str:
+        """The process name of the i-th kube-apiserver (for ``stop_process``)."""
+        return "kube-apiserver" if i == 0 else f"kube-apiserver-{i}"
+
+    def _cert_dir(self, i: int) -> Path:
+        return self.workdir / ("certs" if i == 0 else f"certs-{i}")
+
+    def apiserver_args(self, etcd_port: int, i: int = 0) -> list[str]:
         """kube-apiserver's flags (kind-config.yaml sets the same audit flags; a test checks it)."""
         args = [
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
-            f"--cert-dir={self.workdir / 'certs'}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.ports[i]}",
+            f"--cert-dir={self._cert_dir(i)}",
             "--service-cluster-ip-range=10.96.0.0/16",
             f"--service-account-key-file={self.workdir / 'certs/sa.pub'}",
             f"--service-account-signing-key-file={self.workdir / 'certs/sa.key'}",
@@ -123,7 +147,7 @@ class DevCluster:
             f"--token-auth-file={self.workdir / 'tokens.csv'}",
             "--authorization-mode=RBAC", "--anonymous-auth=true",
             f"--audit-policy-file={POLICY}",
-            f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
+            f"--audit-log-path={self.audit_dirs[i] / 'audit.log'}", "--audit-log-format=json",
             f"--audit-log-maxsize={self.audit_max_size_mb}", "--audit-log-maxbackup=10",
         ]  # fmt: skip
         if self.webhook_port:
@@ -144,7 +168,23 @@ class DevCluster:
     # -- clients -------------------------------------------------------------------------------
     @property
     def ca_bundle(self) -> Path:
-        return self.workdir / "certs" / "apiserver.crt"
+        """The first kube-apiserver's self-signed certificate (``ca_bundles``: every one's)."""
+        return self.ca_bundles[0]
+
+    @property
+    def ca_bundles(self) -> list[Path]:
+        return [self._cert_dir(i) / "apiserver.crt" for i in range(self.apiservers)]
+
+    def kubeconfig_for(self, i: int, kubeconfig: Path) -> Path:
+        """A copy of ``kubeconfig`` that talks to the i-th kube-apiserver."""
+        config = json.loads(kubeconfig.read_text())
+        config["clusters"][0]["cluster"] |= {
+            "server": self.servers[i],
+            "certificate-authority": str(self.ca_bundles[i]),
+        }
+        path = kubeconfig.with_name(f"{kubeconfig.stem}-{i}.kubeconfig")
+        path.write_text(json.dumps(config, indent=2))
+        return path
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -182,6 +222,8 @@ class DevCluster:
         """Stop one part of the control plane (``etcd``, ``kube-apiserver``), as an outage would: SIGTERM,
         then SIGKILL after 10 s."""
         proc = self.procs[name]
+        if proc.poll() is not None:
+            return
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)
@@ -248,22 +290,26 @@ class DevCluster:
         return path
 
     def _wait_ready(self, timeout: float = 90) -> None:
+        """Wait until every running kube-apiserver answers /readyz (a stopped one is not waited for)."""
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        request = urllib.request.Request(
-            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
-        )
+        waiting = [i for i in range(self.apiservers) if self.procs[self.apiserver(i)].poll() is None]
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if name in ("etcd", "kube-apiserver") and proc.poll() is not None:
-                    raise ClusterError(f"{name} exited with {proc.returncode}; see {self.workdir}/logs/{name}.log")
+        while waiting and time.monotonic() < deadline:
+            for name in ("etcd", self.apiserver(waiting[0])):
+                if (code := self.procs[name].poll()) is not None:
+                    raise ClusterError(f"{name} exited with {code}; see {self.workdir}/logs/{name}.log")
+            request = urllib.request.Request(
+                f"{self.servers[waiting[0]]}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
+            )
             try:
                 with urllib.request.urlopen(request, context=ctx, timeout=2) as resp:
                     if resp.status == 200:
-                        return
+                        waiting.pop(0)
+                        continue
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.3)
-        raise ClusterError(f"kube-apiserver not ready after {timeout:.0f} s; see {self.workdir}/logs")
+        if waiting:
+            raise ClusterError(f"kube-apiserver not ready after {timeout:.0f} s; see {self.workdir}/logs")

@@ -252,23 +252,21 @@ class FileTail:
         return os.open(name, os.O_RDONLY)
 
     async def _wait_open(self, name: str) -> tuple[int, int, int]:
+        refusal = ""  # why the file could not be opened yet: cleared once it can
         while True:
             try:
                 fd = self._open(name)
             except FileNotFoundError:
-                self.ready = False
-                self.error = f"{name} does not exist yet"
-                await asyncio.sleep(1)
-                continue
+                refusal = f"{name} does not exist yet"
             except PermissionError as exc:
-                self.ready = False
-                self.error = denied(name, exc)
-                await asyncio.sleep(5)
-                continue
-            self.ready = True
-            if self.error.endswith("does not exist yet"):
-                self.error = ""
-            return fd, os.fstat(fd).st_ino, 0
+                refusal = denied(name, exc)
+            else:
+                self.ready = True
+                if refusal and self.error == refusal:
+                    self.error = ""
+                return fd, os.fstat(fd).st_ino, 0
+            self.ready, self.error = False, refusal
+            await asyncio.sleep(1)
 
     def _rotated_siblings(self) -> list[Path]:
         """kube-apiserver's rotated files (``audit-<timestamp>.log``), oldest first."""
