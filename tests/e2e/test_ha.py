@@ -4,18 +4,21 @@ its shard, the node's log at the path the seed detection names, the install's RB
 The seed detection, as shipped, must count every anonymous request to any API server exactly once."""
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Api, Operator, ready, total, wait_for
+from conftest import AGENT_SEARCH, ROOT, Api, Operator, anonymous_with_agent, detection, ready, total, wait_for
 
 from auditwatch.devcluster import DevCluster
+from auditwatch.devcluster.cluster import free_port
 
 SEED = "kubernetes-aws-detect-suspicious-kubectl-calls"
 SHARDS = ("cp-0", "cp-1", "cp-2")
@@ -25,7 +28,8 @@ SHARDS = ("cp-0", "cp-1", "cp-2")
 def ha():
     workdir = Path(tempfile.mkdtemp(prefix="auditwatch-ha-"))
     try:
-        with DevCluster(workdir=workdir, apiservers=3) as c:
+        # Every API server's webhook backend sends to one address: a Service, here a TCP proxy (Spread).
+        with DevCluster(workdir=workdir, apiservers=3, webhook_port=free_port()) as c:
             c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
             c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
                       "crd/detectionfindings.auditwatch.io")  # fmt: skip
@@ -149,3 +153,88 @@ def _events(api, directory):
                 if anonymous(ev := json.loads(line)):
                     found.append(ev)
     return found
+
+
+class Spread:
+    """A TCP proxy that spreads connections over backends in turn, as a Service's virtual IP does (TLS
+    passes through: each replica serves the webhook's certificate); a backend that refuses is skipped,
+    as an endpoint that is not ready is."""
+
+    def __init__(self, port, backends):
+        self.backends, self.turn = backends, itertools.count()
+        self.connections = [0] * len(backends)
+        self.server = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        start = next(self.turn)
+        for i in (start + k for k in range(len(self.backends))):
+            index = i % len(self.backends)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.backends[index]), timeout=5)
+            except OSError:
+                continue
+            self.connections[index] += 1
+            upstream.settimeout(None)
+            threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+            _pump(client, upstream)
+            return
+        client.close()
+
+    def close(self):
+        self.server.close()
+
+
+def _pump(src, dst):
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    for sock in (src, dst):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_webhook_batches_spread_over_two_receivers_count_once(ha, tmp_path):
+    """Two webhook replicas behind one address (each with its own spool and shard, as a StatefulSet's pods):
+    each batch reaches one of them, and the detection's count is the sum of both parts."""
+    api, agent = Api(ha), "e2e-ha-webhook"
+    ports = [free_port(), free_port()]
+    receivers = []
+    for i, port in enumerate(ports):
+        args = [a for a in ha.operator_webhook_args() if not a.startswith(("--webhook-listen", "--webhook-spool"))]
+        args += [f"--webhook-listen=127.0.0.1:{port}", f"--webhook-spool={tmp_path / f'spool-{i}'}",
+                 "--shard", f"auditwatch-{i}"]  # fmt: skip
+        (tmp_path / f"r{i}").mkdir()
+        receivers.append(Operator(tmp_path / f"r{i}", args, ha.operator_kubeconfig))
+    spread = Spread(ha.webhook_port, ports)
+    body = detection(agent, AGENT_SEARCH.format(agent=agent), Path("/unused"), group_by=["user"])
+    body["spec"]["sources"] = [{"name": "apiserver", "webhook": {"path": "/audit"}}]
+    try:
+        for op in receivers:
+            op.start()
+        api.apply(body)
+        wait_for(lambda: ready(api, agent).get("status") == "True", timeout=60, what="Ready=True")
+        for n in range(300):
+            api.request(f"/version?n={n}", agent, server=n % 3)
+            time.sleep(0.01)
+        expected = len(api.audit_events(anonymous_with_agent(agent)))
+        wait_for(lambda: total(api, agent) == expected, timeout=90,
+                 what=lambda: f"count == {expected}: {total(api, agent)}")  # fmt: skip
+        time.sleep(3)  # batches still on their way would show now
+        [finding] = api.findings(agent)
+        parts = finding["status"]["shards"]
+        assert total(api, agent) == expected and sum(p["count"] for p in parts.values()) == expected
+        assert set(parts) == {"auditwatch-0", "auditwatch-1"} and all(p["count"] > 0 for p in parts.values())
+        assert all(spread.connections), spread.connections
+    finally:
+        spread.close()
+        for op in receivers:
+            op.stop()

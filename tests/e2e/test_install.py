@@ -32,7 +32,7 @@ def test_an_invalid_detection_is_rejected_by_the_schema(cluster):
 
 def test_the_whole_kustomize_base_passes_server_side_dry_run(cluster):
     proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests"), "--dry-run=server")
-    assert "deployment.apps/auditwatch" in proc.stdout and "clusterrole.rbac.authorization.k8s.io" in proc.stdout
+    assert "daemonset.apps/auditwatch" in proc.stdout and "clusterrole.rbac.authorization.k8s.io" in proc.stdout
 
 
 def test_the_sample_detections_and_the_escu_component_are_accepted(cluster):
@@ -92,12 +92,15 @@ def test_the_eks_overlay_passes_server_side_dry_run(cluster):
     """manifests/eks: the base without hostPath, node selector or webhook, IRSA, the seed on CloudWatch."""
     proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests/eks"), "--dry-run=server")
     assert "deployment.apps/auditwatch" in proc.stdout and "service/auditwatch-webhook" not in proc.stdout
+    assert "daemonset.apps/auditwatch" not in proc.stdout
     assert "auditdetection.auditwatch.io/kubernetes-aws-detect-suspicious-kubectl-calls" in proc.stdout
     rendered = list(yaml.safe_load_all(cluster.kubectl("kustomize", str(ROOT / "manifests/eks")).stdout))
     [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     assert "nodeSelector" not in pod and not any("hostPath" in v for v in pod["volumes"])
-    assert "--webhook-listen=" in pod["containers"][0]["args"]
+    assert "--webhook-listen=" in pod["containers"][0]["args"] and pod["securityContext"]["runAsNonRoot"]
+    [namespace] = [d for d in rendered if d["kind"] == "Namespace"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     [account] = [d for d in rendered if d["kind"] == "ServiceAccount"]
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
     policy = json.loads((ROOT / "manifests/eks/iam-policy.json").read_text())
@@ -113,9 +116,9 @@ def test_the_prometheus_component_annotates_the_pod_for_its_metrics_port(cluster
     overlay.mkdir()
     base = os.path.relpath(ROOT / "manifests", overlay)
     (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{base}/components/prometheus]\n")
-    assert "deployment.apps/auditwatch" in cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server").stdout
+    assert "daemonset.apps/auditwatch" in cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server").stdout
     rendered = yaml.safe_load_all(cluster.kubectl("kustomize", str(overlay)).stdout)
-    [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
+    [deployment] = [d for d in rendered if d["kind"] == "DaemonSet"]
     pod = deployment["spec"]["template"]
     [container] = pod["spec"]["containers"]
     port = pod["metadata"]["annotations"]["prometheus.io/port"]
@@ -128,9 +131,9 @@ def test_the_alerts_component_mounts_the_receivers_secret_and_its_example_is_val
     overlay.mkdir()
     base = os.path.relpath(ROOT / "manifests", overlay)
     (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{base}/components/alerts]\n")
-    assert "deployment.apps/auditwatch" in cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server").stdout
+    assert "daemonset.apps/auditwatch" in cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server").stdout
     rendered = yaml.safe_load_all(cluster.kubectl("kustomize", str(overlay)).stdout)
-    [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
+    [deployment] = [d for d in rendered if d["kind"] == "DaemonSet"]
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert "--alerts=/etc/auditwatch/alerts/alerts.yaml" in container["args"]
@@ -138,3 +141,23 @@ def test_the_alerts_component_mounts_the_receivers_secret_and_its_example_is_val
     assert {"name": "alerts", "secret": {"secretName": "auditwatch-alerts", "defaultMode": 0o400}} in pod["volumes"]
     example = yaml.safe_load((ROOT / "manifests/components/alerts/alerts.example.yaml").read_text())
     assert [r.type for r in AlertConfig.model_validate(example).receivers] == ["alertmanager", "webhook", "slack"]
+
+
+def test_the_webhook_overlay_runs_two_non_root_replicas_with_stable_shards(cluster):
+    """manifests/webhook: a StatefulSet of two behind the base's Service, each its pod name as its shard
+    and its own spool volume, non-root under Pod Security "restricted" (the dry run applies the label)."""
+    proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests/webhook"), "--dry-run=server")
+    assert "statefulset.apps/auditwatch" in proc.stdout and "service/auditwatch-webhook" in proc.stdout
+    assert "daemonset.apps/auditwatch" not in proc.stdout
+    rendered = list(yaml.safe_load_all(cluster.kubectl("kustomize", str(ROOT / "manifests/webhook")).stdout))
+    [sts] = [d for d in rendered if d["kind"] == "StatefulSet"]
+    [service] = [d for d in rendered if d["kind"] == "Service"]
+    pod = sts["spec"]["template"]
+    assert sts["spec"]["replicas"] == 2 and service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] and not any("hostPath" in v for v in pod["spec"]["volumes"])
+    [container] = pod["spec"]["containers"]
+    [shard] = [e for e in container["env"] if e["name"] == "AUDITWATCH_SHARD"]
+    assert shard["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert [c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]] == ["webhook-spool"]
+    [namespace] = [d for d in rendered if d["kind"] == "Namespace"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

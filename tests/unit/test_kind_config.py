@@ -10,10 +10,16 @@ from auditwatch.devcluster.certs import CLIENT_NAME, WebhookCerts
 from auditwatch.devcluster.cluster import POLICY, DevCluster
 
 ROOT = Path(__file__).resolve().parents[2]
+WORKLOAD = ROOT / "manifests/base/daemonset.yaml"
 
 
-def kind_apiserver():
-    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+def workload():
+    """The base install's DaemonSet: one replica per control-plane node."""
+    return next(d for d in yaml.safe_load_all(WORKLOAD.read_text()) if d["kind"] == "DaemonSet")
+
+
+def kind_apiserver(name="kind-config.yaml"):
+    config = yaml.safe_load((ROOT / name).read_text())
     [node] = config["nodes"]
     patch = yaml.safe_load(node["kubeadmConfigPatches"][0])
     args = {a["name"]: a["value"] for a in patch["apiServer"]["extraArgs"]}
@@ -42,15 +48,11 @@ def test_kind_and_devcluster_set_the_same_audit_flags(tmp_path):
     assert dev["anonymous-auth"] == "true" and dev["authorization-mode"] == "RBAC"
 
 
-def test_the_log_directory_is_what_the_deployment_mounts_and_the_seed_detection_reads():
+def test_the_log_directory_is_what_the_daemonset_mounts_and_the_seed_detection_reads():
     _, apiserver, kind = kind_apiserver()
     log_dir = str(Path(kind["audit-log-path"]).parent)
     assert any(v["hostPath"] == log_dir == v["mountPath"] for v in apiserver["extraVolumes"])
-    deployment = next(
-        d
-        for d in yaml.safe_load_all((ROOT / "manifests/base/deployment.yaml").read_text())
-        if d["kind"] == "Deployment"
-    )
+    deployment = workload()
     pod = deployment["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "audit-log"]
     [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "audit-log"]
@@ -66,9 +68,9 @@ def test_the_webhook_backend_reaches_the_operators_service_on_the_path_sources_d
     [mount] = [m for m in node["extraMounts"] if m["containerPath"] == kind["audit-webhook-config-file"]]
     kubeconfig = yaml.safe_load((ROOT / mount["hostPath"]).read_text())
     server = kubeconfig["clusters"][0]["cluster"]["server"]
-    docs = list(yaml.safe_load_all((ROOT / "manifests/base/deployment.yaml").read_text()))
+    docs = list(yaml.safe_load_all(WORKLOAD.read_text()))
     service = next(d for d in docs if d["kind"] == "Service")
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment = workload()
     [port] = service["spec"]["ports"]
     assert server == f"https://{service['spec']['clusterIP']}:{port['port']}{WebhookSource().path}"
     assert service["spec"]["clusterIP"] in WEBHOOK_HOSTS  # in the serving certificate `cluster certs` makes
@@ -89,11 +91,7 @@ def test_the_api_server_and_the_operator_use_the_certificates_cluster_certs_make
     [certs] = [m for m in node["extraMounts"] if m["hostPath"] == "webhook-certs"]
     assert {cluster["certificate-authority"], user["client-certificate"], user["client-key"]} == {
         f"{certs['containerPath']}/{p.name}" for p in (made.ca, made.client_cert, made.client_key)}  # fmt: skip
-    deployment = next(
-        d
-        for d in yaml.safe_load_all((ROOT / "manifests/base/deployment.yaml").read_text())
-        if d["kind"] == "Deployment"
-    )
+    deployment = workload()
     pod = deployment["spec"]["template"]["spec"]
     args = build_parser().parse_args(pod["containers"][0]["args"])
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
@@ -103,3 +101,30 @@ def test_the_api_server_and_the_operator_use_the_certificates_cluster_certs_make
     assert args.webhook_tls_key == f"{mounts['webhook-tls']}/tls.key" and made.server_key.name == "tls.key"
     assert args.webhook_client_ca == f"{mounts['webhook-client-ca']}/{made.ca.name}"
     assert args.webhook_client_name == [CLIENT_NAME] and not args.webhook_insecure
+
+
+def test_the_ha_kind_config_has_three_control_plane_nodes_each_set_up_as_the_single_node_one():
+    single = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    ha = yaml.safe_load((ROOT / "kind-config-ha.yaml").read_text())
+    assert {k: v for k, v in ha.items() if k != "nodes"} == {k: v for k, v in single.items() if k != "nodes"}
+    assert ha["nodes"] == single["nodes"] * 3  # the same audit flags, policy, webhook and mounts on each
+
+
+def test_the_daemonset_reads_its_nodes_log_with_the_least_privilege_that_works():
+    """kube-apiserver creates the log root-owned, mode 0600: uid 0 reads it as its owner, with no
+    capability (no DAC override), no escalation, a read-only root, only the audit directory mounted."""
+    ds = workload()
+    pod = ds["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["securityContext"]["runAsUser"] == 0 and pod["securityContext"]["seccompProfile"]["type"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    host = [v for v in pod["volumes"] if "hostPath" in v]
+    assert [v["name"] for v in host] == ["audit-log"]
+    assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] == "audit-log")
+    assert not pod.get("hostNetwork") and not pod.get("hostPID")
+    [shard] = [e for e in container["env"] if e["name"] == "AUDITWATCH_SHARD"]
+    assert shard["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"  # stable across pod replacement
+    assert pod["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+    namespace = yaml.safe_load((ROOT / "manifests/base/namespace.yaml").read_text())
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"  # hostPath

@@ -95,6 +95,6 @@ def test_lint_takes_directories_and_kustomizations_and_passes_over_what_is_no_de
     seed = root / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
     assert linted == [str(root / "manifests/eks/seed-detection.yaml"), str(seed)]
     skipped = {line["file"]: line["skipped"] for line in lines if "skipped" in line}
-    assert "(Deployment, Service): skipped" in skipped[str(root / "manifests/base/deployment.yaml")]
+    assert "(DaemonSet, Service): skipped" in skipped[str(root / "manifests/base/daemonset.yaml")]
     assert "(CustomResourceDefinition)" in skipped[str(root / "crds/auditwatch.io_auditdetections.yaml")]
     assert all(line["ready"] for line in lines if "ready" in line)

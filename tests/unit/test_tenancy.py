@@ -35,9 +35,9 @@ def test_the_author_role_is_not_aggregated_and_grants_detections_and_reading_fin
     assert not any(r == "detectionfindings" and v in ("create", "patch", "delete") for r, v in grants)
 
 
-def test_the_deployment_tells_the_operator_its_namespace():
-    deployment = next(d for d in yaml.safe_load_all((ROOT / "manifests/base/deployment.yaml").read_text())
-                      if d["kind"] == "Deployment")  # fmt: skip
+def test_the_daemonset_tells_the_operator_its_namespace():
+    deployment = next(d for d in yaml.safe_load_all((ROOT / "manifests/base/daemonset.yaml").read_text())
+                      if d["kind"] == "DaemonSet")  # fmt: skip
     [env] = [e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "POD_NAMESPACE"]
     assert env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
