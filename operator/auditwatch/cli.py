@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_webhook_option(p)
     add_geoip_option(p)
-    add_allow_path_option(p)
+    add_source_options(p)
     p.add_argument(
         "--write-qps",
         type=float,
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_detection_namespace_option(p)
     add_webhook_option(p)
     add_geoip_option(p)
-    add_allow_path_option(p)
+    add_source_options(p)
     p.set_defaults(func=cmd_lint)
     return parser
 
@@ -312,9 +312,16 @@ def add_detection_namespace_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_allow_path_option(p: argparse.ArgumentParser) -> None:
+def add_source_options(p: argparse.ArgumentParser) -> None:
     from auditwatch.sources.paths import AUDIT_LOG_DIRS
 
+    p.add_argument(
+        "--sources",
+        metavar="KIND,...",
+        help="the kinds of source this install reads (default: file,webhook,cloudwatch): file and webhook "
+        "sources are read by every replica (each its node's log, its share of batches), a cloudwatch source "
+        "by one (the EKS install); a detection with another kind gets Ready=False, reason UnsupportedSource",
+    )
     p.add_argument(
         "--allow-path",
         action="append",
@@ -333,6 +340,14 @@ def add_geoip_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+OPTIONS = {
+    "source_kinds": "sources",
+    "allow_paths": "allow-path",
+    "detection_namespaces": "detection-namespace",
+    "webhook_client_names": "webhook-client-name",
+}  # settings named unlike their options
+
+
 def make_settings(args: argparse.Namespace, **values: Any) -> Settings:
     """The operator's settings from the options `run` and `lint` share (one not given keeps its default)
     and ``values``; a bad one is a UsageError naming its option."""
@@ -344,12 +359,13 @@ def make_settings(args: argparse.Namespace, **values: Any) -> Settings:
     values |= {f"webhook_{n}": getattr(args, f"webhook_{n}") for n in names}
     values |= {"geoip_db": args.geoip_db, "webhook_client_names": tuple(args.webhook_client_name or ())}
     optional = {"webhook_spool": args.webhook_spool, "allow_paths": args.allow_path,
-                "detection_namespaces": args.detection_namespace}  # fmt: skip
+                "detection_namespaces": args.detection_namespace,
+                "source_kinds": args.sources.split(",") if args.sources else None}  # fmt: skip
     values |= {k: tuple(v) if isinstance(v, list) else v for k, v in optional.items() if v}
     try:
         return Settings(**values)
     except ValidationError as exc:
-        raise UsageError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+        raise UsageError("; ".join(f"--{OPTIONS.get(str(e['loc'][0]), str(e['loc'][0]).replace('_', '-'))}: {e['msg']}"
                                    for e in exc.errors(include_url=False))) from None  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -51,6 +51,9 @@ class Settings(BaseModel):
     webhook_insecure: bool = False
     geoip_db: str | None = Field(default_factory=lambda: os.environ.get("AUDITWATCH_GEOIP_DB") or None)
     allow_paths: tuple[str, ...] = AUDIT_LOG_DIRS  # file sources may only read below these directories
+    # The kinds of source this install reads. Every replica reads its own file and webhook share; a
+    # cloudwatch source is the whole cluster's and must be read by one replica only (the EKS install).
+    source_kinds: tuple[Literal["file", "webhook", "cloudwatch"], ...] = ("file", "webhook", "cloudwatch")
     # Where the node's file system is, when not at / (a node's root mounted elsewhere; the local HA control
     # plane's nodes): file sources' paths and allow_paths are read below it.
     host_root: str = ""

@@ -88,6 +88,12 @@ def validate(spec: Mapping[str, Any], settings: Settings, namespace: str | None 
 def _source_problem(source: SourceSpec, settings: Settings) -> Problem | None:
     """Why the operator cannot read ``source``, or None."""
     where = f"spec.sources[{source.name}]"
+    kind = next(k for k in ("file", "webhook", "cloudwatch") if getattr(source, k) is not None)
+    if kind not in settings.source_kinds:
+        return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: this install reads only "
+                       f"{', '.join(settings.source_kinds)} sources (auditwatch run --sources): a cloudwatch source "
+                       "is read by the EKS install (manifests/eks), file and webhook sources by the DaemonSet or "
+                       "the webhook StatefulSet")  # fmt: skip
     if source.webhook is not None and settings.webhook_off:
         return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: {settings.webhook_off}")
     if source.file is not None and not allowed(source.file.path, settings.allow_paths):

@@ -48,6 +48,13 @@ def test_the_seed_shape_runs_and_its_lint_warnings_come_along():
                                                                    "start": "yesterday"}}],
          SETTINGS, "InvalidSpec", "spec.sources.0.cloudwatch.start: Value error, start 'yesterday' is not now, an "
          "RFC 3339 time or a duration such as 24h"),
+        # Every replica of the DaemonSet would read the cluster's one log group: counted once per replica.
+        ("a=1 | stats count BY a", [{"name": "eks", "cloudwatch": {"logGroup": "/aws/eks/x", "region": "eu-west-1"}}],
+         Settings(source_kinds=("file", "webhook")), "UnsupportedSource",
+         "spec.sources[eks]: this install reads only file, webhook sources (auditwatch run --sources): a cloudwatch "
+         "source is read by the EKS install"),
+        ("a=1 | stats count BY a", FILE, Settings(source_kinds=("cloudwatch",)), "UnsupportedSource",
+         "spec.sources[log]: this install reads only cloudwatch sources"),
     ],
 )  # fmt: skip
 def test_what_cannot_run_says_why(search, sources, settings, reason, message):
