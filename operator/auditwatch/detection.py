@@ -60,6 +60,7 @@ class DetectionRuntime:
         self.counters = Counters(c.lines, c.skipped, c.events, c.malformed, c.matched)
         self.rows_base, self.long_lines_base = c.rows, c.longLines
         self.events_base, self.folded_base = c.eventsPosted, c.eventsFolded
+        self.conflicts_base = 0  # since the operator started, as the budget's throttled count
         self.status = status.StatusWriter(kube, self.namespace, self.name, saved, logger)
 
     @property
@@ -129,6 +130,7 @@ class DetectionRuntime:
             self.long_lines_base += gen.long_lines
             self.events_base += gen.writer.events_posted
             self.folded_base += gen.writer.events_folded
+            self.conflicts_base += gen.writer.conflicts
 
     async def _report(self, verdict: Verdict, number: int, gen: Generation) -> None:
         sources = []
@@ -148,8 +150,9 @@ class DetectionRuntime:
         )  # fmt: skip
         pending, waited = gen.aggregator.behind()
         budget = self.kube.budget
+        conflicts = self.conflicts_base + gen.writer.conflicts
         writes = WriteStatus(pendingFindings=pending, oldestPendingSeconds=int(waited), waitingWrites=budget.waiting,
-                             throttled=budget.throttled)  # fmt: skip
+                             throttled=budget.throttled, conflicts=conflicts)  # fmt: skip
         mine = ShardStatus(sources=sources, counters=counters, writes=writes)
         shards = {**self._other_shards(), self.shard: mine}
         ready = all(source.ready for source in gen.sources.values()) and not any(

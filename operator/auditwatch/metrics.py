@@ -76,9 +76,13 @@ class _Collector(Collector):
                 family.add_metric([namespace, detection], getattr(status.counters, field, 0))
             yield family
         findings = GaugeMetricFamily("auditwatch_findings", "Findings the detection has.", labels=DETECTION)
+        conflicts = CounterMetricFamily("auditwatch_finding_write_conflicts", "Finding writes another replica's "
+                                        "write overtook (409; read again and retried).", labels=DETECTION)  # fmt: skip
         for (namespace, detection), status in detections:
             findings.add_metric([namespace, detection], status.counters.findings)
+            conflicts.add_metric([namespace, detection], status.writes.conflicts)
         yield findings
+        yield conflicts
         yield from _sources(detections)
         yield from self._operator()
 

@@ -111,15 +111,21 @@ def test_the_eks_overlay_passes_server_side_dry_run(cluster):
     )
 
 
-def test_the_prometheus_component_annotates_the_pod_for_its_metrics_port(cluster, tmp_path):
+def with_component(cluster, tmp_path, component):
+    """The DaemonSet's pod template from an overlay of manifests/ with one component, after the overlay
+    passed a server-side dry run."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     base = os.path.relpath(ROOT / "manifests", overlay)
-    (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{base}/components/prometheus]\n")
+    (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{base}/components/{component}]\n")
     assert "daemonset.apps/auditwatch" in cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server").stdout
     rendered = yaml.safe_load_all(cluster.kubectl("kustomize", str(overlay)).stdout)
-    [deployment] = [d for d in rendered if d["kind"] == "DaemonSet"]
-    pod = deployment["spec"]["template"]
+    [daemonset] = [d for d in rendered if d["kind"] == "DaemonSet"]
+    return daemonset["spec"]["template"]
+
+
+def test_the_prometheus_component_annotates_the_pod_for_its_metrics_port(cluster, tmp_path):
+    pod = with_component(cluster, tmp_path, "prometheus")
     [container] = pod["spec"]["containers"]
     port = pod["metadata"]["annotations"]["prometheus.io/port"]
     assert {"name": "metrics", "containerPort": int(port)} in container["ports"]
@@ -127,14 +133,7 @@ def test_the_prometheus_component_annotates_the_pod_for_its_metrics_port(cluster
 
 
 def test_the_alerts_component_mounts_the_receivers_secret_and_its_example_is_valid(cluster, tmp_path):
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    base = os.path.relpath(ROOT / "manifests", overlay)
-    (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{base}/components/alerts]\n")
-    assert "daemonset.apps/auditwatch" in cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server").stdout
-    rendered = yaml.safe_load_all(cluster.kubectl("kustomize", str(overlay)).stdout)
-    [deployment] = [d for d in rendered if d["kind"] == "DaemonSet"]
-    pod = deployment["spec"]["template"]["spec"]
+    pod = with_component(cluster, tmp_path, "alerts")["spec"]
     [container] = pod["containers"]
     assert "--alerts=/etc/auditwatch/alerts/alerts.yaml" in container["args"]
     assert {"name": "alerts", "mountPath": "/etc/auditwatch/alerts", "readOnly": True} in container["volumeMounts"]

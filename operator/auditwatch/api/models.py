@@ -297,6 +297,9 @@ class WriteStatus(Model):
     oldestPendingSeconds: Annotated[int, Field(ge=0, description="How long the oldest of them has waited.")] = 0
     waitingWrites: Annotated[int, Field(ge=0, description="Operator-wide: writes waiting for the budget.")] = 0
     throttled: Annotated[int, Field(ge=0, description="Operator-wide: 429 and 5xx answers to writes.")] = 0
+    conflicts: Annotated[
+        int, Field(ge=0, description="Finding writes another shard's write overtook (read again and retried).")
+    ] = 0
 
 
 class ShardStatus(Model):
