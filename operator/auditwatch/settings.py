@@ -49,6 +49,9 @@ class Settings(BaseModel):
     webhook_client_names: tuple[str, ...] = ()
     webhook_token_file: str | None = None
     webhook_insecure: bool = False
+    # A batch for a path no detection reads is answered 503 (kube-apiserver keeps it and retries) this long
+    # after the server starts, while the detections are still being started; 404 after (it drops it).
+    webhook_startup_seconds: Annotated[float, Field(ge=0)] = 60.0
     geoip_db: str | None = Field(default_factory=lambda: os.environ.get("AUDITWATCH_GEOIP_DB") or None)
     allow_paths: tuple[str, ...] = AUDIT_LOG_DIRS  # file sources may only read below these directories
     # The kinds of source this install reads. Every replica reads its own file and webhook share; a

@@ -221,7 +221,10 @@ def test_webhook_batches_spread_over_two_receivers_count_once(ha, tmp_path):
         for op in receivers:
             op.start()
         api.apply(body)
-        wait_for(lambda: ready(api, agent).get("status") == "True", timeout=60, what="Ready=True")
+        shards = {"auditwatch-0", "auditwatch-1"}  # each has subscribed its spool once its part is in the status
+        status = lambda: api.get("auditdetection", agent).get("status", {})  # noqa: E731
+        wait_for(lambda: set(status().get("shards", {})) == shards, timeout=60, what=lambda: f"both shards: {status()}")
+        assert ready(api, agent).get("status") == "True"
         for n in range(300):
             api.request(f"/version?n={n}", agent, server=n % 3)
             time.sleep(0.01)

@@ -38,6 +38,6 @@ def test_metrics_are_what_the_operator_did(cluster, operator, api):
     assert (
         created >= 1 and m[("auditwatch_api_writes_total", frozenset({"kind": "event", "result": "ok"}.items()))] >= 1
     )
-    # kube-apiserver sends its batches to the operator's webhook (answered 404 until a detection reads it)
+    # kube-apiserver sends batches to the operator's webhook (503 while it starts, 404 until a detection reads it)
     wait_for(lambda: any(k[0] == "auditwatch_webhook_requests_total" for k in scrape()), what="webhook requests")
     assert any(k[0] == "process_resident_memory_bytes" for k in m)

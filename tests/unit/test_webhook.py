@@ -39,7 +39,7 @@ async def serve(spool, **settings):
 
 @pytest.fixture
 async def server(tmp_path):
-    srv = await serve(tmp_path / "spool", webhook_insecure=True)
+    srv = await serve(tmp_path / "spool", webhook_insecure=True, webhook_startup_seconds=0)
     yield srv
     await srv.stop()
 
@@ -104,6 +104,21 @@ async def test_what_was_acknowledged_is_read_after_a_restart_from_the_saved_posi
         assert chunk.seq == position.seq  # the seq runs on: findings' checkpoints stay comparable
     finally:
         await again.stop()
+
+
+async def test_a_path_no_detection_reads_gets_503_while_the_operator_starts_then_404(tmp_path):
+    """kube-apiserver drops a batch answered 404 and sends one answered 503 again: a replica that has
+    just started (a rolling update) must not lose the batches sent before its detections subscribe."""
+    srv = await serve(tmp_path / "spool", webhook_insecure=True, webhook_startup_seconds=0.5)
+    try:
+        status, retry, text = await post(srv, "/audit", batch("a"))
+        assert (status, retry) == (503, "1") and "no detection reads audit batches at /audit yet" in text
+        srv.subscribe("/audit")
+        assert (await post(srv, "/audit", batch("a")))[0] == 200
+        await asyncio.sleep(0.5)
+        assert (await post(srv, "/nobody", batch("x")))[0] == 404
+    finally:
+        await srv.stop()
 
 
 async def test_unknown_paths_get_404_and_a_spool_that_cannot_be_written_503(server):

@@ -119,6 +119,7 @@ class WebhookServer:
         self.readers: Counter[str] = Counter()  # webhook path -> detections reading it
         self._spools: dict[str, Spool] = {}
         self.listening = False
+        self._started_at = 0.0
         self.answers: Counter[int] = Counter()  # HTTP status -> requests answered with it
         self.repeats = 0  # events dropped as already received
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -155,6 +156,7 @@ class WebhookServer:
                 self._ssl.verify_mode = ssl.CERT_OPTIONAL  # no certificate: answered 401, not a failed handshake
         self.reload()
         self._remember_spooled()
+        self._started_at = time.monotonic()
         app = web.Application(client_max_size=self.max_batch_bytes)
         app.router.add_post("/{path:.*}", self._receive)
         # Idle connections close after 15 s (kube-apiserver sends a batch at least every second while busy).
@@ -222,6 +224,10 @@ class WebhookServer:
         if refusal := self._refusal(request):
             return self._answer(refusal, "unauthorized" if refusal == 401 else "forbidden")
         if self.readers[request.path] <= 0:
+            if time.monotonic() - self._started_at < self.settings.webhook_startup_seconds:
+                # A replica restarting: its detections subscribe in a moment. A 404 would make kube-apiserver
+                # drop the batch; a 503 makes it send the batch again.
+                return self._answer(503, f"no detection reads audit batches at {request.path} yet", retry=True)
             return self._answer(404, f"no detection reads audit batches at {request.path}")
         if self.under_way >= self.max_requests:
             return self._answer(429, "too many requests under way", retry=True)
