@@ -230,7 +230,8 @@ def test_webhook_batches_spread_over_two_receivers_count_once(ha, tmp_path):
             time.sleep(0.01)
         expected = len(api.audit_events(anonymous_with_agent(agent)))
         wait_for(lambda: total(api, agent) == expected, timeout=90,
-                 what=lambda: f"count == {expected}: {total(api, agent)}")  # fmt: skip
+                 what=lambda: f"count == {expected}: {total(api, agent)}, parts {_parts(api, agent)}, connections "
+                 f"{spread.connections}")  # fmt: skip
         time.sleep(3)  # batches still on their way would show now
         [finding] = api.findings(agent)
         parts = finding["status"]["shards"]
@@ -241,3 +242,8 @@ def test_webhook_batches_spread_over_two_receivers_count_once(ha, tmp_path):
         spread.close()
         for op in receivers:
             op.stop()
+
+
+def _parts(api, name):
+    return {f["metadata"]["name"]: {s: p["count"] for s, p in f["status"].get("shards", {}).items()}
+            for f in api.findings(name)}  # fmt: skip

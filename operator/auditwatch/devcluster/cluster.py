@@ -115,6 +115,8 @@ class DevCluster:
             "--unsafe-no-fsync", "--log-level", "warn",
         ])  # fmt: skip
         self._write_credentials()
+        if self.webhook_port:
+            self._write_webhook_kubeconfig()  # once: every API server sends with the same certificates
         for i in range(self.apiservers):
             self._spawn(self.apiserver(i), [str(self.bins["kube-apiserver"]), *self.apiserver_args(etcd_port, i)])
         self._wait_ready()
@@ -152,7 +154,7 @@ class DevCluster:
         ]  # fmt: skip
         if self.webhook_port:
             args += [
-                f"--audit-webhook-config-file={self._webhook_kubeconfig()}",
+                f"--audit-webhook-config-file={self.webhook_kubeconfig}",
                 "--audit-webhook-mode=batch", "--audit-webhook-batch-max-wait=1s",
             ]  # fmt: skip
         return args
@@ -193,6 +195,11 @@ class DevCluster:
     @property
     def operator_kubeconfig(self) -> Path:
         return self.workdir / "operator.kubeconfig"
+
+    @property
+    def webhook_kubeconfig(self) -> Path:
+        """kube-apiserver's audit webhook configuration (``webhook_port``)."""
+        return self.workdir / "audit-webhook.kubeconfig"
 
     @property
     def anonymous_kubeconfig(self) -> Path:
@@ -273,11 +280,11 @@ class DevCluster:
                 f"--webhook-client-name={CLIENT_NAME}",
                 f"--webhook-spool={self.workdir / 'webhook-spool'}"]  # fmt: skip
 
-    def _webhook_kubeconfig(self) -> Path:
+    def _write_webhook_kubeconfig(self) -> None:
         """Where kube-apiserver's webhook backend sends its batches: the operator's webhook server, over
         TLS (the operator's certificate checked against the webhook CA), with a client certificate."""
         certs = make_webhook_certs(self.webhook_certs.directory, ["127.0.0.1", "localhost"])
-        path = self.workdir / "audit-webhook.kubeconfig"
+        path = self.webhook_kubeconfig
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "webhook",
             "clusters": [{"name": "auditwatch", "cluster": {
@@ -287,7 +294,6 @@ class DevCluster:
             "contexts": [{"name": "webhook", "context": {"cluster": "auditwatch", "user": "kube-apiserver"}}],
         }  # fmt: skip
         path.write_text(json.dumps(config, indent=2))
-        return path
 
     def _wait_ready(self, timeout: float = 90) -> None:
         """Wait until every running kube-apiserver answers /readyz (a stopped one is not waited for)."""
