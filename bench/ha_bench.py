@@ -28,6 +28,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
 from auditwatch.devcluster import DevCluster
 from auditwatch.devcluster.cluster import OPERATOR_USER
 
@@ -64,10 +66,17 @@ def main() -> None:
         c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
         c.kubectl("wait", "--for=condition=Established", "crd/detectionfindings.auditwatch.io")
         c.kubectl("apply", "-k", str(ROOT / "manifests"))
-        c.kubectl("apply", "-f", str(SEED))
+        seed = yaml.safe_load(SEED.read_text())
+        if not c.nodes:  # one API server: its log is not under a node root
+            seed["spec"]["sources"][0]["file"]["path"] = str(c.audit_log)
+        c.kubectl("apply", "-f", "-", input=json.dumps(seed))
         replicas = []
         for i in range(args.apiservers):
-            node = ["--shard", f"cp-{i}", "--host-root", str(c.nodes[i])] if c.nodes else []
+            node = (
+                ["--shard", f"cp-{i}", "--host-root", str(c.nodes[i])]
+                if c.nodes
+                else ["--allow-path", str(c.audit_dir)]
+            )
             kubeconfig = c.kubeconfig_for((i + 1) % args.apiservers, c.operator_kubeconfig)
             env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
             log = open(workdir / f"operator-{i}.log", "wb")  # noqa: SIM115
