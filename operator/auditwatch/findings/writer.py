@@ -1,7 +1,8 @@
 """Writing findings to the cluster: create-or-patch, coalesced, concurrent, with Events that do not flood.
 
-At most one write per finding per ``min_interval`` seconds whatever the event rate; a finding's count
-and checkpoints go in one status PATCH (see aggregate.py for why that makes counts exactly-once).
+At most one write per finding per ``min_interval`` seconds whatever the event rate; this shard's part
+of a finding (count and checkpoints) and the sum go in one status PATCH, conditional on the object's
+resourceVersion (see aggregate.py for why that makes counts exactly-once across shards).
 Writes of different findings run concurrently, each waiting for the operator's write budget
 (budget.py): a finding being created goes first, then counts by how long they have waited. A
 failed write leaves the finding dirty, so the next flush writes it again with everything since.
@@ -10,6 +11,8 @@ Events: a Warning on the detection and on the finding when a finding is created,
 ``FindingUpdated`` per finding per ``event_interval``, and one ``FindingsCapReached``. At most
 ``EVENTS_PER_WINDOW`` findings get their own Events per detection and ``event_interval``; the
 others are folded into one ``FindingsSummary`` Event at the end of the interval, counted in the status.
+Only the replica whose create succeeds announces a finding (Events and the alert, alerts.py); TTL
+deletions are conditional too, so one replica tells of each.
 """
 
 from __future__ import annotations
