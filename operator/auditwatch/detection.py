@@ -159,8 +159,9 @@ class DetectionRuntime:
             s.lastError for part in shards.values() for s in part.sources)  # fmt: skip
         errors = "; ".join(f"{self._shown(shard)}{s.name}: {s.lastError}" for shard, part in sorted(shards.items())
                            for s in part.sources if s.lastError)  # fmt: skip
-        reported = status.running(verdict, number, ready, errors, _sum(p.counters for p in shards.values()))
-        reported.shards = {self.shard: mine}  # each replica writes its own part (a merge patch: the others stay)
+        # Each replica writes its own part (a merge patch: the others' stay as they are).
+        reported = status.running(verdict, number, ready, errors, _sum(p.counters for p in shards.values()),
+                                  {self.shard: mine})  # fmt: skip
         if self.metrics is not None:
             self.metrics.report(self.namespace, self.name, mine)
         await self.status.write(reported)

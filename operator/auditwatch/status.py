@@ -16,6 +16,7 @@ from auditwatch.api.models import (
     Condition,
     ConditionType,
     CounterStatus,
+    ShardStatus,
     StatusReason,
 )
 from auditwatch.kube import ApiException, Kube
@@ -45,10 +46,11 @@ def refused(verdict: Verdict, generation: int) -> AuditDetectionStatus:
 
 
 def running(
-    verdict: Verdict, generation: int, sources_ready: bool, source_errors: str, counters: CounterStatus
-) -> AuditDetectionStatus:
-    """The status of a running detection: its conditions and counters (the shards' parts are added by the
-    caller)."""
+    verdict: Verdict, generation: int, sources_ready: bool, source_errors: str, counters: CounterStatus,
+    shards: dict[str, ShardStatus],
+) -> AuditDetectionStatus:  # fmt: skip
+    """The status of a running detection: its conditions, counters summed over the shards, and the parts
+    of the shards this replica writes."""
     warnings = verdict.warnings
     return AuditDetectionStatus(
         observedGeneration=generation,
@@ -63,6 +65,7 @@ def running(
                       generation),
         ],
         counters=counters,
+        shards=shards,
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,8 +109,7 @@ class FindingState:
     @property
     def seen_first(self) -> str:
         """The first event any shard counted."""
-        firsts = [t for t in (self.first_seen, *(p.get("firstSeen") for p in self.others.values())) if t]
-        return min(firsts, default="")
+        return _earliest(self.first_seen, *(p.get("firstSeen") or "" for p in self.others.values()))
 
     @property
     def seen_last(self) -> str:
@@ -126,15 +126,23 @@ class FindingState:
         parts = _parts(status)
         self.others = {k: v for k, v in parts.items() if k != self.shard}
         for k, seen in (status.get("values") or {}).items():
-            mine = self.values.setdefault(k, []) if k in self.values or len(self.values) < MAX_FIELDS else []
-            mine.extend(v for v in seen if v not in mine and len(mine) < MAX_VALUES)
+            self.remember(k, seen)
         self.latest = [*self.latest, *(r for r in status.get("latest") or [] if r not in self.latest)][:MAX_LATEST]
         if own and (part := parts.get(self.shard)):
             self.count += int(part.get("count") or 0)
-            self.first_seen = min([t for t in (self.first_seen, part.get("firstSeen") or "") if t], default="")
+            self.first_seen = _earliest(self.first_seen, part.get("firstSeen") or "")
             self.last_seen = max(self.last_seen, part.get("lastSeen") or "")
             for source, seq in (part.get("checkpoints") or {}).items():
                 self.checkpoints[source] = max(seq, self.checkpoints.get(source, 0))
+
+    def remember(self, field: str, texts: Iterable[str]) -> None:
+        """Keep a field's distinct values: the first ``MAX_VALUES`` of the first ``MAX_FIELDS`` fields."""
+        if field not in self.values and len(self.values) >= MAX_FIELDS:
+            return
+        kept = self.values.setdefault(field, [])
+        for text in texts:
+            if text not in kept and len(kept) < MAX_VALUES:
+                kept.append(text)
 
     def written(self, now: float) -> None:
         """The last snapshot is in the cluster."""
@@ -208,13 +216,8 @@ class Aggregator:
         if self.fields is not None:
             row = {k: row[k] for k in self.fields if k in row}
         for k, v in row.items():
-            if k == "count" or (k not in finding.values and len(finding.values) >= MAX_FIELDS):
-                continue
-            seen_values = finding.values.setdefault(k, [])
-            for text in v if isinstance(v, list) else [v]:
-                text = _text(text)
-                if text not in seen_values and len(seen_values) < MAX_VALUES:
-                    seen_values.append(text)
+            if k != "count":
+                finding.remember(k, (_text(t) for t in (v if isinstance(v, list) else [v])))
         latest = {k: _text(v) for k, v in list(row.items())[:MAX_FIELDS]}
         finding.latest = [latest, *finding.latest][:MAX_LATEST]
         if not finding.pending:
@@ -252,6 +255,11 @@ def _parts(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return dict(status.get("shards") or {})
     keys = ("count", "firstSeen", "lastSeen", "checkpoints")
     return {DEFAULT_SHARD: {k: status[k] for k in keys if k in status}}
+
+
+def _earliest(*times: str) -> str:
+    """The earliest of RFC 3339 times, the empty ones left out ('' when all are)."""
+    return min((t for t in times if t), default="")
 
 
 def _text(value: Any) -> str:
