@@ -214,15 +214,18 @@ class Api:
                              "-o", "json").stdout  # fmt: skip
         return list(json.loads(out)["items"])
 
-    def audit_events(self, predicate: Callable[[dict[str, Any]], bool], since_inode: int = 0) -> list[dict[str, Any]]:
-        """Every audit event in the log files (current and rotated) that satisfies ``predicate``; with
-        ``since_inode``, only in that file (the live one when a detection started: where a new detection
-        starts reading) and the ones written after it.
+    def audit_events(
+        self, predicate: Callable[[dict[str, Any]], bool], since_inode: int = 0, directory: Path | None = None
+    ) -> list[dict[str, Any]]:
+        """Every audit event in the log files (current and rotated; of every API server, or of the one
+        writing to ``directory``) that satisfies ``predicate``; with ``since_inode``, only in that file
+        (the live one when a detection started: where a new detection starts reading) and the ones
+        written after it.
 
         Read again when kube-apiserver rotated its log meanwhile: a rename between listing the files
         and reading them would hide the renamed file's events (seen once: 0 of 210 found)."""
         while True:
-            listed = self._audit_files()
+            listed = self._audit_files(directory)
             found = []
             try:
                 for path in self._since(listed, since_inode):
@@ -235,7 +238,7 @@ class Api:
                             found.append(ev)
             except FileNotFoundError:  # an old rotated file removed (--audit-log-maxbackup)
                 continue
-            if self._audit_files() == listed:
+            if self._audit_files(directory) == listed:
                 return found
 
     @staticmethod
@@ -245,10 +248,10 @@ class Api:
         first = next((i for i, p in enumerate(ordered) if files[p] == inode), 0)
         return ordered[first:]
 
-    def _audit_files(self) -> dict[Path, int]:
+    def _audit_files(self, directory: Path | None = None) -> dict[Path, int]:
         """The audit log files by name, with their inodes (a rotation renames the current one)."""
         files = {}
-        for path in (p for d in self.c.audit_dirs for p in d.glob("audit*.log")):
+        for path in (p for d in ([directory] if directory else self.c.audit_dirs) for p in d.glob("audit*.log")):
             with contextlib.suppress(FileNotFoundError):
                 files[path] = path.stat().st_ino
         return files
@@ -289,13 +292,15 @@ def detection(name: str, search: str, path: Path, group_by: list[str] | None = N
     }  # fmt: skip
 
 
-def anonymous_with_agent(agent: str) -> Callable[[dict[str, Any]], bool]:
+def anonymous_with_agent(agent: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    """Anonymous, unauthenticated events (what the seed detection counts) with this user agent, or any."""
+
     def check(ev: dict[str, Any]) -> bool:
         user = ev.get("user", {})
         return (
             user.get("username") == "system:anonymous"
             and "system:unauthenticated" in (user.get("groups") or [])
-            and ev.get("userAgent") == agent
+            and (agent is None or ev.get("userAgent") == agent)
         )
 
     return check
