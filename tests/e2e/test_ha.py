@@ -197,7 +197,7 @@ def test_webhook_batches_spread_over_two_receivers_count_once(ha, tmp_path):
                  "--shard", f"auditwatch-{i}"]  # fmt: skip
         (tmp_path / f"r{i}").mkdir()
         receivers.append(Operator(tmp_path / f"r{i}", args, ha.operator_kubeconfig))
-    spread = Spread(ha.webhook_port, ports)
+    spread = None
     body = detection(agent, AGENT_SEARCH.format(agent=agent), Path("/unused"), group_by=["user"])
     body["spec"]["sources"] = [{"name": "apiserver", "webhook": {"path": "/audit"}}]
     try:
@@ -208,6 +208,8 @@ def test_webhook_batches_spread_over_two_receivers_count_once(ha, tmp_path):
         status = lambda: api.get("auditdetection", agent).get("status", {})  # noqa: E731
         wait_for(lambda: set(status().get("shards", {})) == shards, timeout=60, what=lambda: f"both shards: {status()}")
         assert ready(api, agent).get("status") == "True"
+        # Only now, both listening: a receiver up first would take every API server's kept-alive connection.
+        spread = Spread(ha.webhook_port, ports)
         for n in range(300):
             api.request(f"/version?n={n}", agent, server=n % 3)
             time.sleep(0.01)
@@ -219,10 +221,14 @@ def test_webhook_batches_spread_over_two_receivers_count_once(ha, tmp_path):
         [finding] = api.findings(agent)
         parts = finding["status"]["shards"]
         assert total(api, agent) == expected and sum(p["count"] for p in parts.values()) == expected
-        assert set(parts) == {"auditwatch-0", "auditwatch-1"} and all(p["count"] > 0 for p in parts.values())
+        assert set(parts) == {"auditwatch-0", "auditwatch-1"} and all(p["count"] > 0 for p in parts.values()), (
+            parts,
+            spread.connections,
+        )
         assert all(spread.connections), spread.connections
     finally:
-        spread.close()
+        if spread:
+            spread.close()
         for op in receivers:
             op.stop()
 
