@@ -260,11 +260,11 @@ class DevCluster:
         ):
             path.write_text(json.dumps(self._kubeconfig(user, token), indent=2))
 
-    def _kubeconfig(self, user: str, token: str | None, server: str | None = None) -> dict[str, object]:
+    def _kubeconfig(self, user: str, token: str | None) -> dict[str, object]:
         return {
             "apiVersion": "v1", "kind": "Config", "current-context": "auditwatch",
             # kube-apiserver writes its self-signed serving certificate and CA to this bundle at start.
-            "clusters": [{"name": "auditwatch", "cluster": {"server": server or self.server,
+            "clusters": [{"name": "auditwatch", "cluster": {"server": self.server,
                                                             "certificate-authority": str(self.ca_bundle)}}],
             # Without a token: a made-up basic-auth user, which no authenticator accepts, so the API server
             # treats the request as system:anonymous (an empty user would make kubectl prompt for one).
