@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="which audit log this replica reads, kept with its positions and its part of each finding: the "
         "node's name for a DaemonSet on the control-plane nodes, the pod's for a webhook replica (default: "
-        "$AUDITWATCH_SHARD, else 'default'); replicas with different shards count into the same findings",
+        "$AUDITWATCH_SHARD, else 'default'); replicas with different shards count into the same findings, "
+        "and a replica with a shard of its own watches them to write over the others' latest counts",
     )
     p.add_argument(
         "--host-root",
@@ -431,7 +432,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    import auditwatch.handlers  # noqa: F401 - registers the handlers
+    import auditwatch.handlers  # registers the handlers
+    from auditwatch.findings.aggregate import DEFAULT_SHARD
 
     given = {f"write_{n}": getattr(args, f"write_{n}") for n in ("qps", "burst", "concurrency")}
     given["cloudwatch_calls_per_second"] = args.cloudwatch_calls_per_second
@@ -441,6 +443,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     given["host_root"] = args.host_root
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    if settings.shard != DEFAULT_SHARD:
+        auditwatch.handlers.follow_peer_writes()
     alerts = None
     if args.alerts:
         from auditwatch.alerts import AlertConfigError, load_config

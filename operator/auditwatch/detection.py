@@ -24,6 +24,7 @@ from auditwatch.alerts import Notifier
 from auditwatch.api.models import AuditDetectionStatus, CounterStatus, ShardStatus, SourceStatus, WriteStatus
 from auditwatch.engine.evaluate import Counters
 from auditwatch.findings.aggregate import DEFAULT_SHARD
+from auditwatch.findings.peers import PeerWrites
 from auditwatch.generation import Generation
 from auditwatch.kube import Kube
 from auditwatch.metrics import Metrics
@@ -42,8 +43,10 @@ class DetectionRuntime:
         readers: Readers,
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
+        peers: PeerWrites | None = None,
     ) -> None:
         self.kube = kube
+        self.peers = peers
         self.metrics = metrics
         self.notifier = notifier
         self.body = body  # kopf's live view: reflects the latest spec and generation
@@ -101,7 +104,7 @@ class DetectionRuntime:
         assert verdict.spec is not None and verdict.query is not None
         s = self.settings
         gen = Generation(verdict.spec, verdict.query, self.ref(), self.positions, self.counters, self.kube,
-                         s, self.readers, self.logger, self.notifier)  # fmt: skip
+                         s, self.readers, self.logger, self.notifier, self.peers)  # fmt: skip
         await gen.start()
         self.logger.info("detection %s/%s running generation %d on %d source(s)", self.namespace, self.name,
                          number, len(gen.sources))  # fmt: skip

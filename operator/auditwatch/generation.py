@@ -19,6 +19,7 @@ from auditwatch.api.models import AuditDetectionSpec, SourceStatus
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.peers import PeerWrites
 from auditwatch.findings.report import ReportMirror
 from auditwatch.findings.writer import Writer
 from auditwatch.kube import Kube
@@ -43,6 +44,7 @@ class Generation:
         readers: Readers,
         logger: logging.Logger | logging.LoggerAdapter[Any],
         notifier: Notifier | None = None,
+        peers: PeerWrites | None = None,
     ) -> None:
         finding = spec.finding
         self.kube = kube
@@ -60,6 +62,7 @@ class Generation:
         self._source_specs, self._saved, self._readers = spec.sources, saved, readers
         self.sources: dict[str, Subscription] = {}
         self.read_seq = {s.name: saved[s.name].seq if s.name in saved else 0 for s in spec.sources}
+        self.peers = peers
         self.rows = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -68,6 +71,8 @@ class Generation:
         subscription is only made once nothing can fail before its reader runs)."""
         for item in await self.kube.list_findings(self.namespace, self.name):
             self.aggregator.load(item)
+        if self.peers is not None:
+            self.peers.follow(self.namespace, self.name, self.aggregator)
         self.writer.resume_alerts(self.aggregator)
         prefilter = self.evaluator.prefilter
         self.sources = {
@@ -82,6 +87,8 @@ class Generation:
                 raise exc
 
     async def stop(self) -> None:
+        if self.peers is not None:
+            self.peers.forget(self.namespace, self.name, self.aggregator)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -17,6 +17,7 @@ from auditwatch.alerts import Notifier
 from auditwatch.api.models import GROUP, VERSION
 from auditwatch.budget import WriteBudget
 from auditwatch.detection import DetectionRuntime
+from auditwatch.findings.peers import PeerWrites
 from auditwatch.kube import Kube, load_config
 from auditwatch.metrics import Metrics
 from auditwatch.readers import Readers
@@ -52,6 +53,7 @@ async def configure(
     elif memo.settings.webhook_listen:
         logger.error("%s", memo.settings.webhook_off)
     memo.readers = Readers(memo.settings, memo.webhooks)
+    memo.peers = PeerWrites()
     s = memo.settings
     memo.budget = WriteBudget(s.write_qps, s.write_burst, s.write_concurrency)
     memo.notifier = None
@@ -93,8 +95,20 @@ async def run_detection(
     **_: Any,
 ) -> None:
     runtime = DetectionRuntime(Kube(memo.budget, post_event), body, logger, memo.settings, memo.readers,
-                               memo.metrics, memo.notifier)  # fmt: skip
+                               memo.metrics, memo.notifier, memo.peers)  # fmt: skip
     await runtime.run(stopped)
+
+
+def follow_peer_writes() -> None:
+    """With shards (`auditwatch run --shard`): watch findings, so that each replica writes its part over
+    the others' latest writes (findings/peers.py). One replica alone would only see its own writes.
+    Registered as a kopf indexer that indexes nothing: called at once for every event, and silent where
+    an event handler logs a line per call."""
+    kopf.index(GROUP, VERSION, "detectionfindings")(finding_written)
+
+
+def finding_written(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.peers.seen(dict(body))
 
 
 def post_event(obj: dict[str, Any], kind: str, reason: str, message: str) -> None:

@@ -138,6 +138,34 @@ def test_every_anonymous_request_to_any_api_server_counts_once_through_kills_and
             ha.start_process(ha.apiserver(2))
 
 
+def test_replicas_taking_turns_write_over_each_others_latest_writes(ha, tmp_path):
+    """Each replica watches the findings (as the install's RBAC lets it), so that its next write carries
+    the object's current resourceVersion: replicas counting in turn are never refused (409). Without the
+    watch, every turn after the second would be: the writer knew the object only as of its last write."""
+    api, agent = Api(ha), "e2e-ha-turns"
+    replicas = [replica(ha, i, tmp_path / f"r{i}") for i in range(2)]
+    for i, op in enumerate(replicas):
+        (tmp_path / f"r{i}").mkdir()
+        op.start()
+    try:
+        api.apply(detection(agent, AGENT_SEARCH.format(agent=agent), Path("/var/log/kubernetes/audit/audit.log"),
+                            group_by=["user"]))  # fmt: skip
+        status = lambda: api.get("auditdetection", agent).get("status", {})  # noqa: E731
+        wait_for(lambda: set(status().get("shards", {})) >= set(SHARDS[:2]), timeout=60, what="both shards")
+        for turn in range(4):  # cp-0 counts, then cp-1, cp-0, cp-1: requests to API server i are in node i's log
+            for n in range(10):
+                api.request(f"/version?turn={turn}&n={n}", agent, server=turn % 2)
+            _counted(api, agent, len(api.audit_events(anonymous_with_agent(agent))))
+            time.sleep(2)  # the watch has brought the write to the other replica (milliseconds, as a rule)
+    finally:
+        for op in replicas:
+            op.stop()  # a replica that stops writes its status last: every conflict it met is counted
+    [finding] = api.findings(agent)
+    assert all(finding["status"]["shards"][s]["count"] > 0 for s in SHARDS[:2])
+    conflicts = {s: status()["shards"][s]["writes"].get("conflicts", 0) for s in SHARDS[:2]}
+    assert conflicts == {"cp-0": 0, "cp-1": 0}, (conflicts, [op.log() for op in replicas])
+
+
 class Spread:
     """A TCP proxy that spreads connections over backends in turn, as a Service's virtual IP does (TLS
     passes through: each replica serves the webhook's certificate); a backend that refuses is skipped,
@@ -231,6 +259,10 @@ def test_webhook_batches_spread_over_two_receivers_count_once(ha, tmp_path):
             spread.close()
         for op in receivers:
             op.stop()
+
+
+def _counted(api, name, expected):
+    wait_for(lambda: total(api, name) == expected, timeout=60, what=lambda: f"count == {expected}: {_parts(api, name)}")
 
 
 def _parts(api, name):

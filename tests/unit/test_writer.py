@@ -9,6 +9,7 @@ import pytest
 from auditwatch.api.models import FindingPolicy
 from auditwatch.budget import WriteBudget
 from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.peers import PeerWrites
 from auditwatch.findings.writer import EVENTS_PER_WINDOW, Writer
 from auditwatch.kube import ApiException
 
@@ -43,11 +44,14 @@ class FakeKube:
         self.fail_patch = False
         self.budget = WriteBudget()
         self.version = 0
+        self.watchers = []  # called with every object written, as a watch delivers it
 
     def _stored(self, name, obj):
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
         self.objects[name] = obj
+        for watcher in self.watchers:
+            watcher(copy.deepcopy(obj))
         return copy.deepcopy(obj)
 
     async def post_event(self, obj, kind, reason, message):
@@ -252,6 +256,26 @@ async def test_shards_write_their_parts_of_one_finding_concurrently_and_the_coun
     assert kube.objects[finding.name]["status"]["count"] == 121
 
 
+async def test_shards_that_watch_the_findings_write_over_each_others_latest_writes_without_conflicts():
+    for watched in (False, True):
+        kube, replicas = FakeKube(), []
+        for shard in ("node-a", "node-b", "node-c"):
+            writer, agg = shard_writer(kube, shard)
+            if watched:  # each replica's own watch, handing the finding to its running detection
+                peers = PeerWrites()
+                peers.follow("sec", "seed", agg)
+                kube.watchers.append(peers.seen)
+            replicas.append((writer, agg))
+        for round_ in range(10):
+            for writer, agg in replicas:  # in turn, as replicas whose flushes do not cross
+                agg.add(ROW, "log", round_ * 10, round_ * 10 + 10, f"t{round_}")
+                await flush(writer, agg, 100.0 + round_)
+        [obj] = kube.objects.values()
+        assert obj["status"]["count"] == 30 and all(p["count"] == 10 for p in obj["status"]["shards"].values())
+        conflicts = sum(w.conflicts for w, _ in replicas)
+        assert conflicts == 0 if watched else conflicts >= 20, (watched, conflicts)
+
+
 async def test_a_finding_expires_once_and_only_as_last_read():
     kube = FakeKube()
     (wa, a), (wb, b) = shard_writer(kube, "node-a"), shard_writer(kube, "node-b")
@@ -263,3 +287,24 @@ async def test_a_finding_expires_once_and_only_as_last_read():
     assert kube.objects and await wb.expire(b, ttl_seconds=60) == 1
     await wb.settle(b)
     assert not kube.objects and [e[2] for e in kube.events].count("FindingExpired") == 1
+
+
+async def test_the_findings_watch_reaches_the_running_generation_of_the_finding_s_detection():
+    kube = FakeKube()
+    (wa, a), (_, old), (_, b) = (shard_writer(kube, shard) for shard in ("node-a", "node-b", "node-b"))
+    peers = PeerWrites()  # node-b's process: a new generation of its detection follows before the old one ends
+    kube.watchers.append(peers.seen)
+    peers.follow("sec", "seed", old)
+    peers.follow("sec", "seed", b)
+    peers.forget("sec", "seed", old)
+    a.add(ROW, "log", 0, 10, "t")
+    assert await flush(wa, a, 100.0)
+    obj = next(iter(kube.objects.values()))
+    b.load(copy.deepcopy(obj))
+    a.add(ROW, "log", 10, 20, "t")
+    assert await flush(wa, a, 101.0)
+    assert b.findings[obj["metadata"]["name"]].total == 2  # node-a's second write, from the watch
+    other = copy.deepcopy(kube.objects[obj["metadata"]["name"]])
+    other["metadata"]["labels"] = {"auditwatch.io/detection": "another"}
+    other["metadata"]["resourceVersion"] = "1000"
+    assert not peers.seen(other) and not peers.seen({**other, "metadata": {**obj["metadata"], "namespace": "x"}})

@@ -14,7 +14,8 @@ with its own sources, positions and, in every finding, its own part (``status.sh
 and checkpoints), so the protocol above holds per shard. ``status.count`` is the parts' sum: a replica
 writes its part and the sum computed from the object as last read, with that object's
 ``resourceVersion`` as a precondition; on a conflict it reads the finding again and retries
-(writer.py), so no replica's update is lost and none needs a leader.
+(writer.py), so no replica's update is lost and none needs a leader. Replicas watch the findings
+(peers.py), so the object as last read is mostly the latest one and conflicts are rare.
 """
 
 from __future__ import annotations
@@ -135,6 +136,18 @@ class FindingState:
             for source, seq in (part.get("checkpoints") or {}).items():
                 self.checkpoints[source] = max(seq, self.checkpoints.get(source, 0))
 
+    def observe(self, obj: dict[str, Any]) -> bool:
+        """Another replica's write, seen on the findings watch: taken (as ``absorb`` takes a read) when it
+        is of this object, not one deleted and made again, and later than what this replica last read or
+        wrote, so that the next write's precondition holds. A finding not yet adopted (no uid) waits for
+        its create or read, which also takes back a part of this shard's that it had let go of."""
+        meta = obj["metadata"]
+        if not self.uid or meta.get("uid") != self.uid or not newer(meta.get("resourceVersion", ""),
+                                                                     self.resource_version):  # fmt: skip
+            return False
+        self.absorb(obj)
+        return True
+
     def remember(self, field: str, texts: Iterable[str]) -> None:
         """Keep a field's distinct values: the first ``MAX_VALUES`` of the first ``MAX_FIELDS`` fields."""
         if field not in self.values and len(self.values) >= MAX_FIELDS:
@@ -226,6 +239,11 @@ class Aggregator:
         finding.counted[source] = line_end
         return outcome
 
+    def observe(self, obj: dict[str, Any]) -> bool:
+        """A write of one of this detection's findings, seen on the watch (FindingState.observe)."""
+        finding = self.findings.get(obj["metadata"]["name"])
+        return finding is not None and finding.observe(obj)
+
     def behind(self) -> tuple[int, float]:
         """(findings with counts not yet written, seconds the oldest of those counts has waited)."""
         since = [f.since for f in self.findings.values() if f.dirty or f.sending]
@@ -247,6 +265,15 @@ class Aggregator:
         for f in gone:
             del self.findings[f.name]
         return gone
+
+
+def newer(version: str, than: str) -> bool:
+    """Whether resourceVersion ``version`` is later than ``than``, compared as Kubernetes 1.35 made
+    them comparable (KEP-5504: decimal integers without leading zeros, a longer one is later); a pair
+    that does not compare so counts as later when it differs (a stale precondition costs a 409, no more)."""
+    if version.isascii() and version.isdecimal() and than.isascii() and than.isdecimal():
+        return (len(version), version) > (len(than), than)
+    return version != than
 
 
 def _parts(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
