@@ -147,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and a replica with a shard of its own watches them to write over the others' latest counts",
     )
     p.add_argument(
+        "--shard-lease-seconds",
+        type=float,
+        metavar="S",
+        help="with a shard: renew its Lease every S/4 seconds; a shard whose Lease this replica has not seen renewed "
+        "for S seconds is silent and its detections say SourcesReady=False (default: 40, as node leases)",
+    )
+    p.add_argument(
         "--host-root",
         metavar="DIR",
         help="read file sources below DIR: where the node's file system is mounted when not at / (default: "
@@ -440,6 +447,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     given["metrics_listen"] = args.metrics_listen
     given["reports"] = args.reports
     given["shard"] = args.shard
+    given["shard_lease_seconds"] = args.shard_lease_seconds
     given["host_root"] = args.host_root
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip

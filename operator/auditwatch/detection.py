@@ -30,6 +30,7 @@ from auditwatch.kube import Kube
 from auditwatch.metrics import Metrics
 from auditwatch.readers import Readers
 from auditwatch.settings import Settings
+from auditwatch.shards import ShardLeases, unread
 from auditwatch.validate import Verdict, validate
 
 
@@ -44,9 +45,10 @@ class DetectionRuntime:
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
         peers: PeerWrites | None = None,
+        leases: ShardLeases | None = None,
     ) -> None:
         self.kube = kube
-        self.peers = peers
+        self.peers, self.leases = peers, leases
         self.metrics = metrics
         self.notifier = notifier
         self.body = body  # kopf's live view: reflects the latest spec and generation
@@ -158,10 +160,9 @@ class DetectionRuntime:
                              throttled=budget.throttled, conflicts=conflicts)  # fmt: skip
         mine = ShardStatus(sources=sources, counters=counters, writes=writes)
         shards = {**self._other_shards(), self.shard: mine}
-        ready = all(source.ready for source in gen.sources.values()) and not any(
-            s.lastError for part in shards.values() for s in part.sources)  # fmt: skip
-        errors = "; ".join(f"{self._shown(shard)}{s.name}: {s.lastError}" for shard, part in sorted(shards.items())
-                           for s in part.sources if s.lastError)  # fmt: skip
+        problems = unread(shards, self.leases)
+        ready = all(source.ready for source in gen.sources.values()) and not problems
+        errors = "; ".join(problems)
         # Each replica writes its own part (a merge patch: the others' stay as they are).
         reported = status.running(verdict, number, ready, errors, _sum(p.counters for p in shards.values()),
                                   {self.shard: mine})  # fmt: skip
@@ -178,10 +179,6 @@ class DetectionRuntime:
                 with contextlib.suppress(ValidationError):  # written by another version: not summed
                     parts[shard] = ShardStatus.model_validate(part)
         return parts
-
-    def _shown(self, shard: str) -> str:
-        """A shard's name before its sources' errors, when there are shards to tell apart."""
-        return "" if shard == DEFAULT_SHARD else f"{shard}/"
 
 
 def _sum(parts: Iterable[CounterStatus]) -> CounterStatus:

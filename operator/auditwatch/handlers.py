@@ -7,6 +7,7 @@ ownerReferences. Spec changes are seen through kopf's live ``body`` by ``Detecti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, cast
 
@@ -17,11 +18,13 @@ from auditwatch.alerts import Notifier
 from auditwatch.api.models import GROUP, VERSION
 from auditwatch.budget import WriteBudget
 from auditwatch.detection import DetectionRuntime
+from auditwatch.findings.aggregate import DEFAULT_SHARD
 from auditwatch.findings.peers import PeerWrites
 from auditwatch.kube import Kube, load_config
 from auditwatch.metrics import Metrics
 from auditwatch.readers import Readers
 from auditwatch.settings import Settings
+from auditwatch.shards import ShardLeases
 from auditwatch.sources.webhook import WebhookServer
 
 
@@ -56,6 +59,11 @@ async def configure(
     memo.peers = PeerWrites()
     s = memo.settings
     memo.budget = WriteBudget(s.write_qps, s.write_burst, s.write_concurrency)
+    memo.leases = None
+    if s.shard != DEFAULT_SHARD:
+        memo.leases = ShardLeases(Kube(memo.budget, post_event), s.own_namespace, s.shard, s.pod,
+                                  s.shard_lease_seconds)  # fmt: skip
+        memo.renewing = asyncio.create_task(memo.leases.run())
     memo.notifier = None
     if alerts := memo.get("alerts"):  # `auditwatch run --alerts FILE`, checked before kopf starts
         memo.notifier = Notifier(alerts, client.Configuration.get_default_copy().host)
@@ -73,6 +81,8 @@ async def stop_servers(memo: kopf.Memo, **_: Any) -> None:
         await memo.webhooks.stop()
     if memo.get("notifier") is not None:
         await memo.notifier.stop()
+    if memo.get("renewing") is not None:
+        memo.renewing.cancel()
 
 
 @kopf.on.login()
@@ -95,7 +105,7 @@ async def run_detection(
     **_: Any,
 ) -> None:
     runtime = DetectionRuntime(Kube(memo.budget, post_event), body, logger, memo.settings, memo.readers,
-                               memo.metrics, memo.notifier, memo.peers)  # fmt: skip
+                               memo.metrics, memo.notifier, memo.peers, memo.leases)  # fmt: skip
     await runtime.run(stopped)
 
 

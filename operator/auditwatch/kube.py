@@ -39,6 +39,7 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class Kube:
     def __init__(self, budget: WriteBudget, post: PostEvent) -> None:
         self.custom = client.CustomObjectsApi()
+        self.coordination = client.CoordinationV1Api()
         self.budget, self._post = budget, post
 
     async def post_event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -113,3 +114,20 @@ class Kube:
                 self.custom.patch_namespaced_custom_object_status,
                 GROUP, VERSION, namespace, "auditdetections", name, {"status": status},
             )  # fmt: skip
+
+    async def renew_lease(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create or renew a Lease (shards.py): a merge patch, a create when there is none. Not within the
+        write budget: a heartbeat that waits behind findings would make a busy replica look dead."""
+        name = body["metadata"]["name"]
+        try:
+            await _call(self.coordination.patch_namespaced_lease, name, namespace, body,
+                        _content_type="application/merge-patch+json")  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            await _call(self.coordination.create_namespaced_lease, namespace, body)
+
+    async def list_leases(self, namespace: str, label: str) -> list[tuple[str, str]]:
+        """(holder identity, resourceVersion) of each Lease with ``label``."""
+        result = await _call(self.coordination.list_namespaced_lease, namespace, label_selector=label)
+        return [(item.spec.holder_identity or "", item.metadata.resource_version) for item in result.items]

@@ -28,11 +28,18 @@ class Settings(BaseModel):
     # Which audit log this replica reads (findings/aggregate.py): a node's name in a DaemonSet, a webhook
     # replica's pod name. Stable across restarts: its positions and finding parts are kept under it.
     shard: ShardName = Field(default_factory=lambda: os.environ.get("AUDITWATCH_SHARD") or DEFAULT_SHARD)
+    # A sharded replica renews its shard's Lease every quarter of this; one not renewed for this long is
+    # silent (shards.py). The Lease goes with this replica's Pod, named by the downward API.
+    shard_lease_seconds: Annotated[float, Field(ge=4)] = 40.0
+    pod: tuple[str, str] | None = Field(
+        default_factory=lambda: (os.environ["POD_NAME"], os.environ["POD_UID"])
+        if os.environ.get("POD_NAME") and os.environ.get("POD_UID") else None
+    )  # fmt: skip
+    # The operator's own namespace: its shards' Leases, and where detections run by default.
+    own_namespace: str = Field(default_factory=lambda: os.environ.get("POD_NAMESPACE") or "auditwatch")
     # Namespaces whose detections run ("*": all). A detection reads the whole cluster's audit trail and
     # publishes what it matches in its own namespace, so by default only the operator's own namespace.
-    detection_namespaces: tuple[str, ...] = Field(
-        default_factory=lambda: (os.environ.get("POD_NAMESPACE") or "auditwatch",)
-    )
+    detection_namespaces: tuple[str, ...] = Field(default_factory=lambda data: (data["own_namespace"],))
     liveness: str = "http://0.0.0.0:8080/healthz"  # kopf's liveness endpoint; '' turns it off
     metrics_listen: str = ""  # HOST:PORT of the Prometheus endpoint (/metrics); '' (the default): none
     webhook_listen: str = "0.0.0.0:8081"  # HOST:PORT of the audit webhook server; '' turns it off

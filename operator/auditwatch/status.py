@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from auditwatch.api.models import (
@@ -20,6 +19,7 @@ from auditwatch.api.models import (
     StatusReason,
 )
 from auditwatch.kube import ApiException, Kube
+from auditwatch.times import utc_now
 from auditwatch.validate import Verdict
 
 MAX_MESSAGE = 4096
@@ -29,7 +29,7 @@ def condition(kind: ConditionType, ok: bool | None, reason: StatusReason, messag
     status: Literal["True", "False", "Unknown"] = "Unknown" if ok is None else "True" if ok else "False"
     return Condition(
         type=kind, status=status, reason=reason, message=message[:MAX_MESSAGE],
-        lastTransitionTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), observedGeneration=generation,
+        lastTransitionTime=utc_now(), observedGeneration=generation,
     )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ No pydantic here: `scan` imports this, and starts in a fraction of the time with
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -34,3 +34,8 @@ def point_in_time(text: str, now_ms: int) -> int:
     if DURATION.match(text) and any(ch.isdigit() for ch in text):
         return now_ms - round(parse_duration(text) * 1000)
     raise ValueError(f"{text!r} is not now, an RFC 3339 time or a duration such as 24h")
+
+
+def utc_now(fraction: bool = False) -> str:
+    """Now in RFC 3339, UTC, in seconds (metav1.Time) or microseconds (metav1.MicroTime)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if fraction else "%Y-%m-%dT%H:%M:%SZ")

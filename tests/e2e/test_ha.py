@@ -5,6 +5,7 @@ The seed detection, as shipped, must count every anonymous request to any API se
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -14,7 +15,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AGENT_SEARCH, ROOT, Api, Operator, anonymous_with_agent, detection, ready, total, wait_for
+from conftest import (
+    AGENT_SEARCH,
+    NAMESPACE,
+    ROOT,
+    Api,
+    Operator,
+    anonymous_with_agent,
+    detection,
+    ready,
+    total,
+    wait_for,
+)
 
 from auditwatch.devcluster import DevCluster
 from auditwatch.devcluster.cluster import free_port
@@ -38,12 +50,12 @@ def ha():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def replica(ha, i, log_dir):
+def replica(ha, i, log_dir, args=(), env=None):
     """The DaemonSet pod on node cp-i: its shard is the node's name, it sees the node's audit directory at
     its own path, and it talks to the API through another API server (as through the Service VIP)."""
-    args = ["--shard", SHARDS[i], "--host-root", str(ha.nodes[i]), "--webhook-listen", ""]
+    args = ["--shard", SHARDS[i], "--host-root", str(ha.nodes[i]), "--webhook-listen", "", *args]
     kubeconfig = ha.kubeconfig_for((i + 1) % 3, ha.operator_kubeconfig)
-    return Operator(log_dir, args, kubeconfig, no_capabilities=True)
+    return Operator(log_dir, args, kubeconfig, env, no_capabilities=True)
 
 
 def seed_status(api):
@@ -164,6 +176,51 @@ def test_replicas_taking_turns_write_over_each_others_latest_writes(ha, tmp_path
     assert all(finding["status"]["shards"][s]["count"] > 0 for s in SHARDS[:2])
     conflicts = {s: status()["shards"][s]["writes"].get("conflicts", 0) for s in SHARDS[:2]}
     assert conflicts == {"cp-0": 0, "cp-1": 0}, (conflicts, [op.log() for op in replicas])
+
+
+def test_a_silent_replica_is_named_until_its_pod_is_gone(ha, tmp_path):
+    """Each replica renews its shard's Lease, owned by its Pod. One killed while its Pod stays (a crash
+    loop, a node down) makes SourcesReady False, naming the shard; its Pod deleted (a node removed), the
+    garbage collector takes the Lease along, the shard is gone and its counted part stays."""
+    api, agent, pod = Api(ha), "e2e-ha-lease", "auditwatch-cp-1"
+    ha.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NAMESPACE},
+        "spec": {"serviceAccountName": "auditwatch", "automountServiceAccountToken": False,
+                 "containers": [{"name": "operator", "image": "auditwatch"}]},  # never scheduled: an owner only
+    }))  # fmt: skip
+    uid = ha.kubectl("get", "pod", "-n", NAMESPACE, pod, "-o", "jsonpath={.metadata.uid}").stdout
+    lease = ["--shard-lease-seconds", "8"]
+    replicas = [replica(ha, 0, tmp_path / "r0", lease), replica(ha, 1, tmp_path / "r1", lease,
+                                                                 {"POD_NAME": pod, "POD_UID": uid})]  # fmt: skip
+    for i, op in enumerate(replicas):
+        (tmp_path / f"r{i}").mkdir()
+        op.start()
+
+    def sources_ready():
+        conds = {c["type"]: c for c in api.get("auditdetection", agent).get("status", {}).get("conditions", [])}
+        return conds.get("SourcesReady", {})
+
+    try:
+        api.apply(detection(agent, AGENT_SEARCH.format(agent=agent), Path("/var/log/kubernetes/audit/audit.log"),
+                            group_by=["user"]))  # fmt: skip
+        wait_for(lambda: sources_ready().get("status") == "True", timeout=60, what=lambda: f"ready: {sources_ready()}")
+        for n in range(10):
+            api.request(f"/version?lease={n}", agent, server=1)  # into cp-1's log
+        _counted(api, agent, len(api.audit_events(anonymous_with_agent(agent))))
+        replicas[1].kill()
+        silent = "cp-1: its replica has not renewed Lease auditwatch-shard-cp-1 since "
+        wait_for(lambda: silent in sources_ready().get("message", ""), timeout=60,
+                 what=lambda: f"cp-1 silent: {sources_ready()}")  # fmt: skip
+        assert sources_ready()["status"] == "False" and sources_ready()["message"].startswith(silent)
+        ha.kubectl("delete", "pod", "-n", NAMESPACE, pod, "--wait")
+        wait_for(lambda: sources_ready().get("status") == "True", timeout=60, what=lambda: f"gone: {sources_ready()}")
+        assert ha.kubectl("get", "lease", "-n", NAMESPACE, "auditwatch-shard-cp-1", check=False).returncode != 0
+        [finding] = api.findings(agent)
+        assert finding["status"]["shards"]["cp-1"]["count"] == finding["status"]["count"] > 0
+    finally:
+        for op in replicas:
+            op.stop()
+        ha.kubectl("delete", "pod", "-n", NAMESPACE, pod, "--ignore-not-found")
 
 
 class Spread:
