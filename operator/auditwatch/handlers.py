@@ -3,6 +3,7 @@
 kopf starts the daemon when a detection is created or found at start-up, and stops it (then
 removes its finalizer) when the detection is deleted; findings go with the detection through their
 ownerReferences. Spec changes are seen through kopf's live ``body`` by ``DetectionRuntime``.
+A replica with a shard also renews its shard's Lease (shards.py) and watches the findings (peers.py).
 """
 
 from __future__ import annotations
