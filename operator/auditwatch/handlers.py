@@ -70,7 +70,7 @@ async def configure(
         memo.notifier = Notifier(alerts, client.Configuration.get_default_copy().host)
         memo.notifier.start()
         logger.info("alerts to %s", ", ".join(f"{r.name} ({r.type})" for r in alerts.receivers))
-    memo.metrics = Metrics(memo.budget, memo.readers, memo.webhooks, memo.notifier)
+    memo.metrics = Metrics(memo.budget, memo.readers, memo.webhooks, memo.notifier, memo.leases)
     if s.metrics_listen:
         memo.metrics.serve(s.metrics_listen)
         logger.info("Prometheus metrics at http://%s/metrics", s.metrics_listen)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from auditwatch.api.models import ShardStatus
     from auditwatch.budget import WriteBudget
     from auditwatch.readers import Readers
+    from auditwatch.shards import ShardLeases
     from auditwatch.sources.webhook import WebhookServer
 
 DETECTION = ["namespace", "detection"]
@@ -45,9 +46,11 @@ class Metrics:
     """The operator's metrics: detections report here, the HTTP server reads it."""
 
     def __init__(
-        self, budget: WriteBudget, readers: Readers, webhooks: WebhookServer | None, notifier: Notifier | None = None
-    ) -> None:
+        self, budget: WriteBudget, readers: Readers, webhooks: WebhookServer | None, notifier: Notifier | None = None,
+        leases: ShardLeases | None = None,
+    ) -> None:  # fmt: skip
         self.budget, self.readers, self.webhooks, self.notifier = budget, readers, webhooks, notifier
+        self.leases = leases
         self.detections: dict[tuple[str, str], ShardStatus] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # CPU, memory, open files
@@ -110,6 +113,12 @@ class _Collector(Collector):
             throttles.add_metric([f"{region}:{name}"], group.throttled)
         yield calls
         yield throttles
+        ages = GaugeMetricFamily("auditwatch_shard_lease_age_seconds", "Seconds since this replica saw the "
+                                 "shard's Lease renewed; past --shard-lease-seconds the shard is silent.",
+                                 labels=["shard"])  # fmt: skip
+        for shard, age in (self.m.leases.ages() if self.m.leases is not None else {}).items():
+            ages.add_metric([shard], age)
+        yield ages
         yield from self._alerts()
 
     def _alerts(self) -> Iterator[Metric]:

@@ -65,6 +65,11 @@ class ShardLeases:
         now = time.monotonic() if now is None else now
         return "live" if now - changed <= self.lease_seconds else "silent"
 
+    def ages(self, now: float | None = None) -> dict[str, float]:
+        """Seconds since this replica saw each shard's Lease change (none before the first listing)."""
+        now = time.monotonic() if now is None else now
+        return {shard: now - changed for shard, (_, changed, _) in (self._seen or {}).items()}
+
     def silent_since(self, shard: str) -> str:
         """When this replica last saw the shard's Lease change (UTC)."""
         assert self._seen is not None

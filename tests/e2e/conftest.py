@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from auditwatch.devcluster import DevCluster
 from auditwatch.devcluster.cluster import free_port
@@ -267,6 +268,14 @@ AGENT_SEARCH = (
     'user.username="system:anonymous" userAgent="{agent}" | stats count BY user.username sourceIPs{{}} '
     "| rename sourceIPs{{}} as src_ip, user.username as user"
 )
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """An operator's Prometheus metrics: (sample name, its labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
 
 
 def ready(api: Api, name: str) -> dict[str, Any]:

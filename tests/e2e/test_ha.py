@@ -24,6 +24,7 @@ from conftest import (
     anonymous_with_agent,
     detection,
     ready,
+    scrape,
     total,
     wait_for,
 )
@@ -189,9 +190,13 @@ def test_a_silent_replica_is_named_until_its_pod_is_gone(ha, tmp_path):
                  "containers": [{"name": "operator", "image": "auditwatch"}]},  # never scheduled: an owner only
     }))  # fmt: skip
     uid = ha.kubectl("get", "pod", "-n", NAMESPACE, pod, "-o", "jsonpath={.metadata.uid}").stdout
-    lease = ["--shard-lease-seconds", "8"]
-    replicas = [replica(ha, 0, tmp_path / "r0", lease), replica(ha, 1, tmp_path / "r1", lease,
-                                                                 {"POD_NAME": pod, "POD_UID": uid})]  # fmt: skip
+    lease, metrics = ["--shard-lease-seconds", "8"], free_port()
+    replicas = [replica(ha, 0, tmp_path / "r0", [*lease, "--metrics-listen", f"127.0.0.1:{metrics}"]),
+                replica(ha, 1, tmp_path / "r1", lease, {"POD_NAME": pod, "POD_UID": uid})]  # fmt: skip
+
+    def lease_age(shard):
+        return scrape(metrics).get(("auditwatch_shard_lease_age_seconds", frozenset({("shard", shard)})))
+
     for i, op in enumerate(replicas):
         (tmp_path / f"r{i}").mkdir()
         op.start()
@@ -212,9 +217,11 @@ def test_a_silent_replica_is_named_until_its_pod_is_gone(ha, tmp_path):
         wait_for(lambda: silent in sources_ready().get("message", ""), timeout=60,
                  what=lambda: f"cp-1 silent: {sources_ready()}")  # fmt: skip
         assert sources_ready()["status"] == "False" and sources_ready()["message"].startswith(silent)
+        assert lease_age("cp-1") > 8 and lease_age("cp-0") < 8  # what Prometheus would alert on
         ha.kubectl("delete", "pod", "-n", NAMESPACE, pod, "--wait")
         wait_for(lambda: sources_ready().get("status") == "True", timeout=60, what=lambda: f"gone: {sources_ready()}")
         assert ha.kubectl("get", "lease", "-n", NAMESPACE, "auditwatch-shard-cp-1", check=False).returncode != 0
+        assert lease_age("cp-1") is None
         [finding] = api.findings(agent)
         assert finding["status"]["shards"]["cp-1"]["count"] == finding["status"]["count"] > 0
     finally:

@@ -39,6 +39,7 @@ def test_a_shard_is_live_while_its_lease_changes_silent_after_and_gone_without_o
     assert leases.liveness("cp-1", now=169.0) == "live"
     leases.observe([("cp-0", "3"), ("cp-1", "6")], now=160.0)  # cp-1 not renewed since 130
     assert leases.liveness("cp-1", now=171.0) == "silent" and leases.liveness("cp-0", now=171.0) == "live"
+    assert leases.ages(now=171.0) == {"cp-0": 11.0, "cp-1": 41.0}  # the metric's figures
     leases.observe([("cp-0", "4")], now=190.0)  # its Pod deleted, the Lease with it
     assert leases.liveness("cp-1", now=191.0) == "gone" and leases.liveness("cp-2", now=191.0) == "gone"
 
