@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,10 +49,39 @@ class ClusterError(RuntimeError):
     """The control plane did not start; the message points at the log file to read."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
+    """A loopback TCP port nothing listens on, for a server started later: never one this process handed
+    out before (the kernel gave a freed port out twice, to the e2e operator and then to etcd: the
+    operator could not listen), and below the kernel's ephemeral range where there is room, so that no
+    outgoing connection takes it before its server binds it."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except OSError:  # not Linux: IANA's dynamic range
+        ephemeral = 49152
+    for _ in range(1000):
+        port = random.randrange(10000, ephemeral) if ephemeral > 11000 else _kernel_port()
+        if port not in _HANDED_OUT and _bindable(port):
+            _HANDED_OUT.add(port)
+            return port
+    raise ClusterError("no free TCP port on 127.0.0.1")
+
+
+def _kernel_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class DevCluster:
