@@ -440,7 +440,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     import auditwatch.handlers  # registers the handlers
-    from auditwatch.findings.aggregate import DEFAULT_SHARD
 
     given = {f"write_{n}": getattr(args, f"write_{n}") for n in ("qps", "burst", "concurrency")}
     given["cloudwatch_calls_per_second"] = args.cloudwatch_calls_per_second
@@ -451,7 +450,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     given["host_root"] = args.host_root
     settings = make_settings(args, namespaces=tuple(args.namespace or ()), liveness=args.liveness,
                              **{k: v for k, v in given.items() if v is not None})  # fmt: skip
-    if settings.shard != DEFAULT_SHARD:
+    if settings.sharded:
         auditwatch.handlers.follow_peer_writes()
     alerts = None
     if args.alerts:

@@ -19,7 +19,6 @@ from auditwatch.alerts import Notifier
 from auditwatch.api.models import GROUP, VERSION
 from auditwatch.budget import WriteBudget
 from auditwatch.detection import DetectionRuntime
-from auditwatch.findings.aggregate import DEFAULT_SHARD
 from auditwatch.findings.peers import PeerWrites
 from auditwatch.kube import Kube, load_config
 from auditwatch.metrics import Metrics
@@ -57,11 +56,11 @@ async def configure(
     elif memo.settings.webhook_listen:
         logger.error("%s", memo.settings.webhook_off)
     memo.readers = Readers(memo.settings, memo.webhooks)
-    memo.peers = PeerWrites()
     s = memo.settings
     memo.budget = WriteBudget(s.write_qps, s.write_burst, s.write_concurrency)
-    memo.leases = None
-    if s.shard != DEFAULT_SHARD:
+    memo.peers = memo.leases = None
+    if s.sharded:
+        memo.peers = PeerWrites()  # fed by the findings watch that `auditwatch run` registers (follow_peer_writes)
         memo.leases = ShardLeases(Kube(memo.budget, post_event), s.own_namespace, s.shard, s.pod,
                                   s.shard_lease_seconds)  # fmt: skip
         memo.renewing = asyncio.create_task(memo.leases.run())

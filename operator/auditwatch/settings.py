@@ -109,6 +109,12 @@ class Settings(BaseModel):
                 "the whole cluster's audit trail (auditwatch run --detection-namespace)")  # fmt: skip
 
     @property
+    def sharded(self) -> bool:
+        """One of several replicas, each reading its own audit log: it renews a Lease (shards.py) and
+        watches the findings the others write (findings/peers.py)."""
+        return self.shard != DEFAULT_SHARD
+
+    @property
     def webhook_off(self) -> str:
         """Why the webhook server does not run, or '' when it does."""
         if not self.webhook_listen:
