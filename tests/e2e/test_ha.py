@@ -54,6 +54,7 @@ def ha():
 def replica(ha, i, log_dir, args=(), env=None):
     """The DaemonSet pod on node cp-i: its shard is the node's name, it sees the node's audit directory at
     its own path, and it talks to the API through another API server (as through the Service VIP)."""
+    log_dir.mkdir(exist_ok=True)
     args = ["--shard", SHARDS[i], "--host-root", str(ha.nodes[i]), "--webhook-listen", "", *args]
     kubeconfig = ha.kubeconfig_for((i + 1) % 3, ha.operator_kubeconfig)
     return Operator(log_dir, args, kubeconfig, env, no_capabilities=True)
@@ -95,8 +96,7 @@ def test_every_anonymous_request_to_any_api_server_counts_once_through_kills_and
     api = Api(ha)
     ha.kubectl("apply", "-f", str(ROOT / "manifests/detections" / f"{SEED}.yaml"))
     replicas = [replica(ha, i, tmp_path / f"r{i}") for i in range(3)]
-    for i, op in enumerate(replicas):
-        (tmp_path / f"r{i}").mkdir()
+    for op in replicas:
         op.start()
     stop = threading.Event()
 
@@ -157,8 +157,7 @@ def test_replicas_taking_turns_write_over_each_others_latest_writes(ha, tmp_path
     watch, every turn after the second would be: the writer knew the object only as of its last write."""
     api, agent = Api(ha), "e2e-ha-turns"
     replicas = [replica(ha, i, tmp_path / f"r{i}") for i in range(2)]
-    for i, op in enumerate(replicas):
-        (tmp_path / f"r{i}").mkdir()
+    for op in replicas:
         op.start()
     try:
         api.apply(detection(agent, AGENT_SEARCH.format(agent=agent), Path("/var/log/kubernetes/audit/audit.log"),
@@ -197,8 +196,7 @@ def test_a_silent_replica_is_named_until_its_pod_is_gone(ha, tmp_path):
     def lease_age(shard):
         return scrape(metrics).get(("auditwatch_shard_lease_age_seconds", frozenset({("shard", shard)})))
 
-    for i, op in enumerate(replicas):
-        (tmp_path / f"r{i}").mkdir()
+    for op in replicas:
         op.start()
 
     def sources_ready():
