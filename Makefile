@@ -18,6 +18,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check --no-cache operator tests bench  # no cache: import order depends on other files
 	$(BIN)/ruff format --no-cache --check operator tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache  # the layers contract in pyproject.toml
 
 # The e2e tests need kube-apiserver & co.: built once from the Go module proxy (~6 min), then cached.
 binaries: $(STAMP)

@@ -9,7 +9,7 @@ from typing import Any
 
 from auditwatch.engine.evaluate import Evaluator
 from auditwatch.engine.pipeline import OutputRow, Table
-from auditwatch.spl import parse_search
+from auditwatch.spl import plan_search
 
 SEED = Path(__file__).resolve().parents[1] / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
 
@@ -66,10 +66,10 @@ def run(
     search: str, lines: list[bytes], macros: dict[str, str] | None = None, prefilter: bool = True
 ) -> list[OutputRow]:
     """Rows of ``search`` over ``lines``, as ``auditwatch scan`` computes them."""
-    query = parse_search(search, macros)
-    ev = Evaluator(query, prefilter)
+    plan = plan_search(search, macros)
+    ev = Evaluator(plan, prefilter)
     chunk = b"".join(lines)
-    if query.stats is None:
+    if plan.aggregate is None:
         return [ev.pipeline.output(r) for _, _, r in ev.records(chunk)]
     table = Table(ev.pipeline)
     for _, _, r in ev.records(chunk):

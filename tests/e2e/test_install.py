@@ -6,7 +6,7 @@ import os
 import yaml
 from conftest import NAMESPACE, ROOT, wait_for
 
-from auditwatch.alerts import AlertConfig
+from auditwatch.findings.alerts import AlertConfig
 
 OPERATOR = "system:serviceaccount:auditwatch:auditwatch"
 

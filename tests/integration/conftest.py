@@ -26,11 +26,10 @@ import pytest
 import pytest_asyncio
 from kmock import KubernetesEmulator, ResourceInfo, action
 
-import auditwatch.handlers  # noqa: F401 - registers the operator's handlers with kopf
+import auditwatch.runtime.handlers  # noqa: F401 - registers the operator's handlers with kopf
 from auditwatch.api.models import GROUP, VERSION, AuditDetectionStatus, DetectionFinding, DetectionFindingStatus
+from auditwatch.api.settings import AUDIT_LOG_DIRS, Settings
 from auditwatch.devcluster.cluster import free_port
-from auditwatch.settings import Settings
-from auditwatch.sources.paths import AUDIT_LOG_DIRS
 
 DETECTIONS = kmock.resource(GROUP, VERSION, "auditdetections")
 FINDINGS = kmock.resource(GROUP, VERSION, "detectionfindings")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from auditwatch.api.models import CloudWatchSource, Source
-from auditwatch.readers import Readers
-from auditwatch.settings import Settings
+from auditwatch.api.settings import Settings
+from auditwatch.runtime.readers import Readers
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from awslogs import REGION, FaultProxy, LogGroupWriter, aws_env, moto_server
 

@@ -7,9 +7,9 @@ import logging
 import pytest
 from test_writer import DETECTION, ROW, FakeKube, flush
 
-from auditwatch.alerts import AlertConfig, AlertConfigError, Notice, Notifier, load_config
 from auditwatch.api.models import FindingPolicy
 from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.alerts import AlertConfig, AlertConfigError, Notice, Notifier, load_config
 from auditwatch.findings.writer import Writer
 from receivers import Recorder
 

@@ -8,7 +8,7 @@ import yaml
 
 from auditwatch.engine.evaluate import Evaluator
 from auditwatch.engine.pipeline import Table
-from auditwatch.spl import parse_search
+from auditwatch.spl import plan_search
 from factory import SEED, event, line
 
 GOOD = line(event(ips=["192.0.2.1"]))
@@ -35,7 +35,7 @@ CASES = [
 @pytest.mark.parametrize(("what", "bad", "decoded", "malformed"), CASES, ids=[c[0] for c in CASES])
 def test_counted_skipped_and_the_stream_goes_on(what, bad, decoded, malformed):
     spec = yaml.safe_load(SEED.read_text())["spec"]
-    evaluator = Evaluator(parse_search(spec["search"], spec.get("macros")))
+    evaluator = Evaluator(plan_search(spec["search"], spec.get("macros")))
     table = Table(evaluator.pipeline)
     for _, _, record in evaluator.records(bad + b"\n" + GOOD):
         table.add(record)

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from auditwatch.budget import EVENT_DELAY, Priority, WriteBudget
-from auditwatch.kube import ApiException
+from auditwatch.kube.budget import EVENT_DELAY, Priority, WriteBudget
+from auditwatch.kube.client import ApiException
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,8 +11,8 @@ from netaddr import IPSet
 
 from auditwatch.engine.evaluate import Evaluator
 from auditwatch.engine.pipeline import Table
-from auditwatch.escu import import_detection, load_macros, render, severity
-from auditwatch.spl import parse_search
+from auditwatch.rules.escu import import_detection, load_macros, render, severity
+from auditwatch.spl import plan_search
 from factory import event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +78,7 @@ def geoip(tmp_path_factory):
 
 def rows(name, events, geoip, source="cluster-a"):
     spec = manifest(name)["spec"]
-    query = parse_search(spec["search"], spec.get("macros"))
-    ev = Evaluator(query, geoip_db=geoip)
+    ev = Evaluator(plan_search(spec["search"], spec.get("macros")), geoip_db=geoip)
     table = Table(ev.pipeline)
     data = b"".join(json.dumps(e).encode() + b"\n" for e in events)
     for _, _, record in ev.records(data, origin=source):

@@ -5,7 +5,8 @@ from pathlib import Path
 import yaml
 
 from auditwatch.api.models import WebhookSource
-from auditwatch.cli import WEBHOOK_HOSTS, build_parser
+from auditwatch.cli import build_parser
+from auditwatch.cli.cluster import WEBHOOK_HOSTS
 from auditwatch.devcluster.certs import CLIENT_NAME, WebhookCerts
 from auditwatch.devcluster.cluster import POLICY, DevCluster
 
@@ -100,7 +101,7 @@ def test_the_api_server_and_the_operator_use_the_certificates_cluster_certs_make
     assert args.webhook_tls_cert == f"{mounts['webhook-tls']}/tls.crt" and made.server_cert.name == "tls.crt"
     assert args.webhook_tls_key == f"{mounts['webhook-tls']}/tls.key" and made.server_key.name == "tls.key"
     assert args.webhook_client_ca == f"{mounts['webhook-client-ca']}/{made.ca.name}"
-    assert args.webhook_client_name == [CLIENT_NAME] and not args.webhook_insecure
+    assert args.webhook_client_names == [CLIENT_NAME] and not args.webhook_insecure
 
 
 def test_the_ha_kind_config_has_three_control_plane_nodes_each_set_up_as_the_single_node_one():

@@ -4,17 +4,22 @@ import json
 import subprocess
 import sys
 
-from auditwatch.lint import lint
-from auditwatch.spl import parse_search
+from auditwatch.rules.lint import lint
+from auditwatch.spl import parse_search, plan
 from factory import SEED, seed_search
 
 
+def lint_search(search, group_by=None):
+    query = parse_search(search)
+    return lint(query, plan(query), group_by)
+
+
 def codes(search, group_by=None):
-    return [(f.level, f.code) for f in lint(parse_search(search), group_by)]
+    return [(f.level, f.code) for f in lint_search(search, group_by)]
 
 
 def test_the_seed_gets_the_documented_never_set_warning_and_nothing_else():
-    [finding] = lint(parse_search(seed_search()), ["user", "src_ip"])
+    [finding] = lint_search(seed_search(), ["user", "src_ip"])
     assert (finding.level, finding.code) == ("warning", "never-set")
     assert "Splunk" in finding.message and 'fills it with "0"' in finding.message
 
@@ -26,7 +31,7 @@ def test_without_fillnull_the_uid_by_is_an_error():
 
 
 def test_unknown_fields_get_a_suggestion():
-    [finding] = lint(parse_search("verb=create apiGroup=apps | stats count BY verb"))
+    [finding] = lint_search("verb=create apiGroup=apps | stats count BY verb")
     assert finding.code == "unknown-field" and finding.message.endswith("did you mean objectRef.apiGroup?")
     assert codes("verb=create requestObject.spec.anything=x | rename verb as v | stats count BY v") == []
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from auditwatch.engine.evaluate import Decoded
 from auditwatch.engine.prefilter import NON_ASCII_LOWERING_TO_ASCII, Prefilter, derive
-from auditwatch.spl import parse_search
+from auditwatch.spl import plan_search
 from factory import event, run, seed_search
 
 SEARCHES = [
@@ -107,7 +107,7 @@ def test_prefiltered_rows_equal_unfiltered_rows(events, style, seed, search):
 
 
 def test_the_seed_rule_gets_a_literal_prefilter():
-    pf = derive(parse_search(seed_search()))
+    pf = derive(plan_search(seed_search()))
     assert pf is not None and pf.literals == ("system:unauthenticated",)
 
 
@@ -119,11 +119,11 @@ def test_rules_without_a_required_literal_get_no_prefilter():
         "a=1* OR b=xyz",
         "*",
     ]:
-        assert derive(parse_search(search)) is None, search
+        assert derive(plan_search(search)) is None, search
 
 
 def test_the_prefilter_skips_lines_that_cannot_match():
-    pf = derive(parse_search(seed_search()))
+    pf = derive(plan_search(seed_search()))
     chunk = b'{"user":{"username":"alice"}}\n{"g":"SYSTEM:UNAUTHENTICATED"}\n{"u":"x"}\n{"g":"\\u0073ystem"}'
     assert [chunk[s:e] for s, e in pf.spans(chunk)] == [
         b'{"g":"SYSTEM:UNAUTHENTICATED"}',
@@ -153,8 +153,8 @@ def test_the_generated_events_do_reach_rows_through_escapes():
 
 def test_a_search_needing_more_literals_than_the_native_search_takes_runs_unfiltered():
     values = ", ".join(f'"user-{i:03d}"' for i in range(61))
-    assert derive(parse_search(f"user.username IN ({values}) | stats count BY user.username")) is None
-    assert derive(parse_search(f"user.username IN ({values[: values.rindex(',')]}) | stats count")) is not None
+    assert derive(plan_search(f"user.username IN ({values}) | stats count BY user.username")) is None
+    assert derive(plan_search(f"user.username IN ({values[: values.rindex(',')]}) | stats count")) is not None
 
 
 LINES = st.lists(st.sampled_from([b"alpha", b"beta x", b"gamma", b"ALPHA", b"\\u0061lpha", b"", b"delta beta"]))

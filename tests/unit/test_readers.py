@@ -6,8 +6,8 @@ import os
 import pytest
 
 from auditwatch.api.models import Source
-from auditwatch.readers import Readers
-from auditwatch.settings import Settings
+from auditwatch.api.settings import Settings
+from auditwatch.runtime.readers import Readers
 from auditwatch.sources import file as file_source
 
 pytestmark = pytest.mark.asyncio

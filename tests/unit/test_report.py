@@ -8,7 +8,7 @@ from test_writer import DETECTION
 from auditwatch.api.models import FindingPolicy
 from auditwatch.findings.aggregate import Aggregator
 from auditwatch.findings.report import MAX_RESULTS, ReportMirror, report_body
-from auditwatch.kube import ApiException
+from auditwatch.kube.client import ApiException
 
 POLICY = FindingPolicy(severity="informational", riskScore=10)
 

@@ -9,7 +9,7 @@ import pytest
 from test_scan_cli import scan
 
 from auditwatch.audit.envelopes import is_document
-from auditwatch.inputs import InputError, parse_url, splittable
+from auditwatch.offline.inputs import InputError, parse_url, splittable
 from factory import SEED, event, line
 
 EVENTS = [event(ips=[f"10.0.0.{i % 3}"]) for i in range(7)] + [event(username="alice", groups=["a"])]

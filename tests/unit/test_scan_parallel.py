@@ -1,13 +1,13 @@
 """Reading one file in several forked processes gives what one process gives, line numbers included."""
 
-from auditwatch import scan as scan_module
-from auditwatch.spl import parse_search
+from auditwatch.offline import scan as scan_module
+from auditwatch.spl import plan_search
 from factory import event, line, seed_search
 
 
 def run(path, jobs):
     rows = []
-    result = scan_module.scan(parse_search(seed_search()), [str(path)], rows.append, dict, jobs=jobs)
+    result = scan_module.scan(plan_search(seed_search()), [str(path)], rows.append, dict, jobs=jobs)
     return rows, result.counters
 
 
@@ -69,6 +69,6 @@ def test_groups_seen_by_several_readers_are_merged_before_their_rows_are_made(tm
     runs = {}
     for jobs in (1, 3):
         rows = []
-        scan_module.scan(parse_search(search), [str(log)], rows.append, dict, jobs=jobs)
+        scan_module.scan(plan_search(search), [str(log)], rows.append, dict, jobs=jobs)
         runs[jobs] = rows
     assert runs[3] == runs[1] == [{"user.username": "alice", "count": 200, "ips": 2}]

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 
 from auditwatch.api.models import ShardStatus, SourceStatus
-from auditwatch.kube import ApiException
-from auditwatch.shards import LABEL, ShardLeases, lease_name, unread
+from auditwatch.kube.client import ApiException
+from auditwatch.runtime.shards import LABEL, ShardLeases, lease_name, unread
 
 ERROR = ShardStatus(sources=[SourceStatus(name="apiserver-log", lastError="permission denied")])
 FINE = ShardStatus(sources=[SourceStatus(name="apiserver-log")])

@@ -1,7 +1,7 @@
 import pytest
 
+from auditwatch.ir.plan import Aggregate, And, Compare, FillNull, Filter, In, Keyword, Not, Or, Rename
 from auditwatch.spl import SPLError, parse_search
-from auditwatch.spl.syntax import And, Compare, FillNull, In, Keyword, Not, Or, Rename, Search, Stats
 from factory import seed_search
 
 
@@ -11,7 +11,7 @@ def base(text: str, **macros: str):
 
 def test_seed_compiles_to_the_expected_plan():
     query = parse_search(seed_search())
-    assert query.base == Search(
+    assert query.base == Filter(
         And(
             (
                 Keyword("*"),
@@ -22,11 +22,11 @@ def test_seed_compiles_to_the_expected_plan():
     )
     assert query.commands[1] == FillNull("0", ())
     stats = query.commands[2]
-    assert isinstance(stats, Stats)
+    assert isinstance(stats, Aggregate)
     assert [a.name for a in stats.aggs] == ["count"]
     assert stats.by[0] == "objectRef.name" and stats.by[-1] == "verb" and len(stats.by) == 13
     assert query.commands[3] == Rename((("sourceIPs{}", "src_ip"), ("user.username", "user")))
-    assert query.commands[4] == Search(Keyword("*"))  # the *_filter macro's default
+    assert query.commands[4] == Filter(Keyword("*"))  # the *_filter macro's default
 
 
 def test_or_binds_tighter_than_implicit_and():
@@ -58,8 +58,8 @@ def test_macros_defaults_custom_and_arguments():
         (Compare("index", "=", "k8s"), Compare("a", "=", "1"))
     )
     query = parse_search("a=1 | `only(user.username, bob)`", {"only(f, v)": "search $f$=$v$"})
-    assert query.commands[1] == Search(Compare("user.username", "=", "bob"))
-    assert parse_search("a=1 | `x_filter`").commands[1] == Search(Keyword("*"))
+    assert query.commands[1] == Filter(Compare("user.username", "=", "bob"))
+    assert parse_search("a=1 | `x_filter`").commands[1] == Filter(Keyword("*"))
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from auditwatch.api.models import AuditDetectionStatus, CounterStatus
-from auditwatch.status import StatusWriter
+from auditwatch.runtime.status import StatusWriter
 
 pytestmark = pytest.mark.asyncio
 

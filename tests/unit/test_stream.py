@@ -3,7 +3,7 @@
 from auditwatch.audit.decode import flatten
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.stream import RowStream
-from auditwatch.spl import parse_search
+from auditwatch.spl import plan_search
 from factory import event
 
 SCANNING = (
@@ -13,7 +13,7 @@ SCANNING = (
 
 
 def stream(search, window=3600):
-    return RowStream(Pipeline(parse_search(search)), window)
+    return RowStream(Pipeline(plan_search(search)), window)
 
 
 def add(s, seq, **kw):

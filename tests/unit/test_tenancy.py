@@ -5,10 +5,10 @@ from pathlib import Path
 
 import yaml
 
-from auditwatch.generation import _recorded_fields
-from auditwatch.settings import Settings
-from auditwatch.spl import parse_search
-from auditwatch.validate import validate
+from auditwatch.api.settings import Settings
+from auditwatch.ir.planner import recorded_fields
+from auditwatch.rules.validate import validate
+from auditwatch.spl import plan_search
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = {"search": "verb=get | stats count BY verb", "finding": {"groupBy": ["verb"]}}
@@ -43,5 +43,5 @@ def test_the_daemonset_tells_the_operator_its_namespace():
 
 
 def test_findings_of_whole_event_searches_record_the_key_and_the_named_fields_only():
-    assert _recorded_fields(parse_search("verb=get user.username=*"), ["user.username"]) == ("user.username", "verb")
-    assert _recorded_fields(parse_search("verb=get | stats count BY verb"), ["verb"]) is None  # the rows are outputs
+    assert recorded_fields(plan_search("verb=get user.username=*"), ["user.username"]) == ("user.username", "verb")
+    assert recorded_fields(plan_search("verb=get | stats count BY verb"), ["verb"]) is None  # the rows are outputs

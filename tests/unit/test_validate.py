@@ -2,8 +2,8 @@
 
 import pytest
 
-from auditwatch.settings import Settings
-from auditwatch.validate import validate
+from auditwatch.api.settings import Settings
+from auditwatch.rules.validate import validate
 
 FILE = [{"name": "log", "file": {"path": "/var/log/kubernetes/audit/audit.log"}}]
 SETTINGS = Settings(geoip_db=None, webhook_token_file="/run/secrets/webhook/token")

@@ -10,9 +10,9 @@ import ssl
 import aiohttp
 import pytest
 
+from auditwatch.api.settings import Settings
 from auditwatch.devcluster.certs import make_client_cert, make_webhook_certs
 from auditwatch.devcluster.cluster import free_port
-from auditwatch.settings import Settings
 from auditwatch.sources.webhook import Spool, WebhookServer
 
 

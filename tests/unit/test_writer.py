@@ -7,11 +7,11 @@ import logging
 import pytest
 
 from auditwatch.api.models import FindingPolicy
-from auditwatch.budget import WriteBudget
 from auditwatch.findings.aggregate import Aggregator
 from auditwatch.findings.peers import PeerWrites
 from auditwatch.findings.writer import EVENTS_PER_WINDOW, Writer
-from auditwatch.kube import ApiException
+from auditwatch.kube.budget import WriteBudget
+from auditwatch.kube.client import ApiException
 
 pytestmark = pytest.mark.asyncio
 DETECTION = {"apiVersion": "auditwatch.io/v1alpha1", "kind": "AuditDetection",

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from auditwatch.manifest import ManifestError, read_detection
+from auditwatch.api.manifest import ManifestError, read_detection
+from auditwatch.errors import Location
 from auditwatch.times import DURATION, parse_duration, point_in_time
 
 GROUP = "auditwatch.io"
@@ -20,6 +21,7 @@ VERSION = "v1alpha1"
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 # A reader of one audit log: a node's name (DaemonSet), a webhook replica's pod name, or "default".
+DEFAULT_SHARD = "default"  # the shard of a replica that is not one of several
 ShardName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 FieldName = Annotated[str, Field(min_length=1, max_length=256)]
 Text = Annotated[str, Field(max_length=1024)]
@@ -415,7 +417,7 @@ def load_detection(path: str | Path) -> AuditDetection:
     try:
         return AuditDetection.model_validate(read_detection(path))
     except ValidationError as exc:
-        raise ManifestError(f"{path}: invalid AuditDetection: {problems(exc)}") from None
+        raise ManifestError(f"invalid AuditDetection: {problems(exc)}", Location(str(path))) from None
 
 
 def problems(exc: ValidationError, prefix: str = "") -> str:

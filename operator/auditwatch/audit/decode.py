@@ -18,10 +18,12 @@ from typing import Any, cast
 
 import orjson
 
+from auditwatch.errors import AuditwatchError
+
 Record = dict[str, list[str]]
 
 
-class MalformedLine(ValueError):
+class MalformedLine(AuditwatchError, ValueError):
     """A line that is not an audit Event or EventList (bad JSON, truncated, wrong shape)."""
 
 

@@ -22,12 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from auditwatch.errors import AuditwatchError
+
 KUBERNETES_VERSION = "v1.36.3"
 COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
 GO_MODULE = Path(__file__).with_name("go")
 
 
-class BuildError(RuntimeError):
+class BuildError(AuditwatchError, RuntimeError):
     """The control-plane binaries could not be built or found."""
 
 

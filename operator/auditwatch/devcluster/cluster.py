@@ -38,6 +38,7 @@ from typing import TextIO
 
 from auditwatch.devcluster.binaries import ensure_binaries
 from auditwatch.devcluster.certs import CLIENT_NAME, WebhookCerts, make_webhook_certs
+from auditwatch.errors import AuditwatchError
 
 POLICY = Path(__file__).with_name("audit-policy.yaml")
 NODE_AUDIT_DIR = Path("/var/log/kubernetes/audit")  # where kubeadm and kind nodes keep the audit log
@@ -45,7 +46,7 @@ OPERATOR_USER = "system:serviceaccount:auditwatch:auditwatch"
 OPERATOR_GROUPS = "system:serviceaccounts,system:serviceaccounts:auditwatch,system:authenticated"
 
 
-class ClusterError(RuntimeError):
+class ClusterError(AuditwatchError, RuntimeError):
     """The control plane did not start; the message points at the log file to read."""
 
 

@@ -1,1 +1,1 @@
-"""Executes a Query over audit events: prefilter, match, fillnull, stats, rename."""
+"""Executors of the rule IR over audit events: prefilter, match, per-event steps, aggregates, per-row steps."""

@@ -17,7 +17,7 @@ from auditwatch.audit.decode import MalformedLine, Record, decode_line, epoch_se
 from auditwatch.engine.candidates import count_lines
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.prefilter import Prefilter, derive
-from auditwatch.spl.syntax import Query
+from auditwatch.ir.plan import Plan
 
 MAX_SAMPLES = 5
 
@@ -45,13 +45,13 @@ class Evaluator:
 
     def __init__(
         self,
-        query: Query,
+        plan: Plan,
         use_prefilter: bool = True,
         extra_fields: frozenset[str] = frozenset(),
         geoip_db: str | None = None,
     ) -> None:
-        self.pipeline = Pipeline(query, geoip_db)
-        self.prefilter = derive(query) if use_prefilter else None
+        self.pipeline = Pipeline(plan, geoip_db)
+        self.prefilter = derive(plan) if use_prefilter else None
         fields = None if self.pipeline.fields is None else frozenset(self.pipeline.fields) | extra_fields
         self._flatten = flattener(fields)
         self.counters = Counters()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from auditwatch.audit.decode import Record
-from auditwatch.spl.syntax import And, Compare, Expr, In, Keyword, Not, Operand, WhereCompare
+from auditwatch.ir.plan import And, Compare, Expr, In, Keyword, Not, Operand, WhereCompare, parse_cidr
 
 if TYPE_CHECKING:
     import ipaddress
@@ -160,17 +160,6 @@ def _keyword(pattern: str) -> Predicate:
         return lambda r: True
     glob = glob_test(f"*{pattern.lower()}*")  # a keyword is found anywhere in the text
     return lambda r: any(glob(v.lower()) for v in r.get("_raw", ()))
-
-
-def parse_cidr(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    if "/" not in pattern or "*" in pattern:
-        return None
-    import ipaddress  # here: importing it costs every scan 3 ms of start-up, and few searches need it
-
-    try:
-        return ipaddress.ip_network(pattern, strict=False)
-    except ValueError:
-        return None
 
 
 def _in_network(value: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:

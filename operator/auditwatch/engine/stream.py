@@ -37,7 +37,7 @@ class RowStream:
     ) -> list[tuple[OutputRow, int]]:
         """(row, events it adds to its finding) for each row this event adds or changes."""
         pipeline = self.pipeline
-        if pipeline.stats is None:
+        if pipeline.aggregate is None:
             return [(pipeline.output(record), 1)]
         if self.stateless:
             return [(row, 1) for row in pipeline.event_rows(record)]

@@ -27,14 +27,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from auditwatch.api.models import DetectionFindingStatus, FindingPart
+from auditwatch.api.models import DEFAULT_SHARD, DetectionFindingStatus, FindingPart
 from auditwatch.audit.decode import epoch_seconds
 
 MAX_VALUES = 20
 MAX_FIELDS = 32
 MAX_LATEST = 5
 MAX_TEXT = 1024
-DEFAULT_SHARD = "default"
 _TOKEN = re.compile(r"\$([A-Za-z0-9_.{}:/-]+)\$")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from auditwatch.api.models import GROUP, VERSION, FindingPolicy
 from auditwatch.audit.decode import epoch_seconds
 from auditwatch.findings.aggregate import Aggregator, FindingState
-from auditwatch.kube import ApiException, Kube
+from auditwatch.kube.client import ApiException, Kube
 
 MAX_RESULTS = 100
 SEVERITY = {"informational": "info"}  # OpenReports' names; the others are the same

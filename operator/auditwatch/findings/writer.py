@@ -22,7 +22,6 @@ import logging
 import time
 from typing import Any
 
-from auditwatch.alerts import Notice, Notifier
 from auditwatch.api.models import (
     GROUP,
     VERSION,
@@ -33,7 +32,8 @@ from auditwatch.api.models import (
     mitre_techniques,
 )
 from auditwatch.findings.aggregate import Aggregator, FindingState
-from auditwatch.kube import ApiException, Kube
+from auditwatch.findings.alerts import Notice, Notifier
+from auditwatch.kube.client import ApiException, Kube
 
 EVENTS_PER_WINDOW = 5
 MAX_CONFLICTS = 10  # writes of one finding retried after a 409 before the next flush tries again

@@ -41,6 +41,7 @@ from typing import Any
 
 from auditwatch.api.models import CloudWatchSource, SourceStatus
 from auditwatch.audit.envelopes import message_line
+from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
 from auditwatch.times import epoch_ms, parse_duration, point_in_time
 
@@ -102,7 +103,7 @@ class CloudWatchPosition:
         return cls(at, at, 0)
 
 
-class CloudWatchError(Exception):
+class CloudWatchError(AuditwatchError):
     """An AWS answer that reading cannot go on past (access, missing log group, credentials, network)."""
 
 

@@ -4,15 +4,6 @@ from __future__ import annotations
 
 import os
 
-# Where control planes write the API server's audit log: kubeadm and kind, OpenShift, RKE2, k3s, Talos.
-AUDIT_LOG_DIRS = (
-    "/var/log/kubernetes",
-    "/var/log/kube-apiserver",
-    "/var/lib/rancher/rke2/server/logs",
-    "/var/lib/rancher/k3s/server/logs",
-    "/var/log/audit/kube",
-)
-
 
 def allowed(path: str, directories: tuple[str, ...]) -> bool:
     """Is ``path``, with symlinks and ``..`` resolved, inside one of ``directories`` (resolved too)?"""

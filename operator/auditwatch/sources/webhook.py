@@ -29,16 +29,15 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from auditwatch.api.settings import Settings
+from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
 from auditwatch.sources.file import FilePosition, FileTail
-
-if TYPE_CHECKING:  # the operator's settings are given to the server; the sources layer does not import them
-    from auditwatch.settings import Settings
 
 # kube-apiserver's batches stay under --audit-webhook-truncate-max-batch-size (10 MB by default).
 MAX_BATCH_BYTES = 64 << 20
@@ -102,7 +101,7 @@ class Spool:
             old.unlink()
 
 
-class BadBatch(ValueError):
+class BadBatch(AuditwatchError, ValueError):
     """A body that is not an audit EventList; the message says why."""
 
 

@@ -1,12 +1,16 @@
 """The one error type of the SPL layer: a message that names the column and the token."""
 
+from auditwatch.errors import AuditwatchError, Location
 
-class SPLError(ValueError):
-    """An invalid search. ``column`` is 1-based in the search text as written (before macro expansion)."""
+
+class SPLError(AuditwatchError, ValueError):
+    """An invalid search. The column is 1-based in the search text as written (before macro expansion);
+    ``macro`` names the macro whose text the column is in."""
 
     def __init__(self, message: str, column: int | None = None, macro: str | None = None) -> None:
-        where = f" at column {column}" if column is not None else ""
-        inside = f" (in macro `{macro}`)" if macro else ""
-        super().__init__(f"{message}{where}{inside}")
+        super().__init__(message, Location(column=column))
         self.column = column
         self.macro = macro
+
+    def __str__(self) -> str:
+        return super().__str__() + (f" (in macro `{self.macro}`)" if self.macro else "")

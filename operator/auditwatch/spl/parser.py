@@ -9,32 +9,32 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from auditwatch.spl.errors import SPLError
-from auditwatch.spl.macros import expand, macro_table
-from auditwatch.spl.syntax import (
+from auditwatch.ir.plan import (
+    AGG_FUNCS,
     Agg,
+    Aggregate,
     And,
-    Command,
     Compare,
     Convert,
     Expr,
     FillNull,
+    Filter,
     In,
     IpLocation,
     Keyword,
     Not,
     Operand,
     Or,
-    Query,
     Rename,
-    Search,
-    Stats,
     Where,
     WhereCompare,
 )
+from auditwatch.spl.errors import SPLError
+from auditwatch.spl.macros import expand, macro_table
+from auditwatch.spl.syntax import Command, Query
 from auditwatch.spl.tokens import Kind, Token, tokenize
 
-STATS_FUNCTIONS = {"count", "values", "dc", "distinct_count", "min", "max"}
+STATS_FUNCTIONS = {*AGG_FUNCS, "distinct_count"}  # distinct_count: dc
 
 
 def parse_search(text: str, macros: Mapping[str, str] | None = None) -> Query:
@@ -82,10 +82,13 @@ class _Parser:
     def pipeline(self) -> tuple[Command, ...]:
         if self.tok.is_word("search"):
             self.advance()
-        commands: list[Command] = [Search(self.search_expr("search"))]
+        commands: list[Command] = [Filter(self.search_expr("search"))]
         while self.tok.kind is Kind.PIPE:
             self.advance()
+            at = self.tok
             commands.append(self.command())
+            if isinstance(commands[-1], Aggregate) and sum(isinstance(c, Aggregate) for c in commands) > 1:
+                raise SPLError("only one stats command per search is supported", at.column, at.macro)
         if self.tok.kind is not Kind.END:
             raise self.error("search", "'|' or end of search")
         return tuple(commands)
@@ -102,8 +105,8 @@ class _Parser:
         self.advance()
         return parse(self)
 
-    def cmd_search(self) -> Search:
-        return Search(self.search_expr("search"))
+    def cmd_search(self) -> Filter:
+        return Filter(self.search_expr("search"))
 
     def cmd_fillnull(self) -> FillNull:
         value = "0"
@@ -120,7 +123,7 @@ class _Parser:
                 fields.append(self.name("fillnull"))
         return FillNull(value, tuple(fields))
 
-    def cmd_stats(self) -> Stats:
+    def cmd_stats(self) -> Aggregate:
         aggs: list[Agg] = []
         while not self.tok.is_word("by", case=False):
             if self.tok.kind is Kind.COMMA and aggs:
@@ -143,7 +146,7 @@ class _Parser:
                 by.append(self.name("stats BY"))
             if not by:
                 raise self.error("stats BY", "a field name")
-        return Stats(tuple(aggs), tuple(by))
+        return Aggregate(tuple(aggs), tuple(by))
 
     def agg(self) -> Agg:
         func_tok = self.advance()

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from auditwatch.api.models import GROUP, VERSION, Severity
+from auditwatch.errors import AuditwatchError
 from auditwatch.times import DURATION, parse_duration
 
 MAX_QUEUE = 1000
@@ -79,7 +80,7 @@ class AlertConfig(_Strict):
         return self
 
 
-class AlertConfigError(ValueError):
+class AlertConfigError(AuditwatchError, ValueError):
     """The alerts file cannot be used; the message names the file and the field."""
 
 
@@ -209,7 +210,7 @@ class Notifier:
             delivered(notice)
 
 
-class DeliveryError(Exception):
+class DeliveryError(AuditwatchError):
     """The receiver answered, but not with a 2xx."""
 
 

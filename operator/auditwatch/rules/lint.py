@@ -21,35 +21,23 @@ import difflib
 from dataclasses import dataclass
 from enum import StrEnum
 
+from auditwatch.audit.fields import EVENT_FIELDS, FREE_FORM
 from auditwatch.engine.prefilter import derive
-from auditwatch.spl.syntax import (
+from auditwatch.ir.plan import (
     IPLOCATION_FIELDS,
+    Aggregate,
     And,
     Compare,
     Convert,
     FillNull,
     In,
     IpLocation,
-    Query,
+    Plan,
     Rename,
-    Stats,
-    command_fields,
+    step_fields,
 )
+from auditwatch.spl.syntax import Query
 
-# audit.k8s.io/v1 Event fields (flattened); objects below these prefixes are free-form.
-EVENT_FIELDS = {
-    "kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "userAgent", "sourceIPs{}",
-    "requestReceivedTimestamp", "stageTimestamp",
-    "user.username", "user.uid", "user.groups{}",
-    "impersonatedUser.username", "impersonatedUser.uid", "impersonatedUser.groups{}",
-    "objectRef.resource", "objectRef.namespace", "objectRef.name", "objectRef.uid", "objectRef.apiGroup",
-    "objectRef.apiVersion", "objectRef.resourceVersion", "objectRef.subresource",
-    "responseStatus.code", "responseStatus.status", "responseStatus.message", "responseStatus.reason",
-    "responseStatus.details.name", "responseStatus.details.group", "responseStatus.details.kind",
-    "responseStatus.details.uid", "responseStatus.details.causes{}.message", "responseStatus.details.causes{}.reason",
-    "responseStatus.details.causes{}.field", "responseStatus.details.retryAfterSeconds",
-}  # fmt: skip
-FREE_FORM = ("requestObject.", "responseObject.", "annotations.", "user.extra.", "impersonatedUser.extra.")
 METADATA = {"_time", "source", "_raw"}
 PER_REQUEST = {"requestReceivedTimestamp", "stageTimestamp", "auditID", "_time"}
 NEVER_SET_FILLED = (
@@ -83,13 +71,13 @@ class Diagnostic:
         return f"{self.level}[{self.code}]: {self.message}"
 
 
-def lint(query: Query, group_by: list[str] | None = None) -> list[Diagnostic]:
-    """Everything worth saying about a compiled detection, errors first."""
+def lint(query: Query, plan: Plan, group_by: list[str] | None = None) -> list[Diagnostic]:
+    """Everything worth saying about a detection (its search as written, and its plan), errors first."""
     found = _never_set(query) + _unknown_fields(query)
-    if derive(query) is None:
+    if derive(plan) is None:
         found.append(Diagnostic(Level.WARNING, "no-prefilter", "the base search requires no literal text, so the "
                                 "prefilter cannot skip lines: every line is parsed (about 7x slower)"))  # fmt: skip
-    found += _key_problems(query, group_by or [])
+    found += _key_problems(plan, group_by or [])
     return sorted(found, key=lambda d: not d.error)
 
 
@@ -119,7 +107,7 @@ def _unknown_fields(query: Query) -> list[Diagnostic]:
     found = []
     stats_seen = False
     for cmd in query.commands:
-        for field in sorted(command_fields(cmd) - made):
+        for field in sorted(step_fields(cmd) - made):
             if stats_seen or field in EVENT_FIELDS or field.startswith(FREE_FORM):
                 continue
             close = difflib.get_close_matches(field, EVENT_FIELDS, n=1, cutoff=0.5)
@@ -132,14 +120,14 @@ def _unknown_fields(query: Query) -> list[Diagnostic]:
             made |= set(IPLOCATION_FIELDS)
         elif isinstance(cmd, Convert):
             made |= {out for _, out in cmd.fields}
-        elif isinstance(cmd, Stats):
+        elif isinstance(cmd, Aggregate):
             stats_seen = True  # after stats the fields are the rows'
     return found
 
 
-def _key_problems(query: Query, group_by: list[str]) -> list[Diagnostic]:
+def _key_problems(plan: Plan, group_by: list[str]) -> list[Diagnostic]:
     found = []
-    outputs = query.output_fields()
+    outputs = plan.output_fields()
     for field in group_by:
         if outputs is not None and field not in outputs:
             outputs_text = ", ".join(outputs)

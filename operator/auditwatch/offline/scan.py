@@ -22,8 +22,8 @@ from typing import Any, TextIO, TypeVar, cast
 
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.pipeline import Key, OutputRow, Pipeline, Table
-from auditwatch.inputs import chunks, splittable
-from auditwatch.spl.syntax import Query
+from auditwatch.ir.plan import Plan
+from auditwatch.offline.inputs import chunks, splittable
 
 PROGRESS_MIN_BYTES = 32 << 20
 PARALLEL_MIN_BYTES = 16 << 20
@@ -44,7 +44,7 @@ Part = tuple[tuple[Any, ...], tuple[dict[Key, list[Any]], dict[Key, int]], dict[
 
 
 def scan(
-    query: Query,
+    plan: Plan,
     paths: Iterable[str],
     emit: Callable[[T], object],
     encode: Callable[[OutputRow], T],
@@ -54,7 +54,7 @@ def scan(
     geoip_db: str | None = None,
     notes: TextIO | None = None,
 ) -> ScanResult:
-    """Evaluate ``query`` over ``paths`` in order and ``emit`` each result row, as ``encode`` makes it.
+    """Evaluate ``plan`` over ``paths`` in order and ``emit`` each result row, as ``encode`` makes it.
     What an input turned out to be (a document, a log group) is said on ``notes``.
 
     Without ``stats`` every matched event is a row, emitted as it is read; with ``stats`` the rows
@@ -64,7 +64,7 @@ def scan(
     started = time.perf_counter()
     jobs = jobs or min(os.cpu_count() or 1, 4)
     counters = Counters()
-    table = Table(Pipeline(query, geoip_db)) if query.stats else None
+    table = Table(Pipeline(plan, geoip_db)) if plan.aggregate else None
     encoded: dict[Key, T | None] = {}  # each group's encoded row (None: the per-row commands drop it)
     merged: set[Key] = set()  # groups that several readers saw: their rows are made again, merged
     rows = 0
@@ -74,7 +74,7 @@ def scan(
         for path in paths:
             ranges = _ranges(path, jobs) if table is not None else [(0, None)]
             bar = _Progress(path, progress)
-            read = functools.partial(_read, query, use_prefilter, geoip_db, encode, path)
+            read = functools.partial(_read, plan, use_prefilter, geoip_db, encode, path)
             forked = [_fork(functools.partial(read, a, n)) for a, n in ranges[1:]]
             children += forked
             try:
@@ -110,7 +110,7 @@ def scan(
 
 
 def _read(
-    query: Query,
+    plan: Plan,
     use_prefilter: bool,
     geoip_db: str | None,
     encode: Callable[[OutputRow], T],
@@ -123,8 +123,8 @@ def _read(
 ) -> Part:
     """Read one byte range of one log: its counters, stats table state and encoded rows by group
     (without stats, rows go to ``emit`` as they are read)."""
-    reader = Evaluator(query, use_prefilter, geoip_db=geoip_db)
-    table = Table(reader.pipeline) if query.stats else None
+    reader = Evaluator(plan, use_prefilter, geoip_db=geoip_db)
+    table = Table(reader.pipeline) if plan.aggregate else None
     done = 0
     for chunk in chunks(path, start, length, notes):
         for _, _, record in reader.records(chunk, origin=path):

@@ -27,9 +27,9 @@ from typing import Any, cast
 
 from auditwatch.api.models import Source as SourceSpec
 from auditwatch.api.models import SourceStatus
+from auditwatch.api.settings import Settings
 from auditwatch.engine.evaluate import Decoded
 from auditwatch.engine.prefilter import MAX_LITERALS, Prefilter
-from auditwatch.settings import Settings
 from auditwatch.sources import Chunk, Position, Tail
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from auditwatch.sources.file import FilePosition, FileTail

@@ -29,13 +29,14 @@ from auditwatch.audit.envelopes import (
     message_line,
     unwrap,
 )
+from auditwatch.errors import AuditwatchError
 from auditwatch.times import point_in_time
 
 HEAD = 64 << 10  # bytes looked at to tell lines from a document
 CLOUDWATCH = "cloudwatch://"
 
 
-class InputError(ValueError):
+class InputError(AuditwatchError, ValueError):
     """An input that cannot be read as given (a bad cloudwatch:// address, an AWS refusal)."""
 
 

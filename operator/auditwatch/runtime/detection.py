@@ -19,19 +19,25 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from auditwatch import status
-from auditwatch.alerts import Notifier
-from auditwatch.api.models import AuditDetectionStatus, CounterStatus, ShardStatus, SourceStatus, WriteStatus
+from auditwatch.api.models import (
+    DEFAULT_SHARD,
+    AuditDetectionStatus,
+    CounterStatus,
+    ShardStatus,
+    SourceStatus,
+    WriteStatus,
+)
+from auditwatch.api.settings import Settings
 from auditwatch.engine.evaluate import Counters
-from auditwatch.findings.aggregate import DEFAULT_SHARD
+from auditwatch.findings.alerts import Notifier
 from auditwatch.findings.peers import PeerWrites
-from auditwatch.generation import Generation
-from auditwatch.kube import Kube
-from auditwatch.metrics import Metrics
-from auditwatch.readers import Readers
-from auditwatch.settings import Settings
-from auditwatch.shards import ShardLeases, unread
-from auditwatch.validate import Verdict, validate
+from auditwatch.kube.client import Kube
+from auditwatch.rules.validate import Verdict, validate
+from auditwatch.runtime import status
+from auditwatch.runtime.generation import Generation
+from auditwatch.runtime.metrics import Metrics
+from auditwatch.runtime.readers import Readers
+from auditwatch.runtime.shards import ShardLeases, unread
 
 
 class DetectionRuntime:
@@ -103,9 +109,9 @@ class DetectionRuntime:
         await self.status.write(status.refused(verdict, number))
 
     async def _run_generation(self, verdict: Verdict, number: int, stopped: Any) -> None:
-        assert verdict.spec is not None and verdict.query is not None
+        assert verdict.spec is not None and verdict.plan is not None
         s = self.settings
-        gen = Generation(verdict.spec, verdict.query, self.ref(), self.positions, self.counters, self.kube,
+        gen = Generation(verdict.spec, verdict.plan, self.ref(), self.positions, self.counters, self.kube,
                          s, self.readers, self.logger, self.notifier, self.peers)  # fmt: skip
         await gen.start()
         self.logger.info("detection %s/%s running generation %d on %d source(s)", self.namespace, self.name,

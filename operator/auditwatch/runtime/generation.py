@@ -14,20 +14,20 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from auditwatch.alerts import Notifier
 from auditwatch.api.models import AuditDetectionSpec, SourceStatus
+from auditwatch.api.settings import Settings
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.alerts import Notifier
 from auditwatch.findings.peers import PeerWrites
 from auditwatch.findings.report import ReportMirror
 from auditwatch.findings.writer import Writer
-from auditwatch.kube import Kube
-from auditwatch.readers import Readers, Subscription
-from auditwatch.settings import Settings
+from auditwatch.ir.plan import Plan
+from auditwatch.ir.planner import recorded_fields
+from auditwatch.kube.client import Kube
+from auditwatch.runtime.readers import Readers, Subscription
 from auditwatch.sources import Position
-from auditwatch.spl import Query
-from auditwatch.spl.syntax import command_fields
 from auditwatch.times import parse_duration
 
 
@@ -35,7 +35,7 @@ class Generation:
     def __init__(
         self,
         spec: AuditDetectionSpec,
-        query: Query,
+        plan: Plan,
         detection: dict[str, Any],
         saved: dict[str, SourceStatus],
         counters: Counters,
@@ -50,13 +50,13 @@ class Generation:
         self.kube = kube
         self.name, self.namespace = detection["metadata"]["name"], detection["metadata"]["namespace"]
         self.aggregator = Aggregator(self.name, finding.groupBy, finding.message, finding.maxFindings,
-                                     _recorded_fields(query, finding.groupBy), settings.shard)  # fmt: skip
+                                     recorded_fields(plan, finding.groupBy), settings.shard)  # fmt: skip
         self.writer = Writer(kube, detection, finding, logger, settings.finding_write_seconds,
                              settings.finding_event_seconds, notifier)  # fmt: skip
         self.report = ReportMirror(kube, detection, finding, logger, settings.report_seconds) if settings.reports \
             else None  # fmt: skip
         self.ttl = parse_duration(finding.ttl)
-        self.evaluator = Evaluator(query, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)
+        self.evaluator = Evaluator(plan, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)
         self.evaluator.counters = counters  # the detection's, carried across generations
         self.stream = RowStream(self.evaluator.pipeline, parse_duration(spec.window))
         self._source_specs, self._saved, self._readers = spec.sources, saved, readers
@@ -121,12 +121,3 @@ class Generation:
     @property
     def long_lines(self) -> int:
         return sum(s.long_lines for s in self.sources.values())
-
-
-def _recorded_fields(query: Query, group_by: list[str]) -> tuple[str, ...] | None:
-    """What a finding records of its rows: a stats search's output, or, when rows are whole events, the
-    key and the fields the search names (never the rest of the event: request bodies, tokens)."""
-    if query.stats is not None:
-        return None
-    named = set().union(*map(command_fields, query.commands)) - {"_raw"}
-    return tuple(dict.fromkeys([*group_by, *sorted(named)]))

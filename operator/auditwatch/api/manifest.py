@@ -12,10 +12,12 @@ from typing import Any
 
 import yaml
 
+from auditwatch.errors import AuditwatchError, Location
+
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class ManifestError(ValueError):
+class ManifestError(AuditwatchError, ValueError):
     """A detection manifest that cannot be read or is invalid; the message names the file and field."""
 
 
@@ -29,15 +31,15 @@ def read_detection(path: str | os.PathLike[str]) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:  # not pathlib: importing it costs scan 7 ms of start-up
             docs = [d for d in yaml.load_all(f.read(), Loader=Loader) if d is not None]
     except OSError as exc:
-        raise ManifestError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ManifestError(f"cannot read: {exc.strerror}", Location(str(path))) from None
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML/JSON: {exc}") from None
+        raise ManifestError(f"not valid YAML/JSON: {exc}", Location(str(path))) from None
     found = [d for d in docs if isinstance(d, dict) and d.get("kind") == "AuditDetection"]
     if not found:
         kinds = sorted({str(d.get("kind")) for d in docs if isinstance(d, dict)}) or ["nothing"]
-        raise NoDetection(f"{path}: no AuditDetection in it ({', '.join(kinds)}): skipped")
+        raise NoDetection(f"no AuditDetection in it ({', '.join(kinds)}): skipped", Location(str(path)))
     if len(found) != 1:
-        raise ManifestError(f"{path}: expected one AuditDetection document, found {len(found)}")
+        raise ManifestError(f"expected one AuditDetection document, found {len(found)}", Location(str(path)))
     return found[0]
 
 
@@ -89,11 +91,11 @@ def search_and_macros(path: str | os.PathLike[str]) -> tuple[str, dict[str, str]
     """``spec.search`` and ``spec.macros`` of a detection manifest, checked for shape."""
     spec = read_detection(path).get("spec")
     if not isinstance(spec, dict):
-        raise ManifestError(f"{path}: spec: must be a mapping")
+        raise ManifestError("must be a mapping", Location(str(path), "spec"))
     search = spec.get("search")
     if not isinstance(search, str) or not search.strip():
-        raise ManifestError(f"{path}: spec.search: must be a non-empty string")
+        raise ManifestError("must be a non-empty string", Location(str(path), "spec.search"))
     macros = spec.get("macros") or {}
     if not isinstance(macros, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in macros.items()):
-        raise ManifestError(f"{path}: spec.macros: must map macro names to SPL strings")
+        raise ManifestError("must map macro names to SPL strings", Location(str(path), "spec.macros"))
     return search, macros

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from auditwatch.spl import parse_search
+from auditwatch.errors import AuditwatchError
+from auditwatch.spl import plan_search
 from auditwatch.spl.macros import default_macro
 from auditwatch.spl.tokens import Kind, tokenize
 
@@ -30,7 +31,7 @@ ALIASES = {"user": "user.username", "src_ip": "sourceIPs{}"}
 NAMESPACE = "auditwatch"
 
 
-class ImportError_(ValueError):
+class EscuImportError(AuditwatchError, ValueError):
     """An ESCU file that cannot be imported; the message names the file and the field."""
 
 
@@ -62,10 +63,10 @@ def import_detection(path: Path, macros: dict[str, str]) -> dict[str, Any]:
     doc = yaml.safe_load(path.read_text())
     for field in ("name", "id", "search"):
         if not isinstance(doc, dict) or not doc.get(field):
-            raise ImportError_(f"{path}: missing `{field}`")
+            raise EscuImportError(f"{path}: missing `{field}`")
     search = doc["search"].strip()
     used = _macros_used(search, macros)
-    outputs = parse_search(search, used).output_fields()
+    outputs = plan_search(search, used).output_fields()
     rba, tags = doc.get("rba") or {}, doc.get("tags") or {}
     message = rba.get("message") or tags.get("message") or ""
     if message.strip().lower() in ("", "tbd"):

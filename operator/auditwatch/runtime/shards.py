@@ -24,9 +24,8 @@ import logging
 import time
 from typing import Literal
 
-from auditwatch.api.models import GROUP, ShardStatus
-from auditwatch.findings.aggregate import DEFAULT_SHARD
-from auditwatch.kube import ApiException, Kube
+from auditwatch.api.models import DEFAULT_SHARD, GROUP, ShardStatus
+from auditwatch.kube.client import ApiException, Kube
 from auditwatch.times import utc_now
 
 PREFIX = "auditwatch-shard-"

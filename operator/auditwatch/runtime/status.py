@@ -18,9 +18,9 @@ from auditwatch.api.models import (
     ShardStatus,
     StatusReason,
 )
-from auditwatch.kube import ApiException, Kube
+from auditwatch.kube.client import ApiException, Kube
+from auditwatch.rules.validate import Verdict
 from auditwatch.times import utc_now
-from auditwatch.validate import Verdict
 
 MAX_MESSAGE = 4096
 

@@ -18,11 +18,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from auditwatch.alerts import Notifier
     from auditwatch.api.models import ShardStatus
-    from auditwatch.budget import WriteBudget
-    from auditwatch.readers import Readers
-    from auditwatch.shards import ShardLeases
+    from auditwatch.findings.alerts import Notifier
+    from auditwatch.kube.budget import WriteBudget
+    from auditwatch.runtime.readers import Readers
+    from auditwatch.runtime.shards import ShardLeases
     from auditwatch.sources.webhook import WebhookServer
 
 DETECTION = ["namespace", "detection"]

@@ -16,7 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from auditwatch.api.models import GROUP, VERSION
-from auditwatch.budget import Priority, WriteBudget
+from auditwatch.kube.budget import Priority, WriteBudget
 
 __all__ = ["ApiException", "Kube", "PostEvent", "load_config"]
 

@@ -20,13 +20,14 @@ from typing import TextIO
 import yaml
 
 from auditwatch.devcluster import DevCluster
+from auditwatch.errors import AuditwatchError
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml"
 NAMESPACE = "auditwatch"
 
 
-class DemoError(RuntimeError):
+class DemoError(AuditwatchError, RuntimeError):
     pass
 
 

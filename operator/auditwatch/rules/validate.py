@@ -15,11 +15,12 @@ from pydantic import ValidationError
 
 from auditwatch.api.models import AuditDetectionSpec, StatusReason, problems
 from auditwatch.api.models import Source as SourceSpec
+from auditwatch.api.settings import Settings
 from auditwatch.engine.pipeline import geoip_problem
-from auditwatch.lint import Diagnostic, lint
-from auditwatch.settings import Settings
+from auditwatch.ir.plan import Plan
+from auditwatch.rules.lint import Diagnostic, lint
 from auditwatch.sources.paths import allowed
-from auditwatch.spl import Query, SPLError, parse_search
+from auditwatch.spl import Query, SPLError, parse_search, plan
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Problem:
 @dataclass(frozen=True)
 class Verdict:
     spec: AuditDetectionSpec | None = None
-    query: Query | None = None
+    query: Query | None = None  # the search as written
+    plan: Plan | None = None  # what the executors run
     problems: tuple[Problem, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()  # lint's, errors first
 
@@ -77,12 +79,13 @@ def validate(spec: Mapping[str, Any], settings: Settings, namespace: str | None 
     try:
         query = parse_search(model.search, model.macros)
     except SPLError as exc:
-        return Verdict(model, problems=(Problem(StatusReason.INVALID_SEARCH, f"spec.search: {exc}"),))
+        return Verdict(model, problems=(Problem(StatusReason.INVALID_SEARCH, str(exc.at(field="spec.search"))),))
+    planned = plan(query)
     found: list[Problem] = []
-    if missing := geoip_problem(query, settings.geoip_db):
+    if missing := geoip_problem(planned, settings.geoip_db):
         found.append(Problem(StatusReason.INVALID_SEARCH, f"spec.search: {missing}"))
     found += [p for source in model.sources if (p := _source_problem(source, settings))]
-    return Verdict(model, query, tuple(found), tuple(lint(query, model.finding.groupBy)))
+    return Verdict(model, query, planned, tuple(found), tuple(lint(query, planned, model.finding.groupBy)))
 
 
 def _source_problem(source: SourceSpec, settings: Settings) -> Problem | None:

@@ -14,10 +14,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from auditwatch.api.models import ShardName
-from auditwatch.findings.aggregate import DEFAULT_SHARD
-from auditwatch.sources.paths import AUDIT_LOG_DIRS
+from auditwatch.api.models import DEFAULT_SHARD, ShardName
 
+# Where control planes write the API server's audit log: kubeadm and kind, OpenShift, RKE2, k3s, Talos.
+AUDIT_LOG_DIRS = (
+    "/var/log/kubernetes",
+    "/var/log/kube-apiserver",
+    "/var/lib/rancher/rke2/server/logs",
+    "/var/lib/rancher/k3s/server/logs",
+    "/var/log/audit/kube",
+)
 Seconds = Annotated[float, Field(gt=0)]
 
 

@@ -15,16 +15,16 @@ from typing import Any, cast
 import kopf
 from kubernetes import client
 
-from auditwatch.alerts import Notifier
 from auditwatch.api.models import GROUP, VERSION
-from auditwatch.budget import WriteBudget
-from auditwatch.detection import DetectionRuntime
+from auditwatch.api.settings import Settings
+from auditwatch.findings.alerts import Notifier
 from auditwatch.findings.peers import PeerWrites
-from auditwatch.kube import Kube, load_config
-from auditwatch.metrics import Metrics
-from auditwatch.readers import Readers
-from auditwatch.settings import Settings
-from auditwatch.shards import ShardLeases
+from auditwatch.kube.budget import WriteBudget
+from auditwatch.kube.client import Kube, load_config
+from auditwatch.runtime.detection import DetectionRuntime
+from auditwatch.runtime.metrics import Metrics
+from auditwatch.runtime.readers import Readers
+from auditwatch.runtime.shards import ShardLeases
 from auditwatch.sources.webhook import WebhookServer
 
 
