@@ -81,3 +81,10 @@ def seed_search() -> str:
     import yaml
 
     return yaml.safe_load(SEED.read_text())["spec"]["search"]
+
+
+def checkpoint(reader: Any, seq: int) -> Any:
+    """What a detection does with a tail or subscription once ``seq`` is counted: lets it forget what is
+    before ``seq`` (after each chunk), then asks where to resume from (when it reports its status)."""
+    reader.forget(seq)
+    return reader.position(seq)

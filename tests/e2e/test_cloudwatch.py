@@ -139,7 +139,8 @@ def test_cloudwatch_counts_equal_the_file_through_kills_and_late_arrivals(cluste
     assert by_file["status"]["firstSeen"] == by_cloudwatch["status"]["firstSeen"]
     status = api.get("auditdetection", "eks-cloudwatch")["status"]
     [source] = status["shards"]["default"]["sources"]
-    assert source["promptThrough"] and source["lateThrough"] and source["apiCalls"] > 0
+    read = source["cloudwatch"]
+    assert read["promptThrough"] and read["lateThrough"] and read["apiCalls"] > 0
     assert source["lastError"] == "" and ready(api, "eks-cloudwatch").get("status") == "True"
 
 

@@ -86,7 +86,7 @@ def test_a_log_the_operator_may_not_read_is_named_with_its_owner_and_mode(ha, tm
                 "runs as uid 0 gid 0") in message  # fmt: skip
         os.chown(log, 0, 0)
         wait_for(lambda: not refused() and ready(api, SEED).get("status") == "True", timeout=60, what="read")
-        wait_for(lambda: seed_status(api)["shards"]["cp-0"]["sources"][0]["offset"] > 0, what="the log read")
+        wait_for(lambda: seed_status(api)["shards"]["cp-0"]["sources"][0]["file"]["offset"] > 0, what="the log read")
     finally:
         os.chown(log, 0, 0)
         op.stop()

@@ -171,7 +171,7 @@ def test_the_audit_webhook_backend_feeds_a_webhook_source(cluster, operator, api
         return api.get("auditdetection", "webhook")["status"]
 
     wait_for(
-        lambda: status()["shards"]["default"]["sources"][0]["file"].startswith("webhook:"),
+        lambda: status()["shards"]["default"]["sources"][0]["webhook"]["path"].startswith("webhook:"),
         what="the webhook source in the status",
     )
     assert status()["counters"]["malformed"] == 0

@@ -21,6 +21,7 @@ from auditwatch.api.settings import Settings
 from auditwatch.runtime.readers import Readers
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from awslogs import REGION, FaultProxy, LogGroupWriter, aws_env, moto_server
+from factory import checkpoint
 
 STREAMS = ["kube-apiserver-audit-0a1b", "kube-apiserver-audit-2c3d", "kube-apiserver-audit-4e5f"]
 
@@ -88,7 +89,7 @@ class Reader:
                 starts.append(seq)
                 offset += len(line)
             hold = self.rng.choice([*starts, chunk.seq + len(chunk.data)])
-            self.saved = tail.checkpoint(hold) or self.saved
+            self.saved = checkpoint(tail, hold) or self.saved
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -199,18 +200,18 @@ async def test_detections_on_one_log_group_share_one_reader(proxy: FaultProxy, l
     async def consume(name: str, sub: Any) -> None:
         async for delivery in sub.chunks():
             got[name] += [json.loads(line)["auditID"] for line in delivery.data.splitlines()]
-            sub.checkpoint(delivery.seq + len(delivery.data))
+            checkpoint(sub, delivery.seq + len(delivery.data))
 
     tasks = [asyncio.create_task(consume("first", first))]
     try:
         logs.put(STREAMS[0], [(now_ms(), audit(f"x{i}")) for i in range(5)])
         await until(lambda: len(got["first"]) == 5, 30, "the first detection's events")
-        saved = first.checkpoint(first.shared.tail.at.seq)  # type: ignore[union-attr]
+        saved = checkpoint(first, first.shared.tail.at.seq)  # type: ignore[union-attr]
         assert saved is not None
         from auditwatch.api.models import SourceStatus
 
-        second = readers.subscribe(source, SourceStatus(name="eks", **CloudWatchPosition(
-            saved.prompt - 4000, saved.late - 4000, 0).status()), None)  # fmt: skip
+        earlier = CloudWatchPosition(saved.prompt - 4000, saved.late - 4000, 0)
+        second = readers.subscribe(source, SourceStatus(name="eks", cloudwatch=earlier.status()), None)
         tasks.append(asyncio.create_task(consume("second", second)))
         await until(lambda: second.joined_at is not None, 30, "the second detection joining the shared reader")
         logs.put(STREAMS[1], [(now_ms(), audit(f"y{i}")) for i in range(5)])

@@ -24,7 +24,7 @@ def checkpoint(h, name):
     sources = (h.get(DETECTIONS, name) or {}).get("status", {}).get("shards", {}).get("default", {}).get("sources") or [
         {}
     ]
-    return sources[0].get("offset")
+    return (sources[0].get("file") or {}).get("offset")
 
 
 def condition(h, name, kind="Ready"):
@@ -48,7 +48,10 @@ async def test_create_gives_findings_and_events(harness):
     await eventually(lambda: condition(h, "seed").get("status") == "True", what="Ready=True")
     size = os.path.getsize(h.log)  # the checkpoint follows the findings' writes
     status = await eventually(
-        lambda: (s := h.get(DETECTIONS, "seed")["status"])["shards"]["default"]["sources"][0]["offset"] == size and s
+        lambda: (
+            (s := h.get(DETECTIONS, "seed")["status"])["shards"]["default"]["sources"][0]["file"]["offset"] == size
+            and s
+        )
     )
     assert status["counters"]["matched"] == 3
     assert {kind for kind, _ in h.k.written} == {"finding", "status"}  # each checked against its model

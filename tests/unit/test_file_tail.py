@@ -7,6 +7,7 @@ import pytest
 
 from auditwatch.sources.file import FilePosition
 from auditwatch.sources.file import FileTail as _FileTail
+from factory import checkpoint
 
 pytestmark = pytest.mark.asyncio
 
@@ -130,7 +131,7 @@ async def test_lines_longer_than_the_maximum_are_counted_and_skipped(tmp_path):
     assert [line for line in lines if line.strip()] == [b"short", b"after"]
     assert tail.long_lines == 1
     assert r.lines[-1][1] == os.path.getsize(log)  # the skipped line keeps the later lines' seq true
-    assert tail.checkpoint(r.lines[-1][1]) == FilePosition(str(log), os.stat(log).st_ino, r.lines[-1][1],
+    assert checkpoint(tail, r.lines[-1][1]) == FilePosition(str(log), os.stat(log).st_ino, r.lines[-1][1],
                                                             r.lines[-1][1])  # fmt: skip
     await r.stop()
 
@@ -189,14 +190,14 @@ async def test_checkpoints_name_the_file_and_offset_of_a_seq_across_a_rotation(t
     os.rename(log, tmp_path / "audit-2026-11-27T10-00-00.000.log")
     write(log, b"ef")
     assert (await anext(chunks)).data == b"cd\n"  # the old file is finished, with a newline of our own
-    assert tail.checkpoint(3) == FilePosition(str(log), old_inode, 3, 3)
+    assert checkpoint(tail, 3) == FilePosition(str(log), old_inode, 3, 3)
     # After the synthetic newline the position stays at the end of what the old file has.
-    assert tail.checkpoint(6) == FilePosition(str(log), old_inode, 5, 6)
+    assert checkpoint(tail, 6) == FilePosition(str(log), old_inode, 5, 6)
     assert (await anext(chunks)).data == b"ef\n"
     new_inode = os.stat(log).st_ino
-    assert tail.checkpoint(6) == FilePosition(str(log), new_inode, 0, 6)  # the newest place of a seq
-    assert tail.checkpoint(9) == FilePosition(str(log), new_inode, 3, 9)
-    assert tail.checkpoint(1) is None  # forgotten: a checkpoint only moves forward
+    assert checkpoint(tail, 6) == FilePosition(str(log), new_inode, 0, 6)  # the newest place of a seq
+    assert checkpoint(tail, 9) == FilePosition(str(log), new_inode, 3, 9)
+    assert checkpoint(tail, 1) is None  # forgotten: a checkpoint only moves forward
     await chunks.aclose()
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditwatch.sources.file import FileTail
+from factory import checkpoint
 
 
 class Log:
@@ -77,7 +78,7 @@ async def read_all(directory: Path, plan: list[list[tuple[str, int]]], restarts:
                 if restarts and restarts.pop(0):
                     break  # a restart from where the lines read so far end
             await chunks.aclose()
-            tail = InterleavedTail(log, plan, start=tail.checkpoint(expected_seq))
+            tail = InterleavedTail(log, plan, start=checkpoint(tail, expected_seq))
 
     task = asyncio.create_task(reader())
     deadline = asyncio.get_running_loop().time() + 5

@@ -5,10 +5,11 @@ import os
 
 import pytest
 
-from auditwatch.api.models import Source
+from auditwatch.api.models import Source, SourceStatus
 from auditwatch.api.settings import Settings
 from auditwatch.runtime.readers import Readers
 from auditwatch.sources import file as file_source
+from factory import checkpoint
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,6 +54,11 @@ def opened(monkeypatch):
 
     monkeypatch.setattr(file_source.FileTail, "__init__", counting)
     return count
+
+
+def saved(position: file_source.FilePosition) -> SourceStatus:
+    """The status a detection saves for a file source at ``position``."""
+    return SourceStatus(name="log", seq=position.seq, file=position.status())
 
 
 def source(path) -> Source:
@@ -115,13 +121,13 @@ async def test_a_subscriber_resumes_exactly_from_its_checkpoint_before_and_after
     assert sub.joined_at is not None
     for index in (10, 99, 120, 149):  # before the join, at its end, after it
         _, seq = reader.lines[index]
-        position = sub.checkpoint(seq)
+        position = checkpoint(sub, seq)
         assert position is not None and position.seq == seq
         assert position.inode == os.stat(log).st_ino
         assert position.offset == len(b"".join(x + b"\n" for x, _ in reader.lines[: index + 1]))
     await reader.stop()
     # A restart of that detection (a new generation) from its last checkpoint reads only what follows.
-    resumed = Collector(r.subscribe(source(log), position, None))
+    resumed = Collector(r.subscribe(source(log), saved(position), None))
     append(log, [b"last"])
     assert await resumed.wait(1) == [b"last"]
     assert resumed.lines == [(b"last", position.seq + 5)]
@@ -135,8 +141,8 @@ async def test_a_detection_ahead_of_the_shared_tail_skips_what_it_already_read(t
     append(log, [b"old%d" % i for i in range(10)])
     r = readers()
     behind = r.subscribe(source(log), None, None)  # starts the shared tail at the file's start
-    saved = file_source.FilePosition(str(log), os.stat(log).st_ino, os.path.getsize(log), 7000)
-    ahead = Collector(r.subscribe(source(log), saved, None))
+    position = file_source.FilePosition(str(log), os.stat(log).st_ino, os.path.getsize(log), 7000)
+    ahead = Collector(r.subscribe(source(log), saved(position), None))
     slow = Collector(behind)
     append(log, [b"new"])
     assert await ahead.wait(1) == [b"new"]
@@ -167,3 +173,16 @@ async def test_a_broken_source_fails_every_subscriber(tmp_path):
     again = Collector(r.subscribe(source(log), None, None))  # a new shared tail replaces the broken one
     assert await again.wait(1) == [b"a"]
     await again.stop()
+
+
+async def test_a_status_saved_before_positions_had_sub_objects_resumes_where_it_stopped(tmp_path):
+    """An upgrade: the old operator saved its file position at the top of the source status."""
+    log = tmp_path / "audit.log"
+    append(log, [b"old%d" % i for i in range(10)])
+    flat = {"name": "log", "file": str(log), "inode": os.stat(log).st_ino, "offset": 25, "seq": 520, "lagBytes": 3}
+    status = SourceStatus.model_validate(flat)
+    assert status.file is not None and (status.file.path, status.file.offset, status.seq) == (str(log), 25, 520)
+    resumed = Collector(readers().subscribe(source(log), status, None))
+    assert await resumed.wait(5) == [b"old%d" % i for i in range(5, 10)]  # 5 bytes a line: 5 were read
+    assert resumed.lines[0][1] == 525  # the seq runs on from the saved one
+    await resumed.stop()

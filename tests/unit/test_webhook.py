@@ -14,6 +14,7 @@ from auditwatch.api.settings import Settings
 from auditwatch.devcluster.certs import make_client_cert, make_webhook_certs
 from auditwatch.devcluster.cluster import free_port
 from auditwatch.sources.webhook import Spool, WebhookServer
+from factory import checkpoint
 
 
 def batch(*ids, stage="ResponseComplete"):
@@ -91,7 +92,7 @@ async def test_what_was_acknowledged_is_read_after_a_restart_from_the_saved_posi
     chunks = first.chunks()
     assert (await post(server, "/audit", batch("a")))[0] == 200
     chunk = await asyncio.wait_for(anext(chunks), 2)
-    position = first.checkpoint(chunk.seq + len(chunk.data))
+    position = checkpoint(first, chunk.seq + len(chunk.data))
     await chunks.aclose()
     await server.stop()  # the operator goes away; batches the API server had sent are in the spool
     again = await serve(tmp_path / "spool", webhook_insecure=True)

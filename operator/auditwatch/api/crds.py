@@ -74,23 +74,35 @@ def _crd(model: type[BaseModel], plural: str, short: list[str], columns: list[di
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
-                      "shortNames": short, "categories": ["auditwatch"]},
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "schema": {"openAPIV3Schema": _schema(model)},
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-            }],
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short,
+                "categories": ["auditwatch"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": _schema(model)},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                }
+            ],
         },
-    }  # fmt: skip
+    }
 
 
 def crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object."""
     return {
         "auditwatch.io_auditdetections.yaml": _crd(
-            AuditDetection, "auditdetections", ["detection", "detections", "ad"],
+            AuditDetection,
+            "auditdetections",
+            ["detection", "detections", "ad"],
             [
                 {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
                 {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
@@ -100,7 +112,9 @@ def crds() -> dict[str, dict[str, Any]]:
             ],
         ),
         "auditwatch.io_detectionfindings.yaml": _crd(
-            DetectionFinding, "detectionfindings", ["finding", "findings", "df"],
+            DetectionFinding,
+            "detectionfindings",
+            ["finding", "findings", "df"],
             [
                 {"name": "Detection", "type": "string", "jsonPath": ".spec.detection"},
                 {"name": "User", "type": "string", "jsonPath": ".spec.key.user", "description": "who"},
@@ -110,11 +124,16 @@ def crds() -> dict[str, dict[str, Any]]:
                 {"name": "First Seen", "type": "date", "jsonPath": ".status.firstSeen", "description": "since when"},
                 {"name": "Last Seen", "type": "date", "jsonPath": ".status.lastSeen"},
                 {"name": "Message", "type": "string", "jsonPath": ".spec.message", "priority": 1},
-                {"name": "Technique", "type": "string", "jsonPath": ".spec.mitre", "priority": 1,
-                 "description": "MITRE ATT&CK"},
+                {
+                    "name": "Technique",
+                    "type": "string",
+                    "jsonPath": ".spec.mitre",
+                    "priority": 1,
+                    "description": "MITRE ATT&CK",
+                },
             ],
         ),
-    }  # fmt: skip
+    }
 
 
 def render(crd: dict[str, Any]) -> str:

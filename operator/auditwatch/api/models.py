@@ -56,8 +56,15 @@ class WebhookSource(Model):
 class CloudWatchSource(Model):
     """EKS control-plane audit logs in AWS CloudWatch Logs (sources/cloudwatch.py says how it is read)."""
 
-    logGroup: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[.\-_/#A-Za-z0-9]+$",
-                                   description="The cluster's log group: /aws/eks/CLUSTER/cluster.")]  # fmt: skip
+    logGroup: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=512,
+            pattern=r"^[.\-_/#A-Za-z0-9]+$",
+            description="The cluster's log group: /aws/eks/CLUSTER/cluster.",
+        ),
+    ]
     region: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")]
     logStreamPrefix: Annotated[
         str,
@@ -67,9 +74,16 @@ class CloudWatchSource(Model):
         ),
     ] = "kube-apiserver-audit"
     pollInterval: Annotated[str, Field(max_length=32, description="How often new events are asked for.")] = "2s"
-    promptWithin: Annotated[str, Field(max_length=32, description=(
-        "Events that reach CloudWatch within this long of their timestamp are read once it has passed;"
-        " later ones by the next sweep."))] = "30s"  # fmt: skip
+    promptWithin: Annotated[
+        str,
+        Field(
+            max_length=32,
+            description=(
+                "Events that reach CloudWatch within this long of their timestamp are read once it has passed;"
+                " later ones by the next sweep."
+            ),
+        ),
+    ] = "30s"
     maxLateness: Annotated[
         str,
         Field(
@@ -117,11 +131,17 @@ class CloudWatchSource(Model):
     def sweep_fits(self) -> CloudWatchSource:
         poll, sweep = parse_duration(self.pollInterval), parse_duration(self.sweepInterval)
         if not poll or sweep % poll:
-            raise ValueError(f"sweepInterval {self.sweepInterval} must be a multiple of pollInterval "
-                             f"{self.pollInterval}, which may not be 0s")  # fmt: skip
+            raise ValueError(
+                f"sweepInterval {self.sweepInterval} must be a multiple of pollInterval "
+                f"{self.pollInterval}, which may not be 0s"
+            )
         if parse_duration(self.promptWithin) >= parse_duration(self.maxLateness):
             raise ValueError(f"promptWithin {self.promptWithin} must be shorter than maxLateness {self.maxLateness}")
         return self
+
+
+SourceKind = Literal["file", "webhook", "cloudwatch"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("file", "webhook", "cloudwatch")  # each a member of Source and SourceStatus
 
 
 class Source(Model):
@@ -146,10 +166,15 @@ class Source(Model):
 
     @model_validator(mode="after")
     def one_kind(self) -> Source:
-        kinds = [k for k in ("file", "webhook", "cloudwatch") if getattr(self, k) is not None]
+        kinds = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError(f"source {self.name!r} must set exactly one of file, webhook, cloudwatch")
+            raise ValueError(f"source {self.name!r} must set exactly one of {', '.join(SOURCE_KINDS)}")
         return self
+
+    @property
+    def kind(self) -> SourceKind:
+        """Which of ``SOURCE_KINDS`` this source is."""
+        return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
 
 
 class FindingPolicy(Model):
@@ -241,41 +266,70 @@ class Condition(Model):
     observedGeneration: int = 0
 
 
-class SourceStatus(Model):
-    """Where a source has been read up to, checkpointed with the findings it produced."""
+class FilePositionStatus(Model):
+    """Where a file is read up to: a file source's log, or the spool a webhook source's batches are kept in."""
 
-    name: Name
-    file: Annotated[str, Field(max_length=4096, description="The file being read.")] = ""
+    path: Annotated[str, Field(max_length=4096, description="The file being read.")] = ""
     inode: Annotated[int, Field(ge=0)] = 0
     offset: Annotated[int, Field(ge=0, description="Bytes of that file read and counted.")] = 0
-    seq: Annotated[int, Field(ge=0, description="Bytes read from this source in all, across rotations.")] = 0
     lagBytes: Annotated[int, Field(ge=0, description="Bytes written but not yet read.")] = 0
+
+
+class CloudWatchStatus(Model):
+    """Where a CloudWatch log group is read up to, and how its reading goes (sources/cloudwatch.py)."""
+
     promptThrough: Annotated[
-        str,
-        Field(
-            max_length=40,
-            description=("CloudWatch: events stamped before this time that arrived promptly have been read."),
-        ),
+        str, Field(max_length=40, description="Events stamped before this time that arrived promptly have been read.")
     ] = ""
     lateThrough: Annotated[
-        str, Field(max_length=40, description=("CloudWatch: late events ingested up to this time have been read."))
+        str, Field(max_length=40, description="Late events ingested up to this time have been read.")
     ] = ""
-    newestEvent: Annotated[str, Field(max_length=40, description="CloudWatch: the newest event time read.")] = ""
+    newestEvent: Annotated[str, Field(max_length=40, description="The newest event time read.")] = ""
     lagSeconds: Annotated[
         int,
-        Field(
-            ge=0,
-            description=(
-                "CloudWatch: how far behind the clock the prompt read is (promptWithin and settleDelay included)."
-            ),
-        ),
+        Field(ge=0, description="How far behind the clock the prompt read is (promptWithin and settleDelay included)."),
     ] = 0
-    apiCalls: Annotated[int, Field(ge=0, description="CloudWatch: FilterLogEvents calls to the log group.")] = 0
-    throttled: Annotated[int, Field(ge=0, description="CloudWatch: calls answered ThrottlingException.")] = 0
-    truncated: Annotated[int, Field(ge=0, description="CloudWatch: events cut at the size limit, not read.")] = 0
+    apiCalls: Annotated[int, Field(ge=0, description="FilterLogEvents calls to the log group.")] = 0
+    throttled: Annotated[int, Field(ge=0, description="Calls answered ThrottlingException.")] = 0
+    truncated: Annotated[int, Field(ge=0, description="Events cut at the size limit, not read.")] = 0
     lastTruncated: Annotated[str, Field(max_length=64, description="The auditID of the last truncated event.")] = ""
-    tooLate: Annotated[int, Field(ge=0, description="CloudWatch: events seen arriving after maxLateness.")] = 0
+    tooLate: Annotated[int, Field(ge=0, description="Events seen arriving after maxLateness.")] = 0
+
+
+class SourceStatus(Model):
+    """Where a source has been read up to, checkpointed with the findings it produced: ``seq`` and the
+    position of the source's kind, in the sub-object named as the kind is in the spec."""
+
+    name: Name
+    seq: Annotated[int, Field(ge=0, description="Bytes read from this source in all, across rotations.")] = 0
+    file: FilePositionStatus | None = None
+    webhook: FilePositionStatus | None = None
+    cloudwatch: CloudWatchStatus | None = None
     lastError: Annotated[str, Field(max_length=1024)] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def flat(cls, data: Any) -> Any:
+        """A status written before positions had a sub-object per kind (every field at the top) is read
+        into the sub-object of its kind, so an upgrade resumes where the old version stopped."""
+        if not isinstance(data, dict):
+            return data
+        if not (data.keys() & (FLAT_FILE - {"file"} | FLAT_CLOUDWATCH) or isinstance(data.get("file"), str)):
+            return data
+        data = dict(data)
+        file_part = {k: data.pop(k) for k in FLAT_FILE & data.keys()}
+        cloudwatch = {k: data.pop(k) for k in FLAT_CLOUDWATCH & data.keys()}
+        if "file" in file_part:
+            file_part["path"] = file_part.pop("file")
+        if cloudwatch.get("promptThrough"):
+            data["cloudwatch"] = cloudwatch
+        elif file_part.get("inode"):
+            data["webhook" if str(file_part.get("path", "")).startswith("webhook:") else "file"] = file_part
+        return data
+
+
+FLAT_FILE = frozenset({"file", "inode", "offset", "lagBytes"})
+FLAT_CLOUDWATCH = frozenset(CloudWatchStatus.model_fields)
 
 
 class CounterStatus(Model):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from auditwatch.api.models import DEFAULT_SHARD, ShardName
+from auditwatch.api.models import DEFAULT_SHARD, SOURCE_KINDS, ShardName, SourceKind
 
 # Where control planes write the API server's audit log: kubeadm and kind, OpenShift, RKE2, k3s, Talos.
 AUDIT_LOG_DIRS = (
@@ -35,12 +35,15 @@ class Settings(BaseModel):
     # replica's pod name. Stable across restarts: its positions and finding parts are kept under it.
     shard: ShardName = Field(default_factory=lambda: os.environ.get("AUDITWATCH_SHARD") or DEFAULT_SHARD)
     # A sharded replica renews its shard's Lease every quarter of this; one not renewed for this long is
-    # silent (shards.py). The Lease goes with this replica's Pod, named by the downward API.
+    # silent (runtime/shards.py). The Lease goes with this replica's Pod, named by the downward API.
     shard_lease_seconds: Annotated[float, Field(ge=4)] = 40.0
     pod: tuple[str, str] | None = Field(
-        default_factory=lambda: (os.environ["POD_NAME"], os.environ["POD_UID"])
-        if os.environ.get("POD_NAME") and os.environ.get("POD_UID") else None
-    )  # fmt: skip
+        default_factory=lambda: (
+            (os.environ["POD_NAME"], os.environ["POD_UID"])
+            if os.environ.get("POD_NAME") and os.environ.get("POD_UID")
+            else None
+        )
+    )
     # The operator's own namespace: its shards' Leases, and where detections run by default.
     own_namespace: str = Field(default_factory=lambda: os.environ.get("POD_NAMESPACE") or "auditwatch")
     # Namespaces whose detections run ("*": all). A detection reads the whole cluster's audit trail and
@@ -69,7 +72,7 @@ class Settings(BaseModel):
     allow_paths: tuple[str, ...] = AUDIT_LOG_DIRS  # file sources may only read below these directories
     # The kinds of source this install reads. Every replica reads its own file and webhook share; a
     # cloudwatch source is the whole cluster's and must be read by one replica only (the EKS install).
-    source_kinds: tuple[Literal["file", "webhook", "cloudwatch"], ...] = ("file", "webhook", "cloudwatch")
+    source_kinds: tuple[SourceKind, ...] = SOURCE_KINDS
     # Where the node's file system is, when not at / (a node's root mounted elsewhere; the local HA control
     # plane's nodes): file sources' paths and allow_paths are read below it.
     host_root: str = ""
@@ -79,7 +82,7 @@ class Settings(BaseModel):
     expire_seconds: Seconds = 60.0  # findings past their TTL are looked for this often
     finding_write_seconds: Seconds = 1.0  # at most one write per finding per this long
     finding_event_seconds: Seconds = 60.0  # at most one FindingUpdated Event per finding per this long
-    # Every API write waits for one budget (budget.py): kube-controller-manager's client limits.
+    # Every API write waits for one budget (kube/budget.py): kube-controller-manager's client limits.
     write_qps: Annotated[float, Field(gt=0)] = 20.0
     write_burst: Annotated[int, Field(ge=1)] = 30
     write_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
@@ -111,12 +114,14 @@ class Settings(BaseModel):
         """Why detections in ``namespace`` do not run, or '' when they do."""
         if "*" in self.detection_namespaces or namespace in self.detection_namespaces:
             return ""
-        return (f"the operator runs detections only in {', '.join(self.detection_namespaces)}: a detection reads "
-                "the whole cluster's audit trail (auditwatch run --detection-namespace)")  # fmt: skip
+        return (
+            f"the operator runs detections only in {', '.join(self.detection_namespaces)}: a detection reads "
+            "the whole cluster's audit trail (auditwatch run --detection-namespace)"
+        )
 
     @property
     def sharded(self) -> bool:
-        """One of several replicas, each reading its own audit log: it renews a Lease (shards.py) and
+        """One of several replicas, each reading its own audit log: it renews a Lease (runtime/shards.py) and
         watches the findings the others write (findings/peers.py)."""
         return self.shard != DEFAULT_SHARD
 
@@ -126,8 +131,10 @@ class Settings(BaseModel):
         if not self.webhook_listen:
             return "the operator runs without its webhook server (auditwatch run --webhook-listen)"
         if not (self.webhook_client_ca or self.webhook_token_file or self.webhook_insecure):
-            return ("the webhook server is off: no way to authenticate the API server is configured "
-                    "(auditwatch run --webhook-client-ca or --webhook-token-file)")  # fmt: skip
+            return (
+                "the webhook server is off: no way to authenticate the API server is configured "
+                "(auditwatch run --webhook-client-ca or --webhook-token-file)"
+            )
         return ""
 
     @property

@@ -26,8 +26,25 @@ from __future__ import annotations
 from typing import Any
 
 # google.rpc.Code -> the HTTP status kube-apiserver answered
-HTTP_STATUS = {0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 10: 409, 11: 400,
-               12: 501, 13: 500, 14: 503, 15: 500, 16: 401}  # fmt: skip
+HTTP_STATUS = {
+    0: 200,
+    1: 499,
+    2: 500,
+    3: 400,
+    4: 504,
+    5: 404,
+    6: 409,
+    7: 403,
+    8: 429,
+    9: 400,
+    10: 409,
+    11: 400,
+    12: 501,
+    13: 500,
+    14: 503,
+    15: 500,
+    16: 401,
+}
 AUDIT_LOG = "type.googleapis.com/google.cloud.audit.AuditLog"
 
 
@@ -44,7 +61,9 @@ def audit_event(entry: dict[str, Any]) -> dict[str, Any]:
     username = auth.get("principalEmail", "")
     parts = str(payload.get("methodName", "")).split(".")
     event: dict[str, Any] = {
-        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete",
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "stage": "ResponseComplete",
         "auditID": (entry.get("operation") or {}).get("id") or entry.get("insertId", ""),
         "verb": parts[-1] if len(parts) > 1 else "",
         "user": {"username": username},
@@ -54,7 +73,7 @@ def audit_event(entry: dict[str, Any]) -> dict[str, Any]:
         "requestReceivedTimestamp": entry.get("timestamp", ""),
         "stageTimestamp": entry.get("timestamp", ""),
         "annotations": entry.get("labels") or {},
-    }  # fmt: skip
+    }
     if username == "system:anonymous":
         event["user"]["groups"] = ["system:unauthenticated"]
     status = payload.get("status")

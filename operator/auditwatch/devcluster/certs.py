@@ -48,11 +48,30 @@ def make_webhook_certs(directory: Path, hosts: list[str], days: int = DAYS) -> W
     directory.mkdir(parents=True, exist_ok=True)
     certs = WebhookCerts(directory)
     ca_key = directory / "ca.key"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", certs.ca,
-             "-days", days, "-subj", "/CN=auditwatch-webhook-ca")  # fmt: skip
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        ca_key,
+        "-out",
+        certs.ca,
+        "-days",
+        days,
+        "-subj",
+        "/CN=auditwatch-webhook-ca",
+    )
     sans = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
-    _signed(certs, certs.server_key, certs.server_cert, "auditwatch-webhook", days,
-            f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")  # fmt: skip
+    _signed(
+        certs,
+        certs.server_key,
+        certs.server_cert,
+        "auditwatch-webhook",
+        days,
+        f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n",
+    )
     _signed(certs, certs.client_key, certs.client_cert, CLIENT_NAME, days, "extendedKeyUsage=clientAuth\n")
     for key in (ca_key, certs.server_key, certs.client_key):
         key.chmod(0o600)
@@ -70,8 +89,23 @@ def _signed(certs: WebhookCerts, key: Path, cert: Path, name: str, days: int, ex
     csr, ext = cert.with_suffix(".csr"), cert.with_suffix(".ext")
     ext.write_text(extensions)
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
-    _openssl("x509", "-req", "-in", csr, "-CA", certs.ca, "-CAkey", certs.directory / "ca.key",
-             "-CAcreateserial", "-out", cert, "-days", days, "-extfile", ext)  # fmt: skip
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        certs.ca,
+        "-CAkey",
+        certs.directory / "ca.key",
+        "-CAcreateserial",
+        "-out",
+        cert,
+        "-days",
+        days,
+        "-extfile",
+        ext,
+    )
     csr.unlink()
     ext.unlink()
 

@@ -136,27 +136,44 @@ class DevCluster:
             d.mkdir(parents=True, exist_ok=True)
         self._say(f"starting etcd and kube-apiserver in {self.workdir}")
         etcd_port, peer_port = free_port(), free_port()
-        self._spawn("etcd", [
-            str(self.bins["etcd"]), "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ])  # fmt: skip
+        self._spawn(
+            "etcd",
+            [
+                str(self.bins["etcd"]),
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
         self._write_credentials()
         if self.webhook_port:
             self._write_webhook_kubeconfig()  # once: every API server sends with the same certificates
         for i in range(self.apiservers):
             self._spawn(self.apiserver(i), [str(self.bins["kube-apiserver"]), *self.apiserver_args(etcd_port, i)])
         self._wait_ready()
-        self._spawn("kube-controller-manager", [
-            str(self.bins["kube-controller-manager"]),
-            f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false",
-            "--controllers=garbagecollector,namespace", "--secure-port=0",
-            "--concurrent-gc-syncs=5",
-        ])  # fmt: skip
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bins["kube-controller-manager"]),
+                f"--kubeconfig={self.admin_kubeconfig}",
+                "--leader-elect=false",
+                "--controllers=garbagecollector,namespace",
+                "--secure-port=0",
+                "--concurrent-gc-syncs=5",
+            ],
+        )
         self._say(f"control plane ready at {', '.join(self.servers)}")
 
     @staticmethod
@@ -171,23 +188,29 @@ class DevCluster:
         """kube-apiserver's flags (kind-config.yaml sets the same audit flags; a test checks it)."""
         args = [
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.ports[i]}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.ports[i]}",
             f"--cert-dir={self._cert_dir(i)}",
             "--service-cluster-ip-range=10.96.0.0/16",
             f"--service-account-key-file={self.workdir / 'certs/sa.pub'}",
             f"--service-account-signing-key-file={self.workdir / 'certs/sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--token-auth-file={self.workdir / 'tokens.csv'}",
-            "--authorization-mode=RBAC", "--anonymous-auth=true",
+            "--authorization-mode=RBAC",
+            "--anonymous-auth=true",
             f"--audit-policy-file={POLICY}",
-            f"--audit-log-path={self.audit_dirs[i] / 'audit.log'}", "--audit-log-format=json",
-            f"--audit-log-maxsize={self.audit_max_size_mb}", "--audit-log-maxbackup=10",
-        ]  # fmt: skip
+            f"--audit-log-path={self.audit_dirs[i] / 'audit.log'}",
+            "--audit-log-format=json",
+            f"--audit-log-maxsize={self.audit_max_size_mb}",
+            "--audit-log-maxbackup=10",
+        ]
         if self.webhook_port:
             args += [
                 f"--audit-webhook-config-file={self.webhook_kubeconfig}",
-                "--audit-webhook-mode=batch", "--audit-webhook-batch-max-wait=1s",
-            ]  # fmt: skip
+                "--audit-webhook-mode=batch",
+                "--audit-webhook-batch-max-wait=1s",
+            ]
         return args
 
     def stop(self) -> None:
@@ -278,8 +301,11 @@ class DevCluster:
     def _write_credentials(self) -> None:
         certs = self.workdir / "certs"
         subprocess.run(["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"], check=True, capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(certs / "sa.key"), "-pubout", "-out", str(certs / "sa.pub")],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(certs / "sa.key"), "-pubout", "-out", str(certs / "sa.pub")],
+            check=True,
+            capture_output=True,
+        )
         (self.workdir / "tokens.csv").write_text(
             f'{self.admin_token},admin,admin,"system:masters"\n'
             f'{self.operator_token},{OPERATOR_USER},auditwatch-operator,"{OPERATOR_GROUPS}"\n'
@@ -293,23 +319,30 @@ class DevCluster:
 
     def _kubeconfig(self, user: str, token: str | None) -> dict[str, object]:
         return {
-            "apiVersion": "v1", "kind": "Config", "current-context": "auditwatch",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "auditwatch",
             # kube-apiserver writes its self-signed serving certificate and CA to this bundle at start.
-            "clusters": [{"name": "auditwatch", "cluster": {"server": self.server,
-                                                            "certificate-authority": str(self.ca_bundle)}}],
+            "clusters": [
+                {"name": "auditwatch", "cluster": {"server": self.server, "certificate-authority": str(self.ca_bundle)}}
+            ],
             # Without a token: a made-up basic-auth user, which no authenticator accepts, so the API server
             # treats the request as system:anonymous (an empty user would make kubectl prompt for one).
             "users": [{"name": user, "user": {"token": token} if token else {"username": "nobody", "password": "-"}}],
             "contexts": [{"name": "auditwatch", "context": {"cluster": "auditwatch", "user": user}}],
-        }  # fmt: skip
+        }
 
     def operator_webhook_args(self) -> list[str]:
         """`auditwatch run` options for a webhook server this cluster's kube-apiserver can feed."""
         c = self.webhook_certs
-        return [f"--webhook-listen=127.0.0.1:{self.webhook_port}", f"--webhook-tls-cert={c.server_cert}",
-                f"--webhook-tls-key={c.server_key}", f"--webhook-client-ca={c.ca}",
-                f"--webhook-client-name={CLIENT_NAME}",
-                f"--webhook-spool={self.workdir / 'webhook-spool'}"]  # fmt: skip
+        return [
+            f"--webhook-listen=127.0.0.1:{self.webhook_port}",
+            f"--webhook-tls-cert={c.server_cert}",
+            f"--webhook-tls-key={c.server_key}",
+            f"--webhook-client-ca={c.ca}",
+            f"--webhook-client-name={CLIENT_NAME}",
+            f"--webhook-spool={self.workdir / 'webhook-spool'}",
+        ]
 
     def _write_webhook_kubeconfig(self) -> None:
         """Where kube-apiserver's webhook backend sends its batches: the operator's webhook server, over
@@ -317,13 +350,26 @@ class DevCluster:
         certs = make_webhook_certs(self.webhook_certs.directory, ["127.0.0.1", "localhost"])
         path = self.webhook_kubeconfig
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "webhook",
-            "clusters": [{"name": "auditwatch", "cluster": {
-                "server": f"https://127.0.0.1:{self.webhook_port}/audit", "certificate-authority": str(certs.ca)}}],
-            "users": [{"name": "kube-apiserver", "user": {
-                "client-certificate": str(certs.client_cert), "client-key": str(certs.client_key)}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "webhook",
+            "clusters": [
+                {
+                    "name": "auditwatch",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{self.webhook_port}/audit",
+                        "certificate-authority": str(certs.ca),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "kube-apiserver",
+                    "user": {"client-certificate": str(certs.client_cert), "client-key": str(certs.client_key)},
+                }
+            ],
             "contexts": [{"name": "webhook", "context": {"cluster": "auditwatch", "user": "kube-apiserver"}}],
-        }  # fmt: skip
+        }
         path.write_text(json.dumps(config, indent=2))
 
     def _wait_ready(self, timeout: float = 90) -> None:

@@ -44,8 +44,12 @@ def run_demo(keep: bool = False, workdir: str | None = None, out: TextIO = sys.s
         print(f"    ready in {time.monotonic() - started:.0f} s; audit log: {cluster.audit_log}", file=out)
         step("Installing the CRDs and the operator's namespace and RBAC (manifests/)")
         cluster.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
-                        "crd/detectionfindings.auditwatch.io")  # fmt: skip
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/auditdetections.auditwatch.io",
+            "crd/detectionfindings.auditwatch.io",
+        )
         for name in ("namespace.yaml", "rbac.yaml"):
             cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / name))
 
@@ -59,9 +63,22 @@ def run_demo(keep: bool = False, workdir: str | None = None, out: TextIO = sys.s
         log_path = cluster.workdir / "logs" / "operator.log"
         env = {**os.environ, "KUBECONFIG": str(cluster.operator_kubeconfig)}
         with open(log_path, "wb") as log:
-            operator = subprocess.Popen([sys.executable, "-m", "auditwatch", "run", "--liveness", "",
-                                         "--webhook-listen=", "--allow-path", str(cluster.audit_dir)],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            operator = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "auditwatch",
+                    "run",
+                    "--liveness",
+                    "",
+                    "--webhook-listen=",
+                    "--allow-path",
+                    str(cluster.audit_dir),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             _traffic(cluster, step, out)
             step("Waiting for the findings (the operator writes them within about a second)")
@@ -117,8 +134,9 @@ def _traffic(cluster: DevCluster, step: object, out: TextIO) -> None:
 def _wait_findings(cluster: DevCluster, detection: str, timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = cluster.kubectl("get", "detectionfindings", "-n", NAMESPACE, "-l",
-                              f"auditwatch.io/detection={detection}", "-o", "json").stdout  # fmt: skip
+        out = cluster.kubectl(
+            "get", "detectionfindings", "-n", NAMESPACE, "-l", f"auditwatch.io/detection={detection}", "-o", "json"
+        ).stdout
         if json.loads(out)["items"]:
             time.sleep(2)  # let the counts of the last requests land
             return True

@@ -94,12 +94,21 @@ class FindingState:
             self.sending[source] = min(seq, self.sending.get(source, seq))
         self.pending = {}
         self.sending_counted = dict(self.counted)
-        part = FindingPart(count=self.count, firstSeen=self.first_seen, lastSeen=self.last_seen,
-                           checkpoints={**self.checkpoints, **self.counted})  # fmt: skip
+        part = FindingPart(
+            count=self.count,
+            firstSeen=self.first_seen,
+            lastSeen=self.last_seen,
+            checkpoints={**self.checkpoints, **self.counted},
+        )
         return DetectionFindingStatus(
-            count=self.total, firstSeen=self.seen_first, lastSeen=self.seen_last, values=self.values,
-            latest=self.latest, shards={self.shard: part}, alert=self.alert or None,
-        )  # fmt: skip
+            count=self.total,
+            firstSeen=self.seen_first,
+            lastSeen=self.seen_last,
+            values=self.values,
+            latest=self.latest,
+            shards={self.shard: part},
+            alert=self.alert or None,
+        )
 
     @property
     def total(self) -> int:
@@ -141,8 +150,11 @@ class FindingState:
         wrote, so that the next write's precondition holds. A finding not yet adopted (no uid) waits for
         its create or read, which also takes back a part of this shard's that it had let go of."""
         meta = obj["metadata"]
-        if not self.uid or meta.get("uid") != self.uid or not newer(meta.get("resourceVersion", ""),
-                                                                     self.resource_version):  # fmt: skip
+        if (
+            not self.uid
+            or meta.get("uid") != self.uid
+            or not newer(meta.get("resourceVersion", ""), self.resource_version)
+        ):
             return False
         self.absorb(obj)
         return True
@@ -196,10 +208,13 @@ class Aggregator:
         status = obj.get("status") or {}
         name = obj["metadata"]["name"]
         finding = self.findings[name] = FindingState(
-            name=name, key=dict(obj["spec"].get("key") or {}), message=obj["spec"].get("message", ""),
-            shard=self.shard, alerted_count=int(status.get("count") or 0),
+            name=name,
+            key=dict(obj["spec"].get("key") or {}),
+            message=obj["spec"].get("message", ""),
+            shard=self.shard,
+            alerted_count=int(status.get("count") or 0),
             alert="pending" if status.get("alert") == "pending" else "sent" if status.get("alert") else "",
-        )  # fmt: skip
+        )
         finding.absorb(obj, own=True)
 
     def add(self, row: dict[str, Any], source: str, line_start: int, line_end: int, seen: str, events: int = 1) -> str:

@@ -187,8 +187,13 @@ class Notifier:
                     await _post(session, receiver.endpoint, PATHS.get(receiver.type, ""), payload)
                 except (aiohttp.ClientError, TimeoutError, OSError, DeliveryError) as exc:
                     self.sent[(receiver.name, "failed")] += 1
-                    log.warning("alert receiver %s: %s; trying again in %.0f s (%d queued)", receiver.name,
-                                _reason(exc), wait, len(queue))  # fmt: skip
+                    log.warning(
+                        "alert receiver %s: %s; trying again in %.0f s (%d queued)",
+                        receiver.name,
+                        _reason(exc),
+                        wait,
+                        len(queue),
+                    )
                     await asyncio.sleep(wait * random.uniform(0.8, 1.2))
                     wait = min(wait * 2, self.backoff[1])
                     continue
@@ -246,18 +251,30 @@ def alertmanager_payload(notices: list[Notice], link: str) -> list[dict[str, Any
     growth notice updates the same alert)."""
     alerts = []
     for n in notices:
-        labels = {"alertname": n.detection, "namespace": n.namespace, "finding": n.finding, "severity": n.severity,
-                  "source": "auditwatch"}  # fmt: skip
+        labels = {
+            "alertname": n.detection,
+            "namespace": n.namespace,
+            "finding": n.finding,
+            "severity": n.severity,
+            "source": "auditwatch",
+        }
         if n.mitre:
             labels["mitre_technique"] = n.mitre
         labels |= {f"key_{_LABEL.sub('_', k)}": v for k, v in n.key.items()}
-        alerts.append({
-            "labels": labels,
-            "annotations": {"summary": n.message, "count": str(n.count), "firstSeen": n.first_seen,
-                            "lastSeen": n.last_seen, "riskScore": str(n.risk_score)},
-            "startsAt": n.first_seen or None,
-            "generatorURL": _link(link, n),
-        })  # fmt: skip
+        alerts.append(
+            {
+                "labels": labels,
+                "annotations": {
+                    "summary": n.message,
+                    "count": str(n.count),
+                    "firstSeen": n.first_seen,
+                    "lastSeen": n.last_seen,
+                    "riskScore": str(n.risk_score),
+                },
+                "startsAt": n.first_seen or None,
+                "generatorURL": _link(link, n),
+            }
+        )
     return [{k: v for k, v in a.items() if v is not None} for a in alerts]
 
 
@@ -265,12 +282,25 @@ def webhook_payload(notices: list[Notice], link: str) -> dict[str, Any]:
     """A generic JSON webhook: one POST per notice."""
     (n,) = notices
     return {
-        "version": "1", "kind": f"finding.{n.what}", "url": _link(link, n),
-        "detection": {"name": n.detection, "namespace": n.namespace, "severity": n.severity,
-                      "riskScore": n.risk_score, "mitre": n.mitre.split(",") if n.mitre else []},
-        "finding": {"name": n.finding, "key": n.key, "message": n.message, "count": n.count,
-                    "firstSeen": n.first_seen, "lastSeen": n.last_seen},
-    }  # fmt: skip
+        "version": "1",
+        "kind": f"finding.{n.what}",
+        "url": _link(link, n),
+        "detection": {
+            "name": n.detection,
+            "namespace": n.namespace,
+            "severity": n.severity,
+            "riskScore": n.risk_score,
+            "mitre": n.mitre.split(",") if n.mitre else [],
+        },
+        "finding": {
+            "name": n.finding,
+            "key": n.key,
+            "message": n.message,
+            "count": n.count,
+            "firstSeen": n.first_seen,
+            "lastSeen": n.last_seen,
+        },
+    }
 
 
 def slack_payload(notices: list[Notice], link: str) -> dict[str, Any]:
@@ -278,8 +308,10 @@ def slack_payload(notices: list[Notice], link: str) -> dict[str, Any]:
     (n,) = notices
     head = "New finding" if n.what == "created" else "Finding grew"
     mitre = f" · MITRE {n.mitre}" if n.mitre else ""
-    return {"text": f"*{head}* [{n.severity}] {n.detection}{mitre}\n{n.message}\n{n.count} event(s), first "
-                    f"{n.first_seen}, last {n.last_seen} · <{_link(link, n)}|{n.namespace}/{n.finding}>"}  # fmt: skip
+    return {
+        "text": f"*{head}* [{n.severity}] {n.detection}{mitre}\n{n.message}\n{n.count} event(s), first "
+        f"{n.first_seen}, last {n.last_seen} · <{_link(link, n)}|{n.namespace}/{n.finding}>"
+    }
 
 
 PATHS = {"alertmanager": "/api/v2/alerts"}  # an Alertmanager receiver's url is Alertmanager's own

@@ -34,20 +34,35 @@ def report_body(detection: dict[str, Any], policy: FindingPolicy, findings: list
     meta = detection["metadata"]
     ranked = sorted(findings, key=lambda f: (-f.total, f.name))[:MAX_RESULTS]
     return {
-        "apiVersion": "openreports.io/v1alpha1", "kind": "Report",
+        "apiVersion": "openreports.io/v1alpha1",
+        "kind": "Report",
         "metadata": {
-            "name": report_name(meta["name"]), "namespace": meta["namespace"],
+            "name": report_name(meta["name"]),
+            "namespace": meta["namespace"],
             "labels": {f"{GROUP}/detection": meta["name"], "app.kubernetes.io/managed-by": "auditwatch"},
-            "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "AuditDetection", "name": meta["name"],
-                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False}],
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "AuditDetection",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
         },
         "source": "auditwatch",
-        "scope": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AuditDetection", "name": meta["name"],
-                  "namespace": meta["namespace"], "uid": meta["uid"]},
+        "scope": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AuditDetection",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
         "configuration": {"limits": {"maxResults": MAX_RESULTS, "statusFilter": ["fail"]}},
         "summary": {"pass": 0, "fail": len(findings), "warn": 0, "error": 0, "skip": 0},
         "results": [_result(meta, policy, f) for f in ranked],
-    }  # fmt: skip
+    }
 
 
 def _result(meta: dict[str, Any], policy: FindingPolicy, finding: FindingState) -> dict[str, Any]:
@@ -55,21 +70,38 @@ def _result(meta: dict[str, Any], policy: FindingPolicy, finding: FindingState) 
     properties = {"count": str(finding.total), "firstSeen": finding.seen_first, "lastSeen": finding.seen_last}
     properties |= {f"key.{k}": v[:1024] for k, v in finding.key.items()}
     return {
-        "source": "auditwatch", "policy": meta["name"], "rule": meta["name"], "category": "Kubernetes audit",
-        "severity": SEVERITY.get(policy.severity, policy.severity), "result": "fail", "scored": True,
+        "source": "auditwatch",
+        "policy": meta["name"],
+        "rule": meta["name"],
+        "category": "Kubernetes audit",
+        "severity": SEVERITY.get(policy.severity, policy.severity),
+        "result": "fail",
+        "scored": True,
         "message": finding.message[:1024],
         "timestamp": {"seconds": int(seen), "nanos": int(seen % 1 * 1e9)},
-        "resources": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "DetectionFinding", "name": finding.name,
-                       "namespace": meta["namespace"]}],
+        "resources": [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "DetectionFinding",
+                "name": finding.name,
+                "namespace": meta["namespace"],
+            }
+        ],
         "properties": properties,
-    }  # fmt: skip
+    }
 
 
 class ReportMirror:
     """Keeps one detection's Report in step with its findings."""
 
-    def __init__(self, kube: Kube, detection: dict[str, Any], policy: FindingPolicy,
-                 logger: logging.Logger | logging.LoggerAdapter[Any], interval: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kube: Kube,
+        detection: dict[str, Any],
+        policy: FindingPolicy,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        interval: float,
+    ) -> None:
         self.kube, self.detection, self.policy, self.logger = kube, detection, policy, logger
         self.interval = interval
         self.written: tuple[Any, ...] | None = None  # what the last write showed
@@ -99,7 +131,8 @@ class ReportMirror:
             self.failures += 1
             if self.failures == 1:
                 name = report_name(self.detection["metadata"]["name"])
-                self.logger.warning("Report %s not written (%s %s): is the OpenReports CRD installed?", name,
-                                    exc.status, exc.reason)  # fmt: skip
+                self.logger.warning(
+                    "Report %s not written (%s %s): is the OpenReports CRD installed?", name, exc.status, exc.reason
+                )
             return
         self.written, self.failures = shown, 0

@@ -4,7 +4,7 @@ At most one write per finding per ``min_interval`` seconds whatever the event ra
 of a finding (count and checkpoints) and the sum go in one status PATCH, conditional on the object's
 resourceVersion (see aggregate.py for why that makes counts exactly-once across shards).
 Writes of different findings run concurrently, each waiting for the operator's write budget
-(budget.py): a finding being created goes first, then counts by how long they have waited. A
+(kube/budget.py): a finding being created goes first, then counts by how long they have waited. A
 failed write leaves the finding dirty, so the next flush writes it again with everything since.
 
 Events: a Warning on the detection and on the finding when a finding is created, at most one
@@ -76,9 +76,13 @@ class Writer:
                 self._writing[finding.name] = asyncio.create_task(self._write(finding, now))
         if aggregator.dropped and not self.cap_announced:
             self.cap_announced = True
-            self._post(self.detection, "Warning", "FindingsCapReached",
-                       f"more than {aggregator.max_findings} findings: new ones are counted in "
-                       f"status.counters.findingsDropped, not created")  # fmt: skip
+            self._post(
+                self.detection,
+                "Warning",
+                "FindingsCapReached",
+                f"more than {aggregator.max_findings} findings: new ones are counted in "
+                f"status.counters.findingsDropped, not created",
+            )
         if now - self._window[0] >= self.event_interval:
             self._summarize(now)
 
@@ -128,8 +132,12 @@ class Writer:
         elif now - finding.announced_at >= self.event_interval:
             finding.announced_at = now
             self._announce(finding, "updated", now)
-        if not created and self.notifier and finding.total > finding.alerted_count \
-                and now - finding.alerted_at >= self.notifier.update_interval:  # fmt: skip
+        if (
+            not created
+            and self.notifier
+            and finding.total > finding.alerted_count
+            and now - finding.alerted_at >= self.notifier.update_interval
+        ):
             self.alert(finding, "updated", now)
 
     async def _patch(self, finding: FindingState) -> None:
@@ -140,8 +148,9 @@ class Writer:
             try:
                 # Not NEW even after a create: the finding shows once created, and its count has waited since
                 # its first row, which puts it ahead of most updates anyway.
-                obj = await self.kube.patch_finding_status(self.namespace, finding.name, status, finding.since,
-                                                           finding.resource_version)  # fmt: skip
+                obj = await self.kube.patch_finding_status(
+                    self.namespace, finding.name, status, finding.since, finding.resource_version
+                )
             except ApiException as exc:
                 finding.unwritten()
                 if exc.status == 404:  # deleted by another shard (TTL): created again by the next write
@@ -164,11 +173,19 @@ class Writer:
         finding.alerted_at, finding.alerted_count = now, finding.total
         meta = self.detection["metadata"]
         notice = Notice(
-            what="created" if what == "created" else "updated", detection=meta["name"], namespace=self.namespace,
-            finding=finding.name, key=dict(finding.key), message=finding.message, count=finding.total,
-            first_seen=finding.seen_first, last_seen=finding.seen_last, severity=self.policy.severity,
-            risk_score=self.policy.riskScore, mitre=mitre_techniques(meta.get("labels")),
-        )  # fmt: skip
+            what="created" if what == "created" else "updated",
+            detection=meta["name"],
+            namespace=self.namespace,
+            finding=finding.name,
+            key=dict(finding.key),
+            message=finding.message,
+            count=finding.total,
+            first_seen=finding.seen_first,
+            last_seen=finding.seen_last,
+            severity=self.policy.severity,
+            risk_score=self.policy.riskScore,
+            mitre=mitre_techniques(meta.get("labels")),
+        )
         self.notifier.notify(notice, (lambda _: self._delivered(finding)) if what == "created" else None)
 
     def _delivered(self, finding: FindingState) -> None:
@@ -181,8 +198,9 @@ class Writer:
         try:
             await self.kube.patch_finding_status(self.namespace, finding.name, {"alert": "sent"})
         except ApiException as exc:  # still "pending" in the cluster: sent once more after a restart
-            self.logger.warning("recording the alert for %s as sent failed: %s %s", finding.name, exc.status,
-                                exc.reason)  # fmt: skip
+            self.logger.warning(
+                "recording the alert for %s as sent failed: %s %s", finding.name, exc.status, exc.reason
+            )
 
     def resume_alerts(self, aggregator: Aggregator) -> None:
         """Queue again the creation notices not yet taken when the operator last stopped."""
@@ -211,10 +229,14 @@ class Writer:
         created, updated = self._folded["created"], self._folded["updated"]
         if created or updated:
             name = self.detection["metadata"]["name"]
-            self._post(self.detection, "Warning", "FindingsSummary",
-                       f"{created} more finding(s) created and {updated} updated in the last "
-                       f"{self.event_interval:.0f} s without Events of their own: "
-                       f"kubectl get findings -l {GROUP}/detection={name}")  # fmt: skip
+            self._post(
+                self.detection,
+                "Warning",
+                "FindingsSummary",
+                f"{created} more finding(s) created and {updated} updated in the last "
+                f"{self.event_interval:.0f} s without Events of their own: "
+                f"kubectl get findings -l {GROUP}/detection={name}",
+            )
         self._folded = {"created": 0, "updated": 0}
         self._window = (now, 0)
 
@@ -229,18 +251,29 @@ class Writer:
         meta = self.detection["metadata"]
         body = DetectionFinding(
             metadata=ObjectMeta(
-                name=finding.name, namespace=self.namespace, labels={f"{GROUP}/detection": meta["name"]},
-                ownerReferences=[{
-                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "AuditDetection", "name": meta["name"],
-                    "uid": meta["uid"], "controller": True, "blockOwnerDeletion": False,
-                }],
+                name=finding.name,
+                namespace=self.namespace,
+                labels={f"{GROUP}/detection": meta["name"]},
+                ownerReferences=[
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "AuditDetection",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": False,
+                    }
+                ],
             ),
             spec=DetectionFindingSpec(
-                detection=meta["name"], key=finding.key, message=finding.message,
-                severity=self.policy.severity, riskScore=self.policy.riskScore,
+                detection=meta["name"],
+                key=finding.key,
+                message=finding.message,
+                severity=self.policy.severity,
+                riskScore=self.policy.riskScore,
                 mitre=mitre_techniques(meta.get("labels")),
             ),
-        )  # fmt: skip
+        )
         return body.model_dump(mode="json", exclude_none=True)
 
     def _ref(self, finding: FindingState) -> dict[str, Any]:
@@ -258,6 +291,7 @@ class Writer:
             # Only as last read: a shard that counted since keeps it, and one Event tells of the deletion.
             if await self.kube.delete_finding(self.namespace, finding.name, finding.resource_version):
                 deleted += 1
-                self._post(self.detection, "Normal", "FindingExpired",
-                           f"{finding.name} not seen for {ttl_seconds:.0f} s")  # fmt: skip
+                self._post(
+                    self.detection, "Normal", "FindingExpired", f"{finding.name} not seen for {ttl_seconds:.0f} s"
+                )
         return deleted

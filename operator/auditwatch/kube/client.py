@@ -2,7 +2,7 @@
 
 The client is blocking, so every call runs in a worker thread (``asyncio.to_thread``); kopf's own
 watching is unaffected. Every write, Events included, waits for the operator's write budget
-(budget.py); reads do not.
+(kube/budget.py); reads do not.
 """
 
 from __future__ import annotations
@@ -67,14 +67,23 @@ class Kube:
         async with self.budget.slot("finding_status", Priority.UPDATE, since):
             return await _call(
                 self.custom.patch_namespaced_custom_object_status,
-                GROUP, VERSION, namespace, "detectionfindings", name, body,
-            )  # fmt: skip
+                GROUP,
+                VERSION,
+                namespace,
+                "detectionfindings",
+                name,
+                body,
+            )
 
     async def list_findings(self, namespace: str, detection: str) -> list[dict[str, Any]]:
         result = await _call(
-            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings",
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "detectionfindings",
             label_selector=f"{GROUP}/detection={detection}",
-        )  # fmt: skip
+        )
         return list(result.get("items", []))
 
     async def delete_finding(self, namespace: str, name: str, resource_version: str = "") -> bool:
@@ -84,9 +93,14 @@ class Kube:
         try:
             async with self.budget.slot("finding_delete", Priority.UPDATE):
                 await _call(
-                    self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", name,
+                    self.custom.delete_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    "detectionfindings",
+                    name,
                     body=options,
-                )  # fmt: skip
+                )
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -112,16 +126,26 @@ class Kube:
         async with self.budget.slot("detection_status", Priority.UPDATE, since):
             await _call(
                 self.custom.patch_namespaced_custom_object_status,
-                GROUP, VERSION, namespace, "auditdetections", name, {"status": status},
-            )  # fmt: skip
+                GROUP,
+                VERSION,
+                namespace,
+                "auditdetections",
+                name,
+                {"status": status},
+            )
 
     async def renew_lease(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create or renew a Lease (shards.py): a merge patch, a create when there is none. Not within the
+        """Create or renew a Lease (runtime/shards.py): a merge patch, a create when there is none. Not within the
         write budget: a heartbeat that waits behind findings would make a busy replica look dead."""
         name = body["metadata"]["name"]
         try:
-            await _call(self.coordination.patch_namespaced_lease, name, namespace, body,
-                        _content_type="application/merge-patch+json")  # fmt: skip
+            await _call(
+                self.coordination.patch_namespaced_lease,
+                name,
+                namespace,
+                body,
+                _content_type="application/merge-patch+json",
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise

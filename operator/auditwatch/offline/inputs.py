@@ -86,8 +86,11 @@ def chunks(
     if found.other_keys:
         other += f" (keys such as {', '.join(found.other_keys)})"
     warning = "" if found.lines else "warning: "
-    _note(notes, f"{path}: {warning}read as {what}: {len(found.lines):,} events{other}"
-                 + ("" if found.lines else ": is it a Kubernetes audit log?"))  # fmt: skip
+    _note(
+        notes,
+        f"{path}: {warning}read as {what}: {len(found.lines):,} events{other}"
+        + ("" if found.lines else ": is it a Kubernetes audit log?"),
+    )
     yield found.data()
 
 
@@ -129,8 +132,10 @@ def parse_url(url: str, now: float | None = None) -> LogGroupRange:
     query = dict(urllib.parse.parse_qsl(parts.query))
     unknown = set(query) - {"since", "until", "prefix"}
     if not parts.netloc or not parts.path.strip("/") or unknown:
-        raise InputError(f"{url}: expected cloudwatch://REGION/LOG_GROUP?since=24h (since, until, prefix)"
-                         + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))  # fmt: skip
+        raise InputError(
+            f"{url}: expected cloudwatch://REGION/LOG_GROUP?since=24h (since, until, prefix)"
+            + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
+        )
     now_ms = round((time.time() if now is None else now) * 1000)
 
     def when(name: str, default: int) -> int:
@@ -143,8 +148,13 @@ def parse_url(url: str, now: float | None = None) -> LogGroupRange:
             raise InputError(f"{url}: {name}={value} is not an RFC 3339 time or a duration such as 24h") from None
 
     group = "/" + parts.path.lstrip("/")
-    return LogGroupRange(parts.netloc, group, query.get("prefix", "kube-apiserver-audit"),
-                         when("since", now_ms - 24 * 3600 * 1000), when("until", now_ms))  # fmt: skip
+    return LogGroupRange(
+        parts.netloc,
+        group,
+        query.get("prefix", "kube-apiserver-audit"),
+        when("since", now_ms - 24 * 3600 * 1000),
+        when("until", now_ms),
+    )
 
 
 def _log_group(url: str, notes: TextIO | None, calls_per_second: float = 1.0) -> Iterator[bytes]:

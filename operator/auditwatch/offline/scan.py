@@ -83,8 +83,10 @@ def scan(
                 bar.done()
                 broken.append(path)
                 if notes is not None:
-                    notes.write(f"auditwatch: {path}: compressed input ends early or is corrupt ({exc}): its "
-                                "stats are left out; the other inputs are scanned\n")  # fmt: skip
+                    notes.write(
+                        f"auditwatch: {path}: compressed input ends early or is corrupt ({exc}): its "
+                        "stats are left out; the other inputs are scanned\n"
+                    )
                 continue
             bar.done()
             line_offset = 0

@@ -88,8 +88,11 @@ def import_detection(path: Path, macros: dict[str, str]) -> dict[str, Any]:
     for story in tags.get("analytic_story") or []:
         labels[f"story.escu.splunk.com/{slug(story)}"] = "true"
     annotations = {"escu.splunk.com/name": doc["name"]}
-    for key, field in (("description", "description"), ("how-to-implement", "how_to_implement"),
-                       ("known-false-positives", "known_false_positives")):  # fmt: skip
+    for key, field in (
+        ("description", "description"),
+        ("how-to-implement", "how_to_implement"),
+        ("known-false-positives", "known_false_positives"),
+    ):
         if doc.get(field):
             annotations[f"escu.splunk.com/{key}"] = " ".join(str(doc[field]).split())
     if eks:
@@ -102,10 +105,14 @@ def import_detection(path: Path, macros: dict[str, str]) -> dict[str, Any]:
             "search": search,
             **({"macros": used} if used else {}),
             "sources": [source],
-            "finding": {"groupBy": group_by, "message": message, "riskScore": min(score, 100),
-                        "severity": severity(score)},
+            "finding": {
+                "groupBy": group_by,
+                "message": message,
+                "riskScore": min(score, 100),
+                "severity": severity(score),
+            },
         },
-    }  # fmt: skip
+    }
 
 
 def render(obj: dict[str, Any], origin: str) -> str:

@@ -75,8 +75,14 @@ def lint(query: Query, plan: Plan, group_by: list[str] | None = None) -> list[Di
     """Everything worth saying about a detection (its search as written, and its plan), errors first."""
     found = _never_set(query) + _unknown_fields(query)
     if derive(plan) is None:
-        found.append(Diagnostic(Level.WARNING, "no-prefilter", "the base search requires no literal text, so the "
-                                "prefilter cannot skip lines: every line is parsed (about 7x slower)"))  # fmt: skip
+        found.append(
+            Diagnostic(
+                Level.WARNING,
+                "no-prefilter",
+                "the base search requires no literal text, so the "
+                "prefilter cannot skip lines: every line is parsed (about 7x slower)",
+            )
+        )
     found += _key_problems(plan, group_by or [])
     return sorted(found, key=lambda d: not d.error)
 
@@ -131,9 +137,21 @@ def _key_problems(plan: Plan, group_by: list[str]) -> list[Diagnostic]:
     for field in group_by:
         if outputs is not None and field not in outputs:
             outputs_text = ", ".join(outputs)
-            found.append(Diagnostic(Level.WARNING, "key-not-output", f"finding.groupBy {field!r} is not an output "
-                                    f"field of the search ({outputs_text}): every row gets an empty key"))  # fmt: skip
+            found.append(
+                Diagnostic(
+                    Level.WARNING,
+                    "key-not-output",
+                    f"finding.groupBy {field!r} is not an output "
+                    f"field of the search ({outputs_text}): every row gets an empty key",
+                )
+            )
         if field in PER_REQUEST:
-            found.append(Diagnostic(Level.WARNING, "unbounded-key", f"finding.groupBy {field!r} differs for every "
-                                    "request: one finding per request, until maxFindings is reached"))  # fmt: skip
+            found.append(
+                Diagnostic(
+                    Level.WARNING,
+                    "unbounded-key",
+                    f"finding.groupBy {field!r} differs for every "
+                    "request: one finding per request, until maxFindings is reached",
+                )
+            )
     return found

@@ -17,6 +17,7 @@ from auditwatch.api.models import AuditDetectionSpec, StatusReason, problems
 from auditwatch.api.models import Source as SourceSpec
 from auditwatch.api.settings import Settings
 from auditwatch.engine.pipeline import geoip_problem
+from auditwatch.errors import AuditwatchError, Location
 from auditwatch.ir.plan import Plan
 from auditwatch.rules.lint import Diagnostic, lint
 from auditwatch.sources.paths import allowed
@@ -25,10 +26,19 @@ from auditwatch.spl import Query, SPLError, parse_search, plan
 
 @dataclass(frozen=True)
 class Problem:
-    """Something that keeps the detection from running; ``message`` names the field."""
+    """Something that keeps the detection from running: the condition's reason, and the error with the
+    field it is about (``message``: as the Ready condition and lint print it)."""
 
     reason: StatusReason
-    message: str
+    error: AuditwatchError
+
+    @classmethod
+    def at(cls, reason: StatusReason, field: str, text: str) -> Problem:
+        return cls(reason, AuditwatchError(text, Location(field=field)))
+
+    @property
+    def message(self) -> str:
+        return str(self.error)
 
     def __str__(self) -> str:
         return f"error[{self.reason}]: {self.message}"
@@ -45,7 +55,7 @@ class Verdict:
     @property
     def errors(self) -> list[Problem]:
         """Everything that keeps it from running, lint's errors included (as ``LintError``)."""
-        lint_errors = [Problem(StatusReason.LINT_ERROR, f"spec.search: {d}") for d in self.diagnostics if d.error]
+        lint_errors = [Problem.at(StatusReason.LINT_ERROR, "spec.search", str(d)) for d in self.diagnostics if d.error]
         return [*self.problems, *lint_errors]
 
     @property
@@ -71,19 +81,19 @@ def validate(spec: Mapping[str, Any], settings: Settings, namespace: str | None 
     """The verdict on an AuditDetection's ``spec`` in ``namespace`` (None: not known, as for a manifest
     without one) under the operator's ``settings``."""
     if namespace is not None and (refused := settings.namespace_refused(namespace)):
-        return Verdict(problems=(Problem(StatusReason.NAMESPACE_NOT_ALLOWED, f"metadata.namespace: {refused}"),))
+        return Verdict(problems=(Problem.at(StatusReason.NAMESPACE_NOT_ALLOWED, "metadata.namespace", refused),))
     try:
         model = AuditDetectionSpec.model_validate(dict(spec))
     except ValidationError as exc:
-        return Verdict(problems=(Problem(StatusReason.INVALID_SPEC, problems(exc, prefix="spec.")),))
+        return Verdict(problems=(Problem(StatusReason.INVALID_SPEC, AuditwatchError(problems(exc, prefix="spec."))),))
     try:
         query = parse_search(model.search, model.macros)
     except SPLError as exc:
-        return Verdict(model, problems=(Problem(StatusReason.INVALID_SEARCH, str(exc.at(field="spec.search"))),))
+        return Verdict(model, problems=(Problem(StatusReason.INVALID_SEARCH, exc.at(field="spec.search")),))
     planned = plan(query)
     found: list[Problem] = []
     if missing := geoip_problem(planned, settings.geoip_db):
-        found.append(Problem(StatusReason.INVALID_SEARCH, f"spec.search: {missing}"))
+        found.append(Problem.at(StatusReason.INVALID_SEARCH, "spec.search", missing))
     found += [p for source in model.sources if (p := _source_problem(source, settings))]
     return Verdict(model, query, planned, tuple(found), tuple(lint(query, planned, model.finding.groupBy)))
 
@@ -91,16 +101,23 @@ def validate(spec: Mapping[str, Any], settings: Settings, namespace: str | None 
 def _source_problem(source: SourceSpec, settings: Settings) -> Problem | None:
     """Why the operator cannot read ``source``, or None."""
     where = f"spec.sources[{source.name}]"
-    kind = next(k for k in ("file", "webhook", "cloudwatch") if getattr(source, k) is not None)
-    if kind not in settings.source_kinds:
-        return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: this install reads only "
-                       f"{', '.join(settings.source_kinds)} sources (auditwatch run --sources): a cloudwatch source "
-                       "is read by the EKS install (manifests/eks), file and webhook sources by the DaemonSet or "
-                       "the webhook StatefulSet")  # fmt: skip
+    if source.kind not in settings.source_kinds:
+        return Problem.at(
+            StatusReason.UNSUPPORTED_SOURCE,
+            where,
+            "this install reads only "
+            f"{', '.join(settings.source_kinds)} sources (auditwatch run --sources): a cloudwatch source "
+            "is read by the EKS install (manifests/eks), file and webhook sources by the DaemonSet or "
+            "the webhook StatefulSet",
+        )
     if source.webhook is not None and settings.webhook_off:
-        return Problem(StatusReason.UNSUPPORTED_SOURCE, f"{where}: {settings.webhook_off}")
+        return Problem.at(StatusReason.UNSUPPORTED_SOURCE, where, settings.webhook_off)
     if source.file is not None and not allowed(source.file.path, settings.allow_paths):
-        return Problem(StatusReason.PATH_NOT_ALLOWED, f"{where}.file.path: {source.file.path} is not inside a "
-                       f"directory the operator may read ({', '.join(settings.allow_paths)}; auditwatch run "
-                       "--allow-path)")  # fmt: skip
+        return Problem.at(
+            StatusReason.PATH_NOT_ALLOWED,
+            f"{where}.file.path",
+            f"{source.file.path} is not inside a "
+            f"directory the operator may read ({', '.join(settings.allow_paths)}; auditwatch run "
+            "--allow-path)",
+        )
     return None

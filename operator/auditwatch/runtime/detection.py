@@ -1,7 +1,7 @@
 """One AuditDetection at run time: a Generation per spec generation, and the detection's status.
 
 ``DetectionRuntime.run`` is what the kopf daemon of a detection runs. It validates the spec (the
-verdict `auditwatch lint` gives, validate.py): a detection that cannot run gets ``Ready=False`` with
+verdict `auditwatch lint` gives, rules/validate.py): a detection that cannot run gets ``Ready=False`` with
 the reason and waits for the next generation. Otherwise a ``Generation`` reads each source from the
 checkpointed position, and about once a second the runtime writes due findings, then the
 detection's status with positions that never run ahead of what the findings include. A new
@@ -27,40 +27,21 @@ from auditwatch.api.models import (
     SourceStatus,
     WriteStatus,
 )
-from auditwatch.api.settings import Settings
 from auditwatch.engine.evaluate import Counters
-from auditwatch.findings.alerts import Notifier
-from auditwatch.findings.peers import PeerWrites
-from auditwatch.kube.client import Kube
 from auditwatch.rules.validate import Verdict, validate
 from auditwatch.runtime import status
-from auditwatch.runtime.generation import Generation
-from auditwatch.runtime.metrics import Metrics
-from auditwatch.runtime.readers import Readers
-from auditwatch.runtime.shards import ShardLeases, unread
+from auditwatch.runtime.generation import Generation, Tally
+from auditwatch.runtime.services import Logger, Services
+from auditwatch.runtime.shards import unread
 
 
 class DetectionRuntime:
-    def __init__(
-        self,
-        kube: Kube,
-        body: Mapping[str, Any],
-        logger: logging.Logger | logging.LoggerAdapter[Any],
-        settings: Settings,
-        readers: Readers,
-        metrics: Metrics | None = None,
-        notifier: Notifier | None = None,
-        peers: PeerWrites | None = None,
-        leases: ShardLeases | None = None,
-    ) -> None:
-        self.kube = kube
-        self.peers, self.leases = peers, leases
-        self.metrics = metrics
-        self.notifier = notifier
+    def __init__(self, services: Services, body: Mapping[str, Any], logger: Logger) -> None:
+        self.services = services
+        self.kube = services.kube()
         self.body = body  # kopf's live view: reflects the latest spec and generation
         self.logger = logger
-        self.settings = settings
-        self.readers = readers
+        self.settings = settings = services.settings
         meta = body["metadata"]
         self.name, self.namespace = meta["name"], meta["namespace"]
         self.shard = settings.shard
@@ -68,11 +49,11 @@ class DetectionRuntime:
         mine = saved.shards.get(self.shard) or ShardStatus()
         self.positions: dict[str, SourceStatus] = {s.name: s for s in mine.sources}
         c = mine.counters
+        # What this shard counted, carried across generations: the evaluator's counters are shared with
+        # each generation's evaluator; the others are those of the generations that ended.
         self.counters = Counters(c.lines, c.skipped, c.events, c.malformed, c.matched)
-        self.rows_base, self.long_lines_base = c.rows, c.longLines
-        self.events_base, self.folded_base = c.eventsPosted, c.eventsFolded
-        self.conflicts_base = 0  # since the operator started, as the budget's throttled count
-        self.status = status.StatusWriter(kube, self.namespace, self.name, saved, logger)
+        self.ended = Tally(c.rows, c.longLines, c.eventsPosted, c.eventsFolded)  # conflicts: since start
+        self.status = status.StatusWriter(self.kube, self.namespace, self.name, saved, logger)
 
     @property
     def generation(self) -> int:
@@ -80,17 +61,23 @@ class DetectionRuntime:
 
     def ref(self) -> dict[str, Any]:
         meta = self.body["metadata"]
-        return {"apiVersion": self.body["apiVersion"], "kind": self.body["kind"],
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
-                             "labels": dict(meta.get("labels") or {})}}  # fmt: skip
+        return {
+            "apiVersion": self.body["apiVersion"],
+            "kind": self.body["kind"],
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "labels": dict(meta.get("labels") or {}),
+            },
+        }
 
     async def run(self, stopped: Any) -> None:
         """Run until ``stopped`` (kopf's DaemonStopped flag) is set."""
         try:
             await self._run(stopped)
         finally:
-            if self.metrics is not None:
-                self.metrics.forget(self.namespace, self.name)
+            self.services.metrics.forget(self.namespace, self.name)
 
     async def _run(self, stopped: Any) -> None:
         while not stopped:
@@ -111,11 +98,13 @@ class DetectionRuntime:
     async def _run_generation(self, verdict: Verdict, number: int, stopped: Any) -> None:
         assert verdict.spec is not None and verdict.plan is not None
         s = self.settings
-        gen = Generation(verdict.spec, verdict.plan, self.ref(), self.positions, self.counters, self.kube,
-                         s, self.readers, self.logger, self.notifier, self.peers)  # fmt: skip
+        gen = Generation(
+            verdict.spec, verdict.plan, self.ref(), self.positions, self.counters, self.kube, self.services, self.logger
+        )
         await gen.start()
-        self.logger.info("detection %s/%s running generation %d on %d source(s)", self.namespace, self.name,
-                         number, len(gen.sources))  # fmt: skip
+        self.logger.info(
+            "detection %s/%s running generation %d on %d source(s)", self.namespace, self.name, number, len(gen.sources)
+        )
         last_status = last_expire = 0.0
         try:
             while not stopped and self.generation == number:
@@ -137,43 +126,52 @@ class DetectionRuntime:
             if gen.report is not None:
                 await gen.report.settle()
             await self._report(verdict, number, gen)
-            self.rows_base += gen.rows
-            self.long_lines_base += gen.long_lines
-            self.events_base += gen.writer.events_posted
-            self.folded_base += gen.writer.events_folded
-            self.conflicts_base += gen.writer.conflicts
+            self.ended += gen.tally()
 
     async def _report(self, verdict: Verdict, number: int, gen: Generation) -> None:
         sources = []
         for name, source in gen.sources.items():
-            position = gen.resume_position(name)
+            kind, position = gen.kinds[name], gen.resume_position(name)
             if position is not None:
-                self.positions[name] = SourceStatus(name=name, **position.status())
-            where = self.positions.get(name) or SourceStatus(name=name)
-            sources.append(where.model_copy(update={**source.details, "lastError": source.error[:1024]}))
-        c = self.counters
+                self.positions[name] = SourceStatus.model_validate(
+                    {"name": name, "seq": position.seq, kind: position.status()}
+                )
+            where = (self.positions.get(name) or SourceStatus(name=name)).model_dump(exclude_unset=True)
+            where[kind] = {**(where.get(kind) or {}), **source.details}  # its position, lag, calls...
+            sources.append(SourceStatus.model_validate({**where, "lastError": source.error[:1024]}))
+        c, tally = self.counters, self.ended + gen.tally()
         counters = CounterStatus(
-            lines=c.lines, skipped=c.skipped, events=c.events, malformed=c.malformed, matched=c.matched,
-            longLines=self.long_lines_base + gen.long_lines, rows=self.rows_base + gen.rows,
-            findings=len(gen.aggregator.findings), findingsDropped=gen.aggregator.dropped,
-            eventsPosted=self.events_base + gen.writer.events_posted,
-            eventsFolded=self.folded_base + gen.writer.events_folded,
-        )  # fmt: skip
+            lines=c.lines,
+            skipped=c.skipped,
+            events=c.events,
+            malformed=c.malformed,
+            matched=c.matched,
+            longLines=tally.long_lines,
+            rows=tally.rows,
+            findings=len(gen.aggregator.findings),
+            findingsDropped=gen.aggregator.dropped,
+            eventsPosted=tally.events_posted,
+            eventsFolded=tally.events_folded,
+        )
         pending, waited = gen.aggregator.behind()
         budget = self.kube.budget
-        conflicts = self.conflicts_base + gen.writer.conflicts
-        writes = WriteStatus(pendingFindings=pending, oldestPendingSeconds=int(waited), waitingWrites=budget.waiting,
-                             throttled=budget.throttled, conflicts=conflicts)  # fmt: skip
+        writes = WriteStatus(
+            pendingFindings=pending,
+            oldestPendingSeconds=int(waited),
+            waitingWrites=budget.waiting,
+            throttled=budget.throttled,
+            conflicts=tally.conflicts,
+        )
         mine = ShardStatus(sources=sources, counters=counters, writes=writes)
         shards = {**self._other_shards(), self.shard: mine}
-        problems = unread(shards, self.leases)
+        problems = unread(shards, self.services.leases)
         ready = all(source.ready for source in gen.sources.values()) and not problems
         errors = "; ".join(problems)
         # Each replica writes its own part (a merge patch: the others' stay as they are).
-        reported = status.running(verdict, number, ready, errors, _sum(p.counters for p in shards.values()),
-                                  {self.shard: mine})  # fmt: skip
-        if self.metrics is not None:
-            self.metrics.report(self.namespace, self.name, mine)
+        reported = status.running(
+            verdict, number, ready, errors, _sum(p.counters for p in shards.values()), {self.shard: mine}
+        )
+        self.services.metrics.report(self.namespace, self.name, mine)
         await self.status.write(reported)
 
     def _other_shards(self) -> dict[str, ShardStatus]:

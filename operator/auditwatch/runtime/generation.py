@@ -1,7 +1,7 @@
 """One generation of a detection's spec at run time: sources -> evaluator -> row stream -> findings.
 
 A ``Generation`` holds what lives as long as the spec does: a subscription to each source's shared
-reader (readers.py) and a task reading it, the evaluator,
+reader (runtime/readers.py) and a task reading it, the evaluator,
 the row stream (windows), the aggregator (findings in memory) and the writer. ``resume_position``
 says where each source would have to be read again from after a restart: never past a line whose
 contribution is not yet written to its finding, nor past the first line of a window still kept.
@@ -10,23 +10,21 @@ contribution is not yet written to its finding, nor past the first line of a win
 from __future__ import annotations
 
 import asyncio
-import logging
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from auditwatch.api.models import AuditDetectionSpec, SourceStatus
-from auditwatch.api.settings import Settings
 from auditwatch.engine.evaluate import Counters, Evaluator
 from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.findings.aggregate import Aggregator
-from auditwatch.findings.alerts import Notifier
-from auditwatch.findings.peers import PeerWrites
 from auditwatch.findings.report import ReportMirror
 from auditwatch.findings.writer import Writer
 from auditwatch.ir.plan import Plan
 from auditwatch.ir.planner import recorded_fields
 from auditwatch.kube.client import Kube
-from auditwatch.runtime.readers import Readers, Subscription
+from auditwatch.runtime.readers import Subscription
+from auditwatch.runtime.services import Logger, Services
 from auditwatch.sources import Position
 from auditwatch.times import parse_duration
 
@@ -40,29 +38,41 @@ class Generation:
         saved: dict[str, SourceStatus],
         counters: Counters,
         kube: Kube,
-        settings: Settings,
-        readers: Readers,
-        logger: logging.Logger | logging.LoggerAdapter[Any],
-        notifier: Notifier | None = None,
-        peers: PeerWrites | None = None,
+        services: Services,
+        logger: Logger,
     ) -> None:
-        finding = spec.finding
+        finding, settings = spec.finding, services.settings
         self.kube = kube
         self.name, self.namespace = detection["metadata"]["name"], detection["metadata"]["namespace"]
-        self.aggregator = Aggregator(self.name, finding.groupBy, finding.message, finding.maxFindings,
-                                     recorded_fields(plan, finding.groupBy), settings.shard)  # fmt: skip
-        self.writer = Writer(kube, detection, finding, logger, settings.finding_write_seconds,
-                             settings.finding_event_seconds, notifier)  # fmt: skip
-        self.report = ReportMirror(kube, detection, finding, logger, settings.report_seconds) if settings.reports \
-            else None  # fmt: skip
+        self.aggregator = Aggregator(
+            self.name,
+            finding.groupBy,
+            finding.message,
+            finding.maxFindings,
+            recorded_fields(plan, finding.groupBy),
+            settings.shard,
+        )
+        self.writer = Writer(
+            kube,
+            detection,
+            finding,
+            logger,
+            settings.finding_write_seconds,
+            settings.finding_event_seconds,
+            services.notifier,
+        )
+        self.report = (
+            ReportMirror(kube, detection, finding, logger, settings.report_seconds) if settings.reports else None
+        )
         self.ttl = parse_duration(finding.ttl)
         self.evaluator = Evaluator(plan, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)
         self.evaluator.counters = counters  # the detection's, carried across generations
         self.stream = RowStream(self.evaluator.pipeline, parse_duration(spec.window))
-        self._source_specs, self._saved, self._readers = spec.sources, saved, readers
+        self._source_specs, self._saved, self._readers = spec.sources, saved, services.readers
+        self.kinds = {s.name: s.kind for s in spec.sources}
         self.sources: dict[str, Subscription] = {}
         self.read_seq = {s.name: saved[s.name].seq if s.name in saved else 0 for s in spec.sources}
-        self.peers = peers
+        self.peers = services.peers
         self.rows = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -106,7 +116,7 @@ class Generation:
                     self.rows += 1
                     aggregator.add(row, name, chunk.seq + start, chunk.seq + end, seen, events)
             self.read_seq[name] = chunk.seq + len(chunk.data)
-            source.checkpoint(self._resume_seq(name))  # lets the source forget what is before it
+            source.forget(self._resume_seq(name))  # the source may forget what is before it
             await asyncio.sleep(0)
 
     def _resume_seq(self, name: str) -> int:
@@ -116,8 +126,25 @@ class Generation:
         return resume if hold is None else min(resume, hold)
 
     def resume_position(self, name: str) -> Position | None:
-        return self.sources[name].checkpoint(self._resume_seq(name))
+        return self.sources[name].position(self._resume_seq(name))
 
-    @property
-    def long_lines(self) -> int:
-        return sum(s.long_lines for s in self.sources.values())
+    def tally(self) -> Tally:
+        """What this generation counted besides the evaluator's counters."""
+        w = self.writer
+        return Tally(
+            self.rows, sum(s.long_lines for s in self.sources.values()), w.events_posted, w.events_folded, w.conflicts
+        )
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Counts a detection carries across generations (each generation starts its own at zero)."""
+
+    rows: int = 0
+    long_lines: int = 0
+    events_posted: int = 0
+    events_folded: int = 0
+    conflicts: int = 0  # since the operator started, as the budget's throttled count
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))

@@ -1,31 +1,23 @@
-"""kopf wiring only: operator settings, and one daemon per AuditDetection running its pipeline.
+"""kopf wiring only: operator settings, the shared Services, and one daemon per AuditDetection.
 
 kopf starts the daemon when a detection is created or found at start-up, and stops it (then
 removes its finalizer) when the detection is deleted; findings go with the detection through their
 ownerReferences. Spec changes are seen through kopf's live ``body`` by ``DetectionRuntime``.
-A replica with a shard also renews its shard's Lease (shards.py) and watches the findings (peers.py).
+A replica with a shard also renews its shard's Lease and watches the findings (runtime/services.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, cast
 
 import kopf
-from kubernetes import client
 
 from auditwatch.api.models import GROUP, VERSION
 from auditwatch.api.settings import Settings
-from auditwatch.findings.alerts import Notifier
-from auditwatch.findings.peers import PeerWrites
-from auditwatch.kube.budget import WriteBudget
-from auditwatch.kube.client import Kube, load_config
+from auditwatch.kube.client import load_config
 from auditwatch.runtime.detection import DetectionRuntime
-from auditwatch.runtime.metrics import Metrics
-from auditwatch.runtime.readers import Readers
-from auditwatch.runtime.shards import ShardLeases
-from auditwatch.sources.webhook import WebhookServer
+from auditwatch.runtime.services import Services
 
 
 @kopf.on.startup()
@@ -46,43 +38,14 @@ async def configure(
     # with the operator, and not needing list/watch on CRDs and namespaces keeps the RBAC minimal.
     settings.scanning.disabled = True
     load_config()
-    memo.settings = memo.get("settings") or Settings()  # `auditwatch run` passes its own
-    memo.webhooks = None
-    if address := memo.settings.webhook_address:
-        host, port = address
-        memo.webhooks = WebhookServer(host, port, memo.settings)
-        await memo.webhooks.start()
-        logger.info("audit webhook server listening on %s://%s", memo.webhooks.scheme, memo.settings.webhook_listen)
-    elif memo.settings.webhook_listen:
-        logger.error("%s", memo.settings.webhook_off)
-    memo.readers = Readers(memo.settings, memo.webhooks)
-    s = memo.settings
-    memo.budget = WriteBudget(s.write_qps, s.write_burst, s.write_concurrency)
-    memo.peers = memo.leases = None
-    if s.sharded:
-        memo.peers = PeerWrites()  # fed by the findings watch that `auditwatch run` registers (follow_peer_writes)
-        memo.leases = ShardLeases(Kube(memo.budget, post_event), s.own_namespace, s.shard, s.pod,
-                                  s.shard_lease_seconds)  # fmt: skip
-        memo.renewing = asyncio.create_task(memo.leases.run())
-    memo.notifier = None
-    if alerts := memo.get("alerts"):  # `auditwatch run --alerts FILE`, checked before kopf starts
-        memo.notifier = Notifier(alerts, client.Configuration.get_default_copy().host)
-        memo.notifier.start()
-        logger.info("alerts to %s", ", ".join(f"{r.name} ({r.type})" for r in alerts.receivers))
-    memo.metrics = Metrics(memo.budget, memo.readers, memo.webhooks, memo.notifier, memo.leases)
-    if s.metrics_listen:
-        memo.metrics.serve(s.metrics_listen)
-        logger.info("Prometheus metrics at http://%s/metrics", s.metrics_listen)
+    given = memo.get("settings") or Settings()  # `auditwatch run` passes its own
+    memo.services = await Services.start(given, memo.get("alerts"), post_event, logger)
 
 
 @kopf.on.cleanup()
-async def stop_servers(memo: kopf.Memo, **_: Any) -> None:
-    if memo.get("webhooks") is not None:
-        await memo.webhooks.stop()
-    if memo.get("notifier") is not None:
-        await memo.notifier.stop()
-    if memo.get("renewing") is not None:
-        memo.renewing.cancel()
+async def stop_services(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("services") is not None:
+        await memo.services.stop()
 
 
 @kopf.on.login()
@@ -104,9 +67,7 @@ async def run_detection(
     stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
-    runtime = DetectionRuntime(Kube(memo.budget, post_event), body, logger, memo.settings, memo.readers,
-                               memo.metrics, memo.notifier, memo.peers, memo.leases)  # fmt: skip
-    await runtime.run(stopped)
+    await DetectionRuntime(memo.services, body, logger).run(stopped)
 
 
 def follow_peer_writes() -> None:
@@ -118,7 +79,7 @@ def follow_peer_writes() -> None:
 
 
 def finding_written(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.peers.seen(dict(body))
+    memo.services.peers.seen(dict(body))
 
 
 def post_event(obj: dict[str, Any], kind: str, reason: str, message: str) -> None:

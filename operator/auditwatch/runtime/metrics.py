@@ -46,9 +46,13 @@ class Metrics:
     """The operator's metrics: detections report here, the HTTP server reads it."""
 
     def __init__(
-        self, budget: WriteBudget, readers: Readers, webhooks: WebhookServer | None, notifier: Notifier | None = None,
+        self,
+        budget: WriteBudget,
+        readers: Readers,
+        webhooks: WebhookServer | None,
+        notifier: Notifier | None = None,
         leases: ShardLeases | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.budget, self.readers, self.webhooks, self.notifier = budget, readers, webhooks, notifier
         self.leases = leases
         self.detections: dict[tuple[str, str], ShardStatus] = {}
@@ -79,8 +83,11 @@ class _Collector(Collector):
                 family.add_metric([namespace, detection], getattr(status.counters, field, 0))
             yield family
         findings = GaugeMetricFamily("auditwatch_findings", "Findings the detection has.", labels=DETECTION)
-        conflicts = CounterMetricFamily("auditwatch_finding_write_conflicts", "Finding writes another replica's "
-                                        "write overtook (409; read again and retried).", labels=DETECTION)  # fmt: skip
+        conflicts = CounterMetricFamily(
+            "auditwatch_finding_write_conflicts",
+            "Finding writes another replica's write overtook (409; read again and retried).",
+            labels=DETECTION,
+        )
         for (namespace, detection), status in detections:
             findings.add_metric([namespace, detection], status.counters.findings)
             conflicts.add_metric([namespace, detection], status.writes.conflicts)
@@ -91,42 +98,53 @@ class _Collector(Collector):
 
     def _operator(self) -> Iterator[Metric]:
         budget = self.m.budget
-        writes = CounterMetricFamily("auditwatch_api_writes", "API writes by kind and result (ok, or the HTTP "
-                                     "status or error)", labels=["kind", "result"])  # fmt: skip
+        writes = CounterMetricFamily(
+            "auditwatch_api_writes",
+            "API writes by kind and result (ok, or the HTTP status or error)",
+            labels=["kind", "result"],
+        )
         for (kind, result), n in list(budget.writes.items()):
             writes.add_metric([kind, result], n)
         yield writes
-        yield GaugeMetricFamily("auditwatch_api_writes_waiting", "Writes waiting for the write budget.",
-                                value=budget.waiting)  # fmt: skip
+        yield GaugeMetricFamily(
+            "auditwatch_api_writes_waiting", "Writes waiting for the write budget.", value=budget.waiting
+        )
         yield CounterMetricFamily("auditwatch_api_throttled", "429 and 5xx answers to writes.", value=budget.throttled)
-        answers = CounterMetricFamily("auditwatch_webhook_requests", "Audit webhook requests by answer.",
-                                      labels=["code"])  # fmt: skip
+        answers = CounterMetricFamily(
+            "auditwatch_webhook_requests", "Audit webhook requests by answer.", labels=["code"]
+        )
         if self.m.webhooks is not None:
             for code, n in list(self.m.webhooks.answers.items()):
                 answers.add_metric([str(code)], n)
         yield answers
         calls = CounterMetricFamily("auditwatch_cloudwatch_calls", "FilterLogEvents calls.", labels=["log_group"])
-        throttles = CounterMetricFamily("auditwatch_cloudwatch_throttled", "FilterLogEvents calls throttled.",
-                                        labels=["log_group"])  # fmt: skip
+        throttles = CounterMetricFamily(
+            "auditwatch_cloudwatch_throttled", "FilterLogEvents calls throttled.", labels=["log_group"]
+        )
         for (region, name), group in list(self.m.readers.log_groups.items()):
             calls.add_metric([f"{region}:{name}"], group.calls)
             throttles.add_metric([f"{region}:{name}"], group.throttled)
         yield calls
         yield throttles
-        ages = GaugeMetricFamily("auditwatch_shard_lease_age_seconds", "Seconds since this replica saw the "
-                                 "shard's Lease renewed; past --shard-lease-seconds the shard is silent.",
-                                 labels=["shard"])  # fmt: skip
+        ages = GaugeMetricFamily(
+            "auditwatch_shard_lease_age_seconds",
+            "Seconds since this replica saw the shard's Lease renewed; past --shard-lease-seconds the shard is silent.",
+            labels=["shard"],
+        )
         for shard, age in (self.m.leases.ages() if self.m.leases is not None else {}).items():
             ages.add_metric([shard], age)
         yield ages
         yield from self._alerts()
 
     def _alerts(self) -> Iterator[Metric]:
-        notices = CounterMetricFamily("auditwatch_alert_notices", "Finding notices per alert receiver: sent, "
-                                      "failed attempts, dropped from a full queue.",
-                                      labels=["receiver", "result"])  # fmt: skip
-        queued = GaugeMetricFamily("auditwatch_alert_notices_queued", "Notices waiting for their receiver.",
-                                   labels=["receiver"])  # fmt: skip
+        notices = CounterMetricFamily(
+            "auditwatch_alert_notices",
+            "Finding notices per alert receiver: sent, failed attempts, dropped from a full queue.",
+            labels=["receiver", "result"],
+        )
+        queued = GaugeMetricFamily(
+            "auditwatch_alert_notices_queued", "Notices waiting for their receiver.", labels=["receiver"]
+        )
         if self.m.notifier is not None:
             for (receiver, result), n in list(self.m.notifier.sent.items()):
                 notices.add_metric([receiver, result], n)
@@ -137,21 +155,30 @@ class _Collector(Collector):
 
 
 def _sources(detections: list[tuple[tuple[str, str], Any]]) -> Iterator[Metric]:
-    lag_bytes = GaugeMetricFamily("auditwatch_source_lag_bytes", "Bytes written to the source and not yet read.",
-                                  labels=SOURCE)  # fmt: skip
-    lag_seconds = GaugeMetricFamily("auditwatch_source_lag_seconds", "How far behind the clock a CloudWatch "
-                                    "source is (promptWithin and settleDelay included).", labels=SOURCE)  # fmt: skip
-    ready = GaugeMetricFamily("auditwatch_source_error", "1 while the source cannot be read (its status says why).",
-                              labels=SOURCE)  # fmt: skip
-    truncated = CounterMetricFamily("auditwatch_source_truncated_events", "CloudWatch events cut at the size "
-                                    "limit, not evaluated (since the operator started).", labels=SOURCE)  # fmt: skip
+    lag_bytes = GaugeMetricFamily(
+        "auditwatch_source_lag_bytes", "Bytes written to the source and not yet read.", labels=SOURCE
+    )
+    lag_seconds = GaugeMetricFamily(
+        "auditwatch_source_lag_seconds",
+        "How far behind the clock a CloudWatch source is (promptWithin and settleDelay included).",
+        labels=SOURCE,
+    )
+    ready = GaugeMetricFamily(
+        "auditwatch_source_error", "1 while the source cannot be read (its status says why).", labels=SOURCE
+    )
+    truncated = CounterMetricFamily(
+        "auditwatch_source_truncated_events",
+        "CloudWatch events cut at the size limit, not evaluated (since the operator started).",
+        labels=SOURCE,
+    )
     for (namespace, detection), status in detections:
         for source in status.sources:
             labels = [namespace, detection, source.name]
-            lag_bytes.add_metric(labels, source.lagBytes)
-            lag_seconds.add_metric(labels, source.lagSeconds)
+            file, cloudwatch = source.file or source.webhook, source.cloudwatch  # a series for each, 0 if n/a
+            lag_bytes.add_metric(labels, file.lagBytes if file else 0)
+            lag_seconds.add_metric(labels, cloudwatch.lagSeconds if cloudwatch else 0)
             ready.add_metric(labels, 1 if source.lastError else 0)
-            truncated.add_metric(labels, source.truncated)
+            truncated.add_metric(labels, cloudwatch.truncated if cloudwatch else 0)
     yield lag_bytes
     yield lag_seconds
     yield ready

@@ -10,7 +10,7 @@ own seq space, so its findings' checkpoints and its saved position stay exact:
   reaches a line the shared tail has not handed out yet, then takes the shared chunks from that line
   on: from then on its seq is the shared seq plus a fixed difference (both count the same bytes).
   So a detection added later catches up without the others reading anything twice.
-- Its checkpoint maps a seq back through the private tail before the join, through the shared tail
+- Its position for a seq is found through the private tail before the join, through the shared tail
   after; the shared tail forgets only what no subscriber may still resume from.
 - Leaving (a spec change, a deletion) closes one subscription; the tail stops with the last one.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from auditwatch.api.models import Source as SourceSpec
-from auditwatch.api.models import SourceStatus
+from auditwatch.api.models import SourceKind, SourceStatus
 from auditwatch.api.settings import Settings
 from auditwatch.engine.evaluate import Decoded
 from auditwatch.engine.prefilter import MAX_LITERALS, Prefilter
@@ -61,7 +61,7 @@ class Readers:
 
     def subscribe(self, spec: SourceSpec, saved: SourceStatus | None, prefilter: Prefilter | None) -> Subscription:
         """Read ``spec`` from the position ``saved`` records (none: where a new detection starts)."""
-        key, open_tail, start = self._opener(spec, saved)
+        key, open_tail, start = OPENERS[spec.kind](self, spec, saved)
         shared = self.shared.get(key)
         if shared is None or shared.broken:
             shared = self.shared[key] = SharedTail(open_tail, lambda: self._drop(key, shared))
@@ -71,28 +71,47 @@ class Readers:
         if self.shared.get(key) is shared:
             del self.shared[key]
 
-    def _opener(self, spec: SourceSpec, saved: SourceStatus | None) -> tuple[tuple[str, ...], OpenTail, Any]:
-        """The shared tail's key, how to open a tail of the source, and where this subscriber starts."""
-        s, webhooks = self.settings, self.webhooks
-        if spec.file is not None:
-            path, max_line = under_root(s.host_root, spec.file.path), spec.file.maxLineBytes
-            allow = tuple(under_root(s.host_root, d) for d in s.allow_paths)
-            opened = lambda start: FileTail(path, max_line, start, s.poll_seconds, allow)  # noqa: E731
-            return ("file", path, str(max_line)), opened, FilePosition.saved(saved)
-        if spec.webhook is not None and webhooks is not None:
-            hook = spec.webhook.path
-            return ("webhook", hook), lambda start: webhooks.subscribe(hook, start, s.poll_seconds), \
-                FilePosition.saved(saved)  # fmt: skip
-        if (cw := spec.cloudwatch) is not None:
-            group = self.log_groups.get((cw.region, cw.logGroup))
-            if group is None:
-                group = self.log_groups[cw.region, cw.logGroup] = LogGroup(cw.region, cw.logGroup,
-                                                                           s.cloudwatch_calls_per_second)  # fmt: skip
-            timing = Timing.of(cw)
-            start = CloudWatchPosition.saved(saved) or CloudWatchPosition.starting(cw, round(time.time() * 1000))
-            return ("cloudwatch", cw.region, cw.logGroup, cw.logStreamPrefix, repr(timing)), \
-                lambda at: CloudWatchTail(group, cw.logStreamPrefix, timing, at), start  # fmt: skip
-        raise AssertionError(f"source {spec.name} passed validation but cannot be opened")  # validate() refuses it
+    def log_group(self, region: str, name: str) -> LogGroup:
+        """The one LogGroup (and call budget) of a CloudWatch log group, however many read it."""
+        group = self.log_groups.get((region, name))
+        if group is None:
+            group = self.log_groups[region, name] = LogGroup(region, name, self.settings.cloudwatch_calls_per_second)
+        return group
+
+
+# Each opener gives the shared tail's key, how to open a tail of the source (from a position of its kind,
+# None: where a new read starts), and where this subscriber starts.
+Opener = Callable[[Readers, SourceSpec, SourceStatus | None], tuple[tuple[str, ...], OpenTail, Position | None]]
+
+
+def _open_file(readers: Readers, spec: SourceSpec, saved: SourceStatus | None) -> tuple[Any, OpenTail, Any]:
+    assert spec.file is not None
+    s = readers.settings
+    path, max_line = under_root(s.host_root, spec.file.path), spec.file.maxLineBytes
+    allow = tuple(under_root(s.host_root, d) for d in s.allow_paths)
+    start = FilePosition.saved(saved.file, saved.seq) if saved else None
+    return ("file", path, str(max_line)), lambda at: FileTail(path, max_line, at, s.poll_seconds, allow), start
+
+
+def _open_webhook(readers: Readers, spec: SourceSpec, saved: SourceStatus | None) -> tuple[Any, OpenTail, Any]:
+    webhooks, hook = readers.webhooks, spec.webhook
+    assert hook is not None and webhooks is not None  # validate() refuses a webhook source with the server off
+    start = FilePosition.saved(saved.webhook, saved.seq) if saved else None
+    return ("webhook", hook.path), lambda at: webhooks.subscribe(hook.path, at, readers.settings.poll_seconds), start
+
+
+def _open_cloudwatch(readers: Readers, spec: SourceSpec, saved: SourceStatus | None) -> tuple[Any, OpenTail, Any]:
+    cw = spec.cloudwatch
+    assert cw is not None
+    group, timing = readers.log_group(cw.region, cw.logGroup), Timing.of(cw)
+    start = (CloudWatchPosition.saved(saved.cloudwatch, saved.seq) if saved else None) or CloudWatchPosition.starting(
+        cw, round(time.time() * 1000)
+    )
+    key = ("cloudwatch", cw.region, cw.logGroup, cw.logStreamPrefix, repr(timing))
+    return key, lambda at: CloudWatchTail(group, cw.logStreamPrefix, timing, at), start
+
+
+OPENERS: dict[SourceKind, Opener] = {"file": _open_file, "webhook": _open_webhook, "cloudwatch": _open_cloudwatch}
 
 
 class SharedTail:
@@ -242,14 +261,20 @@ class Subscription:
                 data, seq, decoded = data[self.joined_at - seq :], self.joined_at, None
             yield Delivery(data, seq + self.delta, origin, decoded)
 
-    def checkpoint(self, seq: int) -> Position | None:
-        """The position to resume from at own ``seq``; what is before it is not asked for again."""
+    def forget(self, seq: int) -> None:
+        """No position before own ``seq`` will be asked for again: the tails may forget what is before it."""
         if self.joined_at is not None and seq >= self.joined_at + self.delta and self.shared.tail is not None:
             self.resume = seq - self.delta
             self.shared.forget()
-            position = self.shared.tail.position(self.resume)
+        elif self.private is not None:
+            self.private.forget(seq)
+
+    def position(self, seq: int) -> Position | None:
+        """The position to resume from at own ``seq``, if it is still known."""
+        if self.joined_at is not None and seq >= self.joined_at + self.delta and self.shared.tail is not None:
+            position = self.shared.tail.position(seq - self.delta)
             return None if position is None else _with_seq(position, position.seq + self.delta)
-        return self.private.checkpoint(seq) if self.private is not None else None
+        return self.private.position(seq) if self.private is not None else None
 
     def close(self) -> None:
         self.shared.leave(self)

@@ -44,8 +44,9 @@ def lease_name(shard: str) -> str:
 class ShardLeases:
     """This replica's Lease, renewed, and every shard's liveness as the Leases show it."""
 
-    def __init__(self, kube: Kube, namespace: str, shard: str, owner: tuple[str, str] | None,
-                 lease_seconds: float) -> None:  # fmt: skip
+    def __init__(
+        self, kube: Kube, namespace: str, shard: str, owner: tuple[str, str] | None, lease_seconds: float
+    ) -> None:
         self.kube, self.namespace, self.shard, self.owner = kube, namespace, shard, owner
         self.lease_seconds = lease_seconds
         # shard -> the Lease's resourceVersion, when this replica saw it change (monotonic, and UTC to tell);
@@ -99,13 +100,19 @@ class ShardLeases:
         self._seen = seen
 
     def _body(self) -> dict[str, object]:
-        meta: dict[str, object] = {"name": lease_name(self.shard), "namespace": self.namespace,
-                                   "labels": {LABEL: "true"}}  # fmt: skip
+        meta: dict[str, object] = {
+            "name": lease_name(self.shard),
+            "namespace": self.namespace,
+            "labels": {LABEL: "true"},
+        }
         if self.owner is not None:
             name, uid = self.owner
             meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}]
-        spec = {"holderIdentity": self.shard, "leaseDurationSeconds": round(self.lease_seconds),
-                "renewTime": utc_now(fraction=True)}  # fmt: skip
+        spec = {
+            "holderIdentity": self.shard,
+            "leaseDurationSeconds": round(self.lease_seconds),
+            "renewTime": utc_now(fraction=True),
+        }
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
 
 
@@ -119,8 +126,10 @@ def unread(parts: dict[str, ShardStatus], leases: ShardLeases | None) -> list[st
             continue
         if liveness == "silent":
             assert leases is not None
-            problems.append(f"{shard}: its replica has not renewed Lease {lease_name(shard)} since "
-                            f"{leases.silent_since(shard)}: its audit log is not being read")  # fmt: skip
+            problems.append(
+                f"{shard}: its replica has not renewed Lease {lease_name(shard)} since "
+                f"{leases.silent_since(shard)}: its audit log is not being read"
+            )
         shown = "" if shard == DEFAULT_SHARD else f"{shard}/"  # a shard's name when there are shards to tell apart
         problems += [f"{shown}{s.name}: {s.lastError}" for s in part.sources if s.lastError]
     return problems

@@ -28,9 +28,13 @@ MAX_MESSAGE = 4096
 def condition(kind: ConditionType, ok: bool | None, reason: StatusReason, message: str, generation: int) -> Condition:
     status: Literal["True", "False", "Unknown"] = "Unknown" if ok is None else "True" if ok else "False"
     return Condition(
-        type=kind, status=status, reason=reason, message=message[:MAX_MESSAGE],
-        lastTransitionTime=utc_now(), observedGeneration=generation,
-    )  # fmt: skip
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message[:MAX_MESSAGE],
+        lastTransitionTime=utc_now(),
+        observedGeneration=generation,
+    )
 
 
 def refused(verdict: Verdict, generation: int) -> AuditDetectionStatus:
@@ -39,16 +43,21 @@ def refused(verdict: Verdict, generation: int) -> AuditDetectionStatus:
         observedGeneration=generation,
         conditions=[
             condition(ConditionType.READY, False, verdict.reason, verdict.message, generation),
-            condition(ConditionType.SOURCES_READY, None, StatusReason.NOT_STARTED, "the detection is not running",
-                      generation),
+            condition(
+                ConditionType.SOURCES_READY, None, StatusReason.NOT_STARTED, "the detection is not running", generation
+            ),
         ],
-    )  # fmt: skip
+    )
 
 
 def running(
-    verdict: Verdict, generation: int, sources_ready: bool, source_errors: str, counters: CounterStatus,
+    verdict: Verdict,
+    generation: int,
+    sources_ready: bool,
+    source_errors: str,
+    counters: CounterStatus,
     shards: dict[str, ShardStatus],
-) -> AuditDetectionStatus:  # fmt: skip
+) -> AuditDetectionStatus:
     """The status of a running detection: its conditions, counters summed over the shards, and the parts
     of the shards this replica writes."""
     warnings = verdict.warnings
@@ -56,26 +65,37 @@ def running(
         observedGeneration=generation,
         conditions=[
             condition(ConditionType.READY, True, StatusReason.RUNNING, "evaluating audit events", generation),
-            condition(ConditionType.LINT_CLEAN, not warnings,
-                      StatusReason.LINT_WARNINGS if warnings else StatusReason.CLEAN,
-                      warnings or "auditwatch lint has nothing to say", generation),
-            condition(ConditionType.SOURCES_READY, sources_ready,
-                      StatusReason.READING if sources_ready else StatusReason.SOURCE_UNAVAILABLE,
-                      source_errors or ("all sources are being read" if sources_ready else "opening the sources"),
-                      generation),
+            condition(
+                ConditionType.LINT_CLEAN,
+                not warnings,
+                StatusReason.LINT_WARNINGS if warnings else StatusReason.CLEAN,
+                warnings or "auditwatch lint has nothing to say",
+                generation,
+            ),
+            condition(
+                ConditionType.SOURCES_READY,
+                sources_ready,
+                StatusReason.READING if sources_ready else StatusReason.SOURCE_UNAVAILABLE,
+                source_errors or ("all sources are being read" if sources_ready else "opening the sources"),
+                generation,
+            ),
         ],
         counters=counters,
         shards=shards,
-    )  # fmt: skip
+    )
 
 
 class StatusWriter:
     """PATCHes one detection's status when it differs from the last one written."""
 
     def __init__(
-        self, kube: Kube, namespace: str, name: str, saved: AuditDetectionStatus,
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        saved: AuditDetectionStatus,
         logger: logging.Logger | logging.LoggerAdapter[Any],
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.kube, self.namespace, self.name, self.logger = kube, namespace, name, logger
         self._conditions = {c.type: c for c in saved.conditions}
         self._written: dict[str, Any] = {}

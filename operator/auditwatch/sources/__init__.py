@@ -26,7 +26,8 @@ class Chunk:
 
 
 class Position(Protocol):
-    """Where a source resumes; ``status()`` gives the SourceStatus fields that record it."""
+    """Where a source resumes: ``seq``, and ``status()``, the fields of its kind's sub-object of the
+    SourceStatus (a file's path, inode and offset; a log group's two times)."""
 
     @property
     def seq(self) -> int: ...
@@ -35,7 +36,7 @@ class Position(Protocol):
 
 
 class Tail(Protocol):
-    """A running read of one source (sources/file.py, sources/cloudwatch.py), as readers.py shares it."""
+    """A running read of one source (sources/file.py, sources/cloudwatch.py), as runtime/readers.py shares it."""
 
     ready: bool
     error: str
@@ -53,11 +54,9 @@ class Tail(Protocol):
 
     def forget(self, seq: int) -> None: ...
 
-    def checkpoint(self, seq: int) -> Position | None: ...
-
     def seq_at(self, position: Any) -> int | None:
         """The seq this tail will give ``position`` (where another tail of the source is), if its next
         chunks start there or later in the same file; else None."""
 
     def details(self) -> dict[str, Any]:
-        """SourceStatus fields that describe the read besides its position."""
+        """Fields of the kind's SourceStatus sub-object that describe the read besides its position."""

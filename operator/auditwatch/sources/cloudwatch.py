@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from auditwatch.api.models import CloudWatchSource, SourceStatus
+from auditwatch.api.models import CloudWatchSource, CloudWatchStatus
 from auditwatch.audit.envelopes import message_line
 from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
@@ -48,8 +48,15 @@ from auditwatch.times import epoch_ms, parse_duration, point_in_time
 CHUNK_BYTES = 1 << 20  # a prompt range is yielded in chunks of about this size, cut between timestamps
 MAX_RANGE_MS = 60_000  # a prompt range spans at most this much time: what is read is held until sorted
 TRUNCATED = "[Truncated...]"
-THROTTLED = {"ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "ServiceUnavailableException",
-             "LimitExceededException", "InternalFailure", "ServiceUnavailable"}  # fmt: skip
+THROTTLED = {
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ServiceUnavailableException",
+    "LimitExceededException",
+    "InternalFailure",
+    "ServiceUnavailable",
+}
 AUDIT_ID = re.compile(r'"auditID"\s*:\s*"([^"]{1,64})"')
 
 
@@ -72,8 +79,13 @@ class Timing:
         def ms(text: str) -> int:
             return round(parse_duration(text) * 1000)
 
-        return cls(ms(spec.pollInterval), ms(spec.promptWithin), ms(spec.maxLateness), ms(spec.sweepInterval),
-                   ms(spec.settleDelay))  # fmt: skip
+        return cls(
+            ms(spec.pollInterval),
+            ms(spec.promptWithin),
+            ms(spec.maxLateness),
+            ms(spec.sweepInterval),
+            ms(spec.settleDelay),
+        )
 
 
 @dataclass(frozen=True)
@@ -85,14 +97,15 @@ class CloudWatchPosition:
     seq: int
 
     def status(self) -> dict[str, Any]:
-        return {"promptThrough": iso(self.prompt), "lateThrough": iso(self.late), "seq": self.seq}
+        """The CloudWatchStatus fields of this position."""
+        return {"promptThrough": iso(self.prompt), "lateThrough": iso(self.late)}
 
     @classmethod
-    def saved(cls, status: SourceStatus | None) -> CloudWatchPosition | None:
+    def saved(cls, status: CloudWatchStatus | None, seq: int) -> CloudWatchPosition | None:
         """The position a detection's status recorded for a CloudWatch source, if any."""
         if status is None or not status.promptThrough or not status.lateThrough:
             return None
-        return cls(epoch_ms(status.promptThrough), epoch_ms(status.lateThrough), status.seq)
+        return cls(epoch_ms(status.promptThrough), epoch_ms(status.lateThrough), seq)
 
     @classmethod
     def starting(cls, spec: CloudWatchSource, now_ms: int) -> CloudWatchPosition:
@@ -161,16 +174,27 @@ class LogGroup:
     def _explain(self, code: str, exc: Exception) -> str:
         where = f"log group {self.name} in {self.region}"
         if code == "AccessDeniedException":
-            return (f"AccessDenied: the operator's AWS identity may not call logs:FilterLogEvents on {where} "
-                    f"(grant manifests/eks/iam-policy.json to its role): {exc}")  # fmt: skip
+            return (
+                f"AccessDenied: the operator's AWS identity may not call logs:FilterLogEvents on {where} "
+                f"(grant manifests/eks/iam-policy.json to its role): {exc}"
+            )
         if code == "ResourceNotFoundException":
-            return (f"{where} does not exist: is the cluster's audit logging enabled? (aws eks "
-                    f"update-cluster-config --logging '{{\"clusterLogging\":[{{\"types\":[\"audit\"],"
-                    f"\"enabled\":true}}]}}')")  # fmt: skip
-        if code in {"UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException",
-                    "NoCredentialsError", "InvalidClientTokenId"}:  # fmt: skip
-            return (f"AWS refused the operator's credentials for {where} ({code}): with IRSA, is the "
-                    f"ServiceAccount annotated with the role ARN? {exc}")  # fmt: skip
+            return (
+                f"{where} does not exist: is the cluster's audit logging enabled? (aws eks "
+                f'update-cluster-config --logging \'{{"clusterLogging":[{{"types":["audit"],'
+                f'"enabled":true}}]}}\')'
+            )
+        if code in {
+            "UnrecognizedClientException",
+            "InvalidSignatureException",
+            "ExpiredTokenException",
+            "NoCredentialsError",
+            "InvalidClientTokenId",
+        }:
+            return (
+                f"AWS refused the operator's credentials for {where} ({code}): with IRSA, is the "
+                f"ServiceAccount annotated with the role ARN? {exc}"
+            )
         return f"{where}: {code}: {exc}"
 
 
@@ -202,8 +226,9 @@ class _Event:
 class CloudWatchTail:
     """The audit events of one log group's streams (``prefix``), from ``start``, forever."""
 
-    def __init__(self, group: LogGroup, prefix: str, timing: Timing, start: CloudWatchPosition,
-                 clock: Any = time.time) -> None:  # fmt: skip
+    def __init__(
+        self, group: LogGroup, prefix: str, timing: Timing, start: CloudWatchPosition, clock: Any = time.time
+    ) -> None:
         self.group, self.prefix, self.timing, self.clock = group, prefix, timing, clock
         self.origin = f"{group.region}:{group.name}"  # Splunk's ``source``, as its AWS add-on names it
         self.ready = False
@@ -229,10 +254,6 @@ class CloudWatchTail:
         while len(marks) > 1 and marks[1].seq <= seq:
             marks.popleft()
 
-    def checkpoint(self, seq: int) -> CloudWatchPosition | None:
-        self.forget(seq)
-        return self.position(seq)
-
     def seq_at(self, position: Any) -> int | None:
         """This tail's seq at ``position`` (where another tail of the log group is), if it is where this
         one's next chunk starts."""
@@ -242,11 +263,16 @@ class CloudWatchTail:
         return at.seq
 
     def details(self) -> dict[str, Any]:
-        """The SourceStatus fields that describe this read besides its position."""
-        return {"newestEvent": iso(self.newest) if self.newest else "",
-                "lagSeconds": max(0, round(self.clock() - self.at.prompt / 1000)),
-                "apiCalls": self.group.calls, "throttled": self.group.throttled, "truncated": self.truncated,
-                "lastTruncated": self.last_truncated, "tooLate": self.too_late}  # fmt: skip
+        """The CloudWatchStatus fields that describe this read besides its position."""
+        return {
+            "newestEvent": iso(self.newest) if self.newest else "",
+            "lagSeconds": max(0, round(self.clock() - self.at.prompt / 1000)),
+            "apiCalls": self.group.calls,
+            "throttled": self.group.throttled,
+            "truncated": self.truncated,
+            "lastTruncated": self.last_truncated,
+            "tooLate": self.too_late,
+        }
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         failures = 0
@@ -321,8 +347,11 @@ class CloudWatchTail:
             if not late and size >= CHUNK_BYTES and following is not None and following > event.timestamp:
                 chunks.append(self._chunk(b"".join(lines), CloudWatchPosition(following, at.late, 0)))
                 lines, size = [], 0
-        after = CloudWatchPosition(at.prompt, at.late + self.timing.sweep, 0) if late else \
-            CloudWatchPosition(end + 1, at.late, 0)  # fmt: skip
+        after = (
+            CloudWatchPosition(at.prompt, at.late + self.timing.sweep, 0)
+            if late
+            else CloudWatchPosition(end + 1, at.late, 0)
+        )
         chunks.append(self._chunk(b"".join(lines), after))
         return [c for c in chunks if c.data]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auditwatch.api.models import SourceStatus
+from auditwatch.api.models import FilePositionStatus
 from auditwatch.sources import Chunk
 from auditwatch.sources.paths import allowed
 
@@ -41,14 +41,15 @@ class FilePosition:
     seq: int
 
     def status(self) -> dict[str, Any]:
-        return {"file": self.file, "inode": self.inode, "offset": self.offset, "seq": self.seq}
+        """The FilePositionStatus fields of this position."""
+        return {"path": self.file, "inode": self.inode, "offset": self.offset}
 
     @classmethod
-    def saved(cls, status: SourceStatus | None) -> FilePosition | None:
-        """The position a detection's status recorded for a file source, if any."""
+    def saved(cls, status: FilePositionStatus | None, seq: int) -> FilePosition | None:
+        """The position a detection's status recorded for a file (or a webhook's spool), if any."""
         if status is None or not status.inode:
             return None
-        return cls(status.file, status.inode, status.offset, status.seq)
+        return cls(status.path, status.inode, status.offset, seq)
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,6 @@ class FileTail:
         self.at: FilePosition | None = None  # where the next chunk starts, once a file is open
         self._segments: deque[_Segment] = deque()
 
-    def checkpoint(self, seq: int) -> FilePosition | None:
-        """The file position of ``seq`` (within the chunks yielded); earlier chunks are forgotten."""
-        self.forget(seq)
-        return self.position(seq)
-
     def position(self, seq: int) -> FilePosition | None:
         """The file position of ``seq``, if it is within the chunks yielded and not forgotten."""
         for seg in reversed(self._segments):
@@ -112,8 +108,12 @@ class FileTail:
         """The seq this tail will give the byte at ``position`` (a line start another tail of the same
         file reached), when this tail has not yielded it yet and is reading the same file; else None."""
         at = self.at
-        if at is None or not isinstance(position, FilePosition) or at.inode != position.inode \
-                or position.offset < at.offset:  # fmt: skip
+        if (
+            at is None
+            or not isinstance(position, FilePosition)
+            or at.inode != position.inode
+            or position.offset < at.offset
+        ):
             return None
         return at.seq + position.offset - at.offset
 
@@ -282,6 +282,8 @@ def denied(name: str, exc: PermissionError) -> str:
         st = os.stat(name)
     except OSError:
         return f"{name}: permission denied (its directory cannot be searched by uid {os.geteuid()})"
-    return (f"{name}: permission denied: owner uid {st.st_uid} gid {st.st_gid}, mode {st.st_mode & 0o7777:04o}; "
-            f"the operator runs as uid {os.geteuid()} gid {os.getegid()} (the file-reading install runs as uid 0 "
-            "with every capability dropped: manifests/base)")  # fmt: skip
+    return (
+        f"{name}: permission denied: owner uid {st.st_uid} gid {st.st_gid}, mode {st.st_mode & 0o7777:04o}; "
+        f"the operator runs as uid {os.geteuid()} gid {os.getegid()} (the file-reading install runs as uid 0 "
+        "with every capability dropped: manifests/base)"
+    )

@@ -55,8 +55,9 @@ class WebhookFeed(FileTail):
     """One detection's reading of a webhook path: a tail of the path's spool, named ``webhook:<path>``."""
 
     def __init__(self, server: WebhookServer, path: str, start: FilePosition | None, poll_seconds: float) -> None:
-        super().__init__(str(server.spool_file(path)), MAX_BATCH_BYTES + 1, start, poll_seconds,
-                         origin=f"webhook:{path}")  # fmt: skip
+        super().__init__(
+            str(server.spool_file(path)), MAX_BATCH_BYTES + 1, start, poll_seconds, origin=f"webhook:{path}"
+        )
         self.server, self.webhook_path = server, path
 
     async def chunks(self) -> AsyncIterator[Chunk]:

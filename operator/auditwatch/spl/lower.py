@@ -20,8 +20,7 @@ def plan(query: Query) -> Plan:
     split = next((i for i, c in enumerate(commands) if isinstance(c, Aggregate)), len(commands))
     aggregate = commands[split] if split < len(commands) else None
     assert aggregate is None or isinstance(aggregate, Aggregate)
-    return Plan(_stage(commands[:split], commands[split:]), aggregate, _stage(commands[split + 1 :], ()),
-                query.source)  # fmt: skip
+    return Plan(_stage(commands[:split], commands[split:]), aggregate, _stage(commands[split + 1 :], ()), query.source)
 
 
 def _stage(commands: Sequence[Command], later: Sequence[Command]) -> tuple[Step, ...]:
