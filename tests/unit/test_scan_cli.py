@@ -145,5 +145,5 @@ def test_a_truncated_gzip_is_named_and_the_other_files_are_still_scanned(log, tm
 def test_scan_does_not_import_pydantic():
     """scan starts in 0.16 s without pydantic and the API models, 0.47 s with them (measured once)."""
     imports = "auditwatch.cli, auditwatch.offline.scan, auditwatch.offline.inputs"
-    code = f"import sys, {imports}; print('pydantic' in sys.modules)"
+    code = f"import sys, {imports}; auditwatch.cli.build_parser(); print('pydantic' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

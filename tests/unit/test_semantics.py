@@ -140,3 +140,16 @@ def test_an_aggregate_without_values_is_absent_as_in_splunk():
                    "| rename user.username as user"):  # fmt: skip
         [row] = run(search, [line(event())])
         assert row == {"user.username" if "rename" not in search else "user": "system:anonymous", "count": 1}
+
+
+def test_min_and_max_order_numbers_before_text_whatever_the_event_order():
+    """Splunk's order for min/max: numbers by number, before text; a total order, so any event order (a
+    SQL engine's groups have none) gives the same row."""
+    values = ["9", "10", "a", "10abc", "1.0", "1", "-2"]
+    search = "verb=get | stats min(x) as lo max(x) as hi BY verb"
+    for order in (values, values[::-1], sorted(values)):
+        lines = [line(event(verb="get", x=v)) for v in order]
+        assert run(search, lines) == [{"verb": "get", "lo": "-2", "hi": "a"}]
+    assert run(search, [line(event(verb="get", x=v)) for v in ("1.0", "1")]) == [
+        {"verb": "get", "lo": "1", "hi": "1.0"}  # equal numbers: by their text
+    ]

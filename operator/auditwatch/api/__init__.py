@@ -1,27 +1,3 @@
-"""pydantic models of the CRDs (auditwatch.io/v1alpha1): the one source of the CRD schemas."""
-
-from auditwatch.api.models import (
-    GROUP,
-    VERSION,
-    AuditDetection,
-    AuditDetectionSpec,
-    AuditDetectionStatus,
-    DetectionFinding,
-    DetectionFindingSpec,
-    DetectionFindingStatus,
-    load_detection,
-    problems,
-)
-
-__all__ = [
-    "GROUP",
-    "VERSION",
-    "AuditDetection",
-    "AuditDetectionSpec",
-    "AuditDetectionStatus",
-    "DetectionFinding",
-    "DetectionFindingSpec",
-    "DetectionFindingStatus",
-    "load_detection",
-    "problems",
-]
+"""The API: pydantic models of the CRDs (models.py, the one source of their schemas), the operator's
+Settings, and reading manifests (manifest.py, without pydantic: `auditwatch scan` starts without it).
+Nothing is imported here, so that importing one module of the package loads no other."""

@@ -14,16 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from auditwatch.api.defaults import AUDIT_LOG_DIRS
 from auditwatch.api.models import DEFAULT_SHARD, SOURCE_KINDS, ShardName, SourceKind
 
-# Where control planes write the API server's audit log: kubeadm and kind, OpenShift, RKE2, k3s, Talos.
-AUDIT_LOG_DIRS = (
-    "/var/log/kubernetes",
-    "/var/log/kube-apiserver",
-    "/var/lib/rancher/rke2/server/logs",
-    "/var/lib/rancher/k3s/server/logs",
-    "/var/log/audit/kube",
-)
 Seconds = Annotated[float, Field(gt=0)]
 
 

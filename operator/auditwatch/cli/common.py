@@ -80,7 +80,7 @@ def add_detection_namespace_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_source_options(p: argparse.ArgumentParser) -> None:
-    from auditwatch.api.settings import AUDIT_LOG_DIRS
+    from auditwatch.api.defaults import AUDIT_LOG_DIRS
 
     p.add_argument(
         "--sources",

@@ -4,21 +4,23 @@ Each keeps a state per group: ``initial()`` makes it, ``update`` folds in one ev
 field (None for a function over events, such as a plain ``count``), ``combine`` merges the state of
 another reader of the same data, ``output`` is the value a row shows (counts as integers, one value
 as a string, several as a list) and ``final`` the values a per-row step reads. As sqlglot keeps an
-``AggFunc`` subclass per function. ``min``/``max`` compare as Splunk does: numbers as numbers when
-both are numbers, text otherwise.
+``AggFunc`` subclass per function. ``min``/``max`` order values as Splunk documents: numbers before
+text (``splunk_order``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
-
-from auditwatch.engine.match import ordered
 
 
 class Function:
-    """An aggregate whose state is its one extreme value or None (``min``, ``max``)."""
+    """An aggregate whose state is its one extreme value or None (``min``, ``max``), in Splunk's order:
+    numbers (compared as numbers) before text (compared as text); equal numbers written differently
+    (``1``, ``1.0``) by their text. A total order, so the result does not depend on the order events
+    arrive in (a SQL engine's groups have none)."""
 
-    sign: ClassVar[int] = 1
+    pick: ClassVar[Callable[..., Any]] = max
 
     @staticmethod
     def initial() -> Any:
@@ -26,10 +28,8 @@ class Function:
 
     @classmethod
     def update(cls, state: Any, values: list[str] | None) -> Any:
-        for v in values or ():
-            if state is None or ordered(v, state) * cls.sign > 0:
-                state = v
-        return state
+        candidates = [*(values or ()), *(() if state is None else (state,))]
+        return cls.pick(candidates, key=splunk_order) if candidates else state
 
     @classmethod
     def combine(cls, mine: Any, theirs: Any) -> Any:
@@ -45,12 +45,21 @@ class Function:
         return [] if state is None else [state]
 
 
+def splunk_order(value: str) -> tuple[int, float, str]:
+    """The sort key of a value for ``min`` and ``max``: numbers first, by number, then text."""
+    try:
+        number = float(value)
+    except ValueError:
+        return (1, 0.0, value)
+    return (1, 0.0, value) if number != number else (0, number, value)  # NaN is no number to order by
+
+
 class Max(Function):
-    sign = 1
+    pick = max
 
 
 class Min(Function):
-    sign = -1
+    pick = min
 
 
 class Count(Function):
