@@ -89,6 +89,23 @@ def _trie(names: frozenset[str]) -> _Node:
     return root
 
 
+def json_paths(name: str) -> list[tuple[str | None, ...]]:
+    """Every JSON path a flattened field name can stand for, as the trie reads it: object keys, and None
+    for an array's items (``a.b{}``: keys ``a``, ``b``, items; or the key ``a.b``, items)."""
+    found: list[tuple[str | None, ...]] = []
+
+    def walk(node: _Node, path: tuple[str | None, ...]) -> None:
+        if node.field is not None:
+            found.append(path)
+        for key, child in node.children.items():
+            walk(child, (*path, key))
+        if node.items is not None:
+            walk(node.items, (*path, None))
+
+    walk(_trie(frozenset([name])), ())
+    return found
+
+
 def _insert(node: _Node, rest: str, name: str) -> None:
     if not rest:
         node.field = name
@@ -141,6 +158,13 @@ def _emit(node: _Node, depth: int, indent: int, lines: list[str]) -> None:
         ]
     if not (node.children or node.items is not None or node.field is not None):
         lines.append(f"{pad}pass")
+
+
+def splunk_time(event: dict[str, Any]) -> str | None:
+    """Splunk's ``_time`` of an event: epoch seconds of the request (received, else the stage's time)."""
+    stamp = event.get("requestReceivedTimestamp") or event.get("stageTimestamp")
+    seconds = epoch_seconds(stamp) if isinstance(stamp, str) else None
+    return None if seconds is None else f"{seconds:.6f}"
 
 
 def epoch_seconds(stamp: str) -> float | None:

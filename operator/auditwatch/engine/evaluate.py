@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from auditwatch.audit.chunks import backing
-from auditwatch.audit.decode import MalformedLine, Record, decode_line, epoch_seconds, flattener
+from auditwatch.audit.decode import MalformedLine, Record, decode_line, flattener, splunk_time
 from auditwatch.engine.candidates import count_lines
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.prefilter import Prefilter, derive
@@ -163,10 +163,7 @@ def _all_lines(buf: bytes | bytearray, size: int) -> Iterator[tuple[int, int]]:
 
 def _add_metadata(record: Record, event: dict[str, object], origin: str, wanted: set[str]) -> None:
     """Splunk's ``_time`` (epoch seconds of the request) and ``source`` (where the event was read)."""
-    if "_time" in wanted:
-        stamp = event.get("requestReceivedTimestamp") or event.get("stageTimestamp")
-        seconds = epoch_seconds(stamp) if isinstance(stamp, str) else None
-        if seconds is not None:
-            record["_time"] = [f"{seconds:.6f}"]
+    if "_time" in wanted and (seconds := splunk_time(event)) is not None:
+        record["_time"] = [seconds]
     if "source" in wanted and origin:
         record["source"] = [origin]

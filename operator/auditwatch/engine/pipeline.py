@@ -212,13 +212,14 @@ def _convert_step(cmd: Convert) -> RecordStep:
         for field, out in cmd.fields:
             values = r.get(field)
             if values:
-                r[out] = [_ctime(v, cmd.timeformat) for v in values]
+                r[out] = [ctime(v, cmd.timeformat) for v in values]
         return r
 
     return step
 
 
-def _ctime(value: str, timeformat: str) -> str:
+def ctime(value: str, timeformat: str) -> str:
+    """Epoch seconds as ``convert ctime`` formats them (UTC); what is not a time stays as it is."""
     try:
         return datetime.fromtimestamp(float(value), UTC).strftime(timeformat)
     except (ValueError, OverflowError, OSError):
@@ -226,6 +227,20 @@ def _ctime(value: str, timeformat: str) -> str:
 
 
 def _iplocation_step(cmd: IpLocation, geoip_db: str | None) -> RecordStep:
+    locate = geo_lookup(geoip_db)
+
+    def step(r: Record) -> Record:
+        values = r.get(cmd.field)
+        if values:
+            r.update(locate(values[0]))
+        return r
+
+    return step
+
+
+def geo_lookup(geoip_db: str | None) -> Callable[[str], Record]:
+    """City, Country, Region, lat, lon of an address (those the database has; none for what is not an
+    address), from a MaxMind-format database, as Splunk's iplocation."""
     if not geoip_db:
         raise EngineError(NO_GEOIP)
     import maxminddb  # here: importing it costs 30 ms of every scan's start-up, and few searches need it
@@ -235,19 +250,14 @@ def _iplocation_step(cmd: IpLocation, geoip_db: str | None) -> RecordStep:
     except (OSError, ValueError) as exc:  # maxminddb's InvalidDatabaseError is a ValueError
         raise EngineError(f"iplocation: cannot read the MaxMind database {geoip_db}: {exc}") from None
 
-    def step(r: Record) -> Record:
-        values = r.get(cmd.field)
-        if not values:
-            return r
+    def locate(address: str) -> Record:
         try:
-            found = reader.get(values[0])
+            found = reader.get(address)
         except ValueError:
-            return r  # not an IP address
-        if isinstance(found, dict):
-            r.update(_geo_fields(found))
-        return r
+            return {}  # not an IP address
+        return _geo_fields(found) if isinstance(found, dict) else {}
 
-    return step
+    return locate
 
 
 def _geo_fields(found: dict[str, Any]) -> Record:

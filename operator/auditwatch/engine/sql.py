@@ -1,0 +1,392 @@
+"""A Plan compiled to SQL, as a sqlglot syntax tree rendered per dialect: the executor for archives.
+
+The query reads a relation ``lines(source, line)`` of raw audit-log lines and gives, for a plan with an
+aggregate, one row per group: its BY values ``k0..kn`` and each aggregate's state ``a0..am`` (a count,
+or the distinct values a ``values``/``dc``/``min``/``max`` saw); ``finish`` turns those into rows
+through the streaming engine's own per-row steps and output (engine/pipeline.py), so both engines
+shape rows with one piece of code. For a plan without an aggregate (rows are whole events) it gives
+the lines with an event that passes, in order, for the streaming engine to turn into rows.
+
+Splunk's semantics, as the streaming engine has them (engine/match.py), in SQL:
+- A field is a list of text values: every way its flattened name can be read as a JSON path (``a.b``
+  is key ``a`` then ``b``, or the one key ``a.b``; ``{}`` every array item), scalars only, numbers and
+  booleans as their text. Missing: the empty list.
+- ``=`` and ``IN`` compare lower-cased text, ``*`` a wildcard (LIKE, escaped), a CIDR value through a
+  function; any value of a multivalue field may match; ``!=`` needs the field; ``<``/``>`` compare as
+  numbers when both sides are numbers. A bare keyword is a case-insensitive search of the raw text.
+- ``where`` compares first values, numbers as numbers, case-sensitively; a missing field is false.
+- The aggregate groups by every combination of the BY fields' distinct values; an event missing one
+  is in no group.
+- The prefilter's literals are a test of the raw line before it is parsed.
+What SQL does not have is a function the executor registers (``FUNCTIONS``): a CIDR test, Splunk's
+``_time``, ``convert ctime`` and ``iplocation``, each calling the streaming engine's own code.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from auditwatch.audit.decode import json_paths
+from auditwatch.engine.prefilter import NON_ASCII_LOWERING_TO_ASCII, derive
+from auditwatch.ir.plan import (
+    IPLOCATION_FIELDS,
+    Aggregate,
+    And,
+    Convert,
+    Expr,
+    FillNull,
+    Filter,
+    In,
+    IpLocation,
+    Keyword,
+    Not,
+    Operand,
+    Or,
+    Plan,
+    Rename,
+    Where,
+    WhereCompare,
+    WhereExpr,
+    parse_cidr,
+    renamer,
+    step_fields,
+)
+
+TEXT = exp.DataType.build("varchar")
+TEXT_LIST = exp.DataType.build("array<varchar>")
+DOUBLE = exp.DataType.build("double")
+NOT_SCALAR = ("OBJECT", "ARRAY", "NULL")
+LIST_KEYS = ("$.kind", "$.items", "$.auditID")  # what tells an EventList from an Event (audit/decode.py)
+# The functions a query may call that SQL engines lack: name -> what it computes (engine/functions.py).
+FUNCTIONS = ("aw_cidr", "aw_time", "aw_ctime", "aw_geo")
+
+
+@dataclass
+class Compiled:
+    """A plan's query, and what its executor must provide and how to read its rows."""
+
+    query: exp.Select
+    functions: set[str] = field(default_factory=set)  # of FUNCTIONS, those the query calls
+    aggregate: bool = True  # rows are groups (k0.., a0..); else (source, ordinal, line) of passing lines
+
+
+def compile_plan(plan: Plan, lines: exp.Expr) -> Compiled:
+    """The query of ``plan`` over ``lines``, a relation with columns ``source`` and ``line`` (and
+    ``ordinal``, the line's place in its source, for a plan without an aggregate)."""
+    c = _Compiler(plan)
+    return Compiled(c.query(lines), c.functions, plan.aggregate is not None)
+
+
+class _Compiler:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.paths: dict[str, int] = {}  # JSON paths without a wildcard -> their place in column p
+        self.functions: set[str] = set()
+        self._names = (f"x{i}" for i in itertools.count())  # lambda variables, unique in the query
+
+    def query(self, lines: exp.Expr) -> exp.Select:
+        plan = self.plan
+        line, doc = exp.column("line"), exp.column("doc")
+        # The line parsed once for what tells an EventList (TRY: NULL for what is no JSON: skipped).
+        head = exp.Anonymous(this="TRY", expressions=[_fn("json_extract", line, _text_array(*LIST_KEYS))])
+        headed = exp.select("source", "ordinal", "line", exp.alias_(head, "head")).from_(lines)
+        parsed = (
+            exp.select("source", "ordinal", "line", exp.alias_(self._events(line, exp.column("head")), "doc"))
+            .from_(headed.where(self._line_test(line)).subquery("lines"))
+            .where(exp.not_(_is_null(exp.column("head"))))
+        )
+        env, where = self._event_steps(doc)
+        # Every path without a wildcard is read in one call, which parses the event once.
+        objects = (
+            exp.select("*", exp.alias_(_fn("json_extract", doc, _text_array(*self.paths, "$.kind")), "p"))
+            .from_(parsed.subquery("parsed"))
+            .where(_is_object(doc))
+        )
+        if plan.aggregate is None:
+            passing = exp.select("source", "ordinal", "line").from_(objects.subquery("events")).where(where)
+            return passing.distinct().order_by("source", "ordinal")
+        agg = plan.aggregate
+        by = [exp.alias_(exp.ArrayDistinct(this=env[f]), f"b{i}") for i, f in enumerate(agg.by)]
+        values = [exp.alias_(env[a.field], f"v{i}") for i, a in enumerate(agg.aggs) if a.field]
+        kept = exp.and_(where, *(exp.GT(this=exp.ArraySize(this=env[f]), expression=_int(0)) for f in agg.by))
+        events: exp.Select = exp.select(*by, *values).from_(objects.subquery("events")).where(kept)
+        for i in range(len(agg.by)):  # a row per combination of the BY fields' values
+            events = exp.select("*", exp.alias_(exp.Explode(this=exp.column(f"b{i}")), f"k{i}")).from_(
+                events.subquery(f"by{i}")
+            )
+        keys = [exp.column(f"k{i}") for i in range(len(agg.by))]
+        states = [exp.alias_(self._state(agg, i), f"a{i}") for i in range(len(agg.aggs))]
+        return exp.select(*keys, *states).from_(events.subquery("rows")).group_by(*keys)
+
+    # -- per event -----------------------------------------------------------------------------
+    def _events(self, line: exp.Expr, head: exp.Expr) -> exp.Expr:
+        """The events of a line, as the streaming decoder tells them: an EventList's items when they are
+        all objects (else none), or the line's document; each as JSON text, a row each."""
+        kind, items, audit_id = (exp.Bracket(this=head, expressions=[_int(i)], offset=1) for i in (1, 2, 3))
+        is_list = exp.or_(
+            exp.EQ(this=kind, expression=_s('"EventList"')), exp.and_(exp.not_(_is_null(items)), _is_null(audit_id))
+        )
+        each = _fn("json_extract", line, _s("$.items[*]"))
+        all_objects = exp.and_(
+            _starts(items, "["),
+            exp.EQ(this=exp.ArraySize(this=self._filter(each, lambda v: exp.not_(_is_object(v)))), expression=_int(0)),
+        )
+        listed = exp.If(this=all_objects, true=each, false=_empty_json())
+        return exp.Explode(this=exp.If(this=is_list, true=listed, false=exp.Array(expressions=[line])))
+
+    def _line_test(self, line: exp.Expr) -> exp.Expr:
+        """The prefilter as a test of the raw line: it has a literal, or a character escape that could
+        spell one, or a non-ASCII character that lower-cases into one (engine/prefilter.py)."""
+        prefilter = derive(self.plan)
+        if prefilter is None:
+            return exp.Not(this=_is_null(line))
+        lower = exp.Lower(this=line)
+        tests: list[exp.Expr] = [exp.Contains(this=lower, expression=_s(lit)) for lit in prefilter.literals]
+        tests.append(exp.Contains(this=line, expression=_s("\\u")))
+        chars = set("".join(prefilter.literals))
+        for special, ascii_ in NON_ASCII_LOWERING_TO_ASCII.items():
+            if ascii_ in chars:
+                tests.append(exp.Contains(this=line, expression=_s(special)))
+        return exp.or_(*tests)
+
+    def _event_steps(self, doc: exp.Expr) -> tuple[dict[str, exp.Expr], exp.Expr]:
+        """The fields after the per-event steps (name -> list of values) and the condition they pass."""
+        plan = self.plan
+        read = set().union(*map(step_fields, [*plan.steps, *([plan.aggregate] if plan.aggregate else [])]))
+        env = {name: self._field(doc, name) for name in sorted(read)}
+        conditions: list[exp.Expr] = []
+        for step in plan.steps:
+            if isinstance(step, Filter):
+                if step.expr != Keyword("*"):
+                    conditions.append(self._predicate(step.expr, env, doc))
+            elif isinstance(step, Where):
+                conditions.append(self._where(step.expr, env))
+            elif isinstance(step, FillNull):
+                for name in step.fields:
+                    values = env.get(name, _empty())
+                    env[name] = exp.If(this=_is_empty(values), true=_text_list(step.value), false=values)
+            elif isinstance(step, Rename):
+                env = renamer(step)(env)
+            elif isinstance(step, Convert):
+                self._convert(step, env)
+            elif isinstance(step, IpLocation):
+                self._iplocation(step, env)
+        return env, exp.and_(*conditions) if conditions else exp.true()
+
+    def _convert(self, step: Convert, env: dict[str, exp.Expr]) -> None:
+        fmt = _s(step.timeformat)
+        for source, out in step.fields:
+            values = env.get(source, _empty())
+            converted = self._transform(values, lambda v: self._call("aw_ctime", v, fmt))
+            env[out] = exp.If(this=_is_empty(values), true=env.get(out, _empty()), false=converted)
+
+    def _iplocation(self, step: IpLocation, env: dict[str, exp.Expr]) -> None:
+        address = exp.Bracket(this=env.get(step.field, _empty()), expressions=[_int(1)], offset=1)
+        for name in IPLOCATION_FIELDS:
+            found = self._call("aw_geo", address, _s(name))
+            env[name] = exp.If(this=_is_null(found), true=env.get(name, _empty()),
+                               false=exp.Array(expressions=[found]))  # fmt: skip
+
+    def _field(self, doc: exp.Expr, name: str) -> exp.Expr:
+        """The values of a flattened field: Splunk's metadata, or every JSON path its name can stand for."""
+        if name == "_time":
+            stamps = (
+                _fn("json_extract", doc, _s(f"$.{key}")) for key in ("requestReceivedTimestamp", "stageTimestamp")
+            )
+            return self._metadata(self._call("aw_time", *(exp.Cast(this=s, to=TEXT) for s in stamps)))
+        if name == "source":
+            return exp.Array(expressions=[exp.column("source")])
+        if name == "_raw":
+            return exp.Array(expressions=[exp.Cast(this=doc, to=TEXT)])
+        parts = [self._path_values(doc, path) for path in json_paths(name)]
+        if not parts:
+            return _empty()
+        return parts[0] if len(parts) == 1 else exp.ArrayConcat(this=parts[0], expressions=parts[1:])
+
+    def _metadata(self, value: exp.Expr) -> exp.Expr:
+        return exp.If(this=_is_null(value), true=_empty(), false=exp.Array(expressions=[value]))
+
+    def _path_values(self, doc: exp.Expr, path: tuple[str | None, ...]) -> exp.Expr:
+        text = "$" + "".join("[*]" if key is None else '."' + key + '"' for key in path)
+        if None in path:
+            found = _fn("json_extract", doc, _s(text))
+        else:
+            place = self.paths.setdefault(text, len(self.paths))
+            found = exp.Array(expressions=[exp.Bracket(this=exp.column("p"), expressions=[_int(place + 1)], offset=1)])
+        scalars = self._filter(
+            exp.Coalesce(this=found, expressions=[exp.Array(expressions=[])]),
+            lambda v: exp.not_(exp.In(this=_fn("json_type", v), expressions=[_s(t) for t in NOT_SCALAR])),
+        )
+        as_text = self._transform(scalars, lambda v: _fn("json_extract_string", v, _s("$")))
+        return exp.Cast(this=as_text, to=TEXT_LIST)
+
+    # -- search predicates ---------------------------------------------------------------------
+    def _predicate(self, expr: Expr, env: dict[str, exp.Expr], doc: exp.Expr) -> exp.Expr:
+        if isinstance(expr, And):
+            parts = [self._predicate(i, env, doc) for i in expr.items if i != Keyword("*")]
+            return exp.and_(*parts) if parts else exp.true()
+        if isinstance(expr, Or):
+            return exp.or_(*(self._predicate(i, env, doc) for i in expr.items))
+        if isinstance(expr, Not):
+            return exp.not_(exp.paren(self._predicate(expr.item, env, doc)))
+        if isinstance(expr, Keyword):
+            if not expr.value.strip("*"):
+                return exp.true()
+            raw = exp.Lower(this=exp.Cast(this=doc, to=TEXT))
+            return _like(raw, f"*{expr.value.lower()}*")
+        values = env.get(expr.field, _empty())
+        if isinstance(expr, In):
+            return self._any(values, lambda v: exp.or_(*(self._matches(v, p) for p in expr.values)))
+        if expr.op == "=":
+            return self._any(values, lambda v: self._matches(v, expr.value))
+        if expr.op == "!=":
+            matching = self._any(values, lambda v: self._matches(v, expr.value))
+            return exp.and_(exp.not_(_is_empty(values)), exp.not_(matching))
+        number = _number(expr.value)
+        return self._any(values, lambda v: _ordered(v, _s(expr.value), expr.op, right_number=number))
+
+    def _matches(self, value: exp.Expr, pattern: str) -> exp.Expr:
+        """One value against a search value: a network by address, else lower-cased text with wildcards."""
+        if parse_cidr(pattern) is not None:
+            return exp.EQ(this=self._call("aw_cidr", value, _s(pattern)), expression=exp.true())
+        low = exp.Lower(this=value)
+        if "*" not in pattern:
+            return exp.EQ(this=low, expression=_s(pattern.lower()))
+        return _like(low, pattern.lower())
+
+    def _where(self, expr: WhereExpr, env: dict[str, exp.Expr]) -> exp.Expr:
+        if isinstance(expr, WhereCompare):
+            left, right = self._operand(expr.left, env), self._operand(expr.right, env)
+            compared = _ordered(left, right, expr.op)
+            return exp.Coalesce(this=compared, expressions=[exp.false()])
+        if isinstance(expr, Not):
+            return exp.not_(exp.paren(self._where(expr.item, env)))
+        parts = [self._where(i, env) for i in expr.items]
+        return exp.and_(*parts) if isinstance(expr, And) else exp.or_(*parts)
+
+    def _operand(self, operand: Operand, env: dict[str, exp.Expr]) -> exp.Expr:
+        if not operand.is_field:
+            return _s(operand.value)
+        return exp.Bracket(this=env.get(operand.value, _empty()), expressions=[_int(1)], offset=1)
+
+    # -- aggregate states ------------------------------------------------------------------------
+    def _state(self, agg: Aggregate, i: int) -> exp.Expr:
+        a = agg.aggs[i]
+        if a.field is None:
+            return exp.Count(this=exp.Star())
+        values = exp.column(f"v{i}")
+        if a.func == "count":
+            return exp.Sum(this=exp.ArraySize(this=values))
+        return exp.ArrayDistinct(this=exp.Flatten(this=exp.ArrayAgg(this=values)))
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _call(self, name: str, *args: exp.Expr) -> exp.Expr:
+        self.functions.add(name)
+        return exp.Anonymous(this=name, expressions=list(args))
+
+    def _lambda(self, body: Callable[[exp.Expr], exp.Expr]) -> exp.Lambda:
+        name = next(self._names)
+        return exp.Lambda(this=body(exp.column(name)), expressions=[exp.to_identifier(name)])
+
+    def _transform(self, values: exp.Expr, body: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
+        return exp.Transform(this=values, expression=self._lambda(body))
+
+    def _filter(self, values: exp.Expr, body: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
+        return exp.ArrayFilter(this=values, expression=self._lambda(body))
+
+    def _any(self, values: exp.Expr, body: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
+        return exp.GT(this=exp.ArraySize(this=self._filter(values, body)), expression=_int(0))
+
+
+def _ordered(left: exp.Expr, right: exp.Expr, op: str, right_number: bool | None = None) -> exp.Expr:
+    """``left op right`` as ``engine.match.ordered`` compares: as numbers when both are, else as text."""
+    make: Any = {"=": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}[op]
+    as_text = make(this=left, expression=right)
+    if right_number is False:
+        return as_text
+    l_num, r_num = exp.TryCast(this=left, to=DOUBLE), exp.TryCast(this=right, to=DOUBLE)
+    both = exp.and_(exp.not_(_is_null(l_num)), exp.not_(_is_null(r_num)))
+    return exp.If(this=both, true=make(this=l_num, expression=r_num), false=as_text)
+
+
+def _like(value: exp.Expr, pattern: str, like: Any = exp.Like) -> exp.Expr:
+    """``value`` matches a glob where ``*`` is any text (LIKE, with its own wildcards escaped)."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
+    return exp.Escape(this=like(this=value, expression=_s(escaped)), expression=_s("\\"))
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _starts(text: exp.Expr, char: str) -> exp.Expr:
+    """JSON text (never NULL-safe: NULL stays NULL) whose first character past whitespace is ``char``."""
+    first = exp.Bracket(this=_fn("ltrim", text, _s(" \t\r\n")), expressions=[_int(1)], offset=1)
+    return exp.EQ(this=first, expression=_s(char))
+
+
+def _is_object(json_text: exp.Expr) -> exp.Expr:
+    """Valid JSON text that is an object: it starts with ``{``."""
+    return exp.Coalesce(this=_starts(json_text, "{"), expressions=[exp.false()])
+
+
+def _text_array(*texts: str) -> exp.Expr:
+    return exp.Array(expressions=[_s(t) for t in texts])
+
+
+def _empty_json() -> exp.Expr:
+    return exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("array<json>", dialect="duckdb"))
+
+
+def _int(n: int) -> exp.Expr:
+    return exp.Literal.number(n)
+
+
+def _s(text: str) -> exp.Expr:
+    return exp.Literal.string(text)
+
+
+def _fn(name: str, *args: exp.Expr) -> exp.Expr:
+    """A function call the dialects spell alike (DuckDB's JSON functions)."""
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _is_null(value: exp.Expr) -> exp.Expr:
+    return exp.Is(this=value, expression=exp.Null())
+
+
+def _empty() -> exp.Expr:
+    return exp.Cast(this=exp.Array(expressions=[]), to=TEXT_LIST)
+
+
+def _text_list(value: str) -> exp.Expr:
+    return exp.Cast(this=exp.Array(expressions=[_s(value)]), to=TEXT_LIST)
+
+
+def _is_empty(values: exp.Expr) -> exp.Expr:
+    return exp.EQ(this=exp.Coalesce(this=exp.ArraySize(this=values), expressions=[_int(0)]), expression=_int(0))
+
+
+def group_states(row: tuple[Any, ...], plan: Plan) -> Iterator[Any]:
+    """The streaming engine's aggregate states from a result row's ``a0..am`` (after ``k0..kn``)."""
+    from auditwatch.engine.aggregates import AGGREGATES
+
+    assert plan.aggregate is not None
+    states = row[len(plan.aggregate.by) :]
+    for agg, state in zip(plan.aggregate.aggs, states, strict=True):
+        function = AGGREGATES[agg.func]
+        if agg.func == "count":
+            yield int(state or 0)
+        elif agg.func in ("values", "dc"):
+            yield set(state or ())
+        else:
+            yield function.update(function.initial(), list(state or ()))

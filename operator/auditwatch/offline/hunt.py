@@ -1,0 +1,113 @@
+"""``auditwatch hunt``: one detection over archived audit logs on a SQL engine (DuckDB, embedded).
+
+Inputs are files, directories (every ``*.log``, ``*.gz``, ``*.json``, ``*.jsonl`` below them) and globs.
+JSON lines, plain or gzip, are read by the engine itself; whatever else ``scan`` reads by content
+(JSON documents and CloudWatch exports, oc adm node-logs output, a BOM, ``-``, ``cloudwatch://``) goes
+through scan's own decoding first, into JSON lines in a temporary directory, which the engine reads.
+The rows are those the streaming engine gives for the same inputs (tests/unit/test_hunt.py).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from auditwatch.audit.chunks import open_log
+from auditwatch.audit.envelopes import AUDIT, BOM, is_document, line_shape
+from auditwatch.engine.pipeline import OutputRow
+from auditwatch.ir.plan import Plan
+from auditwatch.offline.inputs import CLOUDWATCH, HEAD, InputError, chunks
+
+SUFFIXES = (".log", ".gz", ".json", ".jsonl")
+
+
+@dataclass
+class Inputs:
+    """The files a hunt reads: those the engine reads as they are, and those decoded first."""
+
+    native: list[str] = field(default_factory=list)
+    decoded: list[str] = field(default_factory=list)  # JSON lines written from the inputs scan decodes
+
+
+def expand(paths: Sequence[str]) -> list[str]:
+    """Files named, found below directories, or matched by globs, each once, in the order given."""
+    found: dict[str, None] = {}
+    for path in paths:
+        if path == "-" or path.startswith(CLOUDWATCH):
+            found[path] = None
+        elif os.path.isdir(path):
+            for root, _, names in sorted(os.walk(path)):
+                found.update((os.path.join(root, n), None) for n in sorted(names) if n.endswith(SUFFIXES))
+        elif glob.has_magic(path):
+            matched = sorted(glob.glob(path, recursive=True))
+            if not matched:
+                raise InputError(f"{path}: no file matches")
+            found.update((m, None) for m in matched if os.path.isfile(m))
+        elif os.path.isfile(path):
+            found[path] = None
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return list(found)
+
+
+def prepare(paths: Sequence[str], workdir: str, notes: TextIO | None = None) -> Inputs:
+    """Sort the inputs into what the engine reads natively and what is decoded first (into ``workdir``)."""
+    inputs = Inputs()
+    for number, path in enumerate(expand(paths)):
+        if _native(path):
+            inputs.native.append(path)
+            continue
+        target = os.path.join(workdir, f"{number:05d}.jsonl")
+        with open(target, "wb") as out:
+            for chunk in chunks(path, notes=notes):
+                out.write(chunk)
+                if chunk and chunk[-1:] != b"\n":
+                    out.write(b"\n")
+        inputs.decoded.append(target)
+    return inputs
+
+
+def _native(path: str) -> bool:
+    """Whether the engine can read ``path`` as it is: audit JSON lines, plain or gzip, no BOM."""
+    if path == "-" or path.startswith(CLOUDWATCH):
+        return False
+    with open_log(path) as stream:
+        head = stream.read(HEAD)
+    return not head.startswith(BOM) and not is_document(head) and line_shape(head) in (AUDIT, "")
+
+
+@dataclass
+class HuntResult:
+    rows: int
+    files: int
+    seconds: float
+
+
+def hunt(
+    plan: Plan,
+    paths: Sequence[str],
+    emit: Callable[[OutputRow], object],
+    geoip_db: str | None = None,
+    memory_limit: str = "4GB",
+    threads: int | None = None,
+    notes: TextIO | None = sys.stderr,
+) -> HuntResult:
+    """Run ``plan`` over ``paths`` on DuckDB and pass each row to ``emit``."""
+    from auditwatch.engine.duckdb_engine import DuckDB
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="auditwatch-hunt-") as workdir:
+        inputs = prepare(paths, workdir, notes)
+        files = [*inputs.native, *inputs.decoded]
+        engine = DuckDB(memory_limit, threads, temp_directory=os.path.join(workdir, "spill"))
+        rows = 0
+        for row in engine.rows(plan, files, geoip_db) if files else ():
+            emit(row)
+            rows += 1
+    return HuntResult(rows, len(files), time.perf_counter() - started)
