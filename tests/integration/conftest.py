@@ -27,8 +27,9 @@ import pytest_asyncio
 from kmock import KubernetesEmulator, ResourceInfo, action
 
 import auditwatch.runtime.handlers  # noqa: F401 - registers the operator's handlers with kopf
-from auditwatch.api.defaults import AUDIT_LOG_DIRS, Settings
+from auditwatch.api.defaults import AUDIT_LOG_DIRS
 from auditwatch.api.models import GROUP, VERSION, AuditDetectionStatus, DetectionFinding, DetectionFindingStatus
+from auditwatch.api.settings import Settings
 from auditwatch.devcluster.cluster import free_port
 
 DETECTIONS = kmock.resource(GROUP, VERSION, "auditdetections")

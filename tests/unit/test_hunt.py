@@ -2,8 +2,11 @@
 over generated events that cover Splunk's semantics (multivalue, case, JSON escapes, missing fields,
 numbers as text, unicode, EventList batches, malformed lines)."""
 
+import gzip
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -237,8 +240,6 @@ def test_generated_searches_give_the_streaming_rows(duck, corpus, where, aggrega
 
 
 def test_gzip_and_several_files_read_as_scan_reads_them(duck, tmp_path):
-    import gzip
-
     plan = detection_plan(SEED)
     plain, packed = tmp_path / "a.log", tmp_path / "b.log.gz"
     plain.write_bytes(lines_of(generated_events(2, 300), 2))
@@ -248,3 +249,39 @@ def test_gzip_and_several_files_read_as_scan_reads_them(duck, tmp_path):
     rows = []
     scan(plan, [str(plain), str(packed)], rows.append, lambda r: r)
     assert list(duck.rows(plan, [str(plain), str(packed)])) == rows and rows
+
+
+def command(name, *args):
+    proc = subprocess.run([sys.executable, "-m", "auditwatch", name, *map(str, args)], capture_output=True, check=False)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+def test_the_hunt_command_reads_directories_globs_and_documents_as_scan_does(tmp_path):
+    """A directory, a glob and a pretty-printed JSON array (scan's decoding first): the rows of scan."""
+    events = generated_events(5, 400)
+    (tmp_path / "logs" / "old").mkdir(parents=True)
+    (tmp_path / "logs" / "a.log").write_bytes(lines_of(events[:200], 5))
+    (tmp_path / "logs" / "old" / "b.log.gz").write_bytes(gzip.compress(lines_of(events[200:300], 6)))
+    (tmp_path / "export.json").write_text(json.dumps(events[300:], indent=2))
+    inputs = [tmp_path / "logs", str(tmp_path / "export.*")]
+    code, hunted, notes = command("hunt", "-d", SEED, *inputs)
+    assert code == 0 and "rows from 3 files" in notes
+    files = [tmp_path / "logs/a.log", tmp_path / "logs/old/b.log.gz", tmp_path / "export.json"]
+    assert hunted == command("scan", "-d", SEED, *files)[1] != ""
+    assert (
+        command("hunt", "-d", SEED, "-o", "table", *inputs)[1] == command("scan", "-d", SEED, "-o", "table", *files)[1]
+    )
+
+
+def test_the_hunt_command_names_what_it_cannot_do(tmp_path):
+    code, sql, _ = command("hunt", "-d", SEED, "--print-sql")
+    assert code == 0 and sql.startswith("SELECT") and "ILIKE '%system:unauthenticated%'" in sql
+    assert command("hunt", "-d", SEED, tmp_path / "nowhere")[0:3:2] == (
+        2,
+        f"auditwatch: {tmp_path / 'nowhere'}: no such file or directory\n",
+    )
+    bad = tmp_path / "geo.yaml"
+    bad.write_text(yaml.safe_dump({"kind": "AuditDetection", "spec": {"search": "verb=get | iplocation sourceIPs{}"}}))
+    (tmp_path / "a.log").write_bytes(lines_of(generated_events(6, 5), 6))
+    code, _, err = command("hunt", "-d", bad, tmp_path / "a.log")
+    assert code == 2 and err.startswith(f"auditwatch: {bad}: spec.search: iplocation needs a MaxMind-format database")

@@ -8,13 +8,16 @@ a bad value is reported under the option the user typed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from auditwatch.errors import AuditwatchError
 
 if TYPE_CHECKING:
     from auditwatch.api.settings import Settings
+    from auditwatch.ir.plan import Plan
 
 EXIT_USAGE = 2
 
@@ -138,3 +141,32 @@ def _problem(error: Any, options: dict[str, str]) -> str:
     """A settings problem under the option that sets the field (a problem of several fields: as it is)."""
     loc = error["loc"]
     return f"{options.get(str(loc[0]), loc[0])}: {error['msg']}" if loc else str(error["msg"])
+
+
+def detection_plan(path: str) -> Plan:
+    """The plan of the detection in the manifest at ``path``; a bad search is an error naming the file
+    and the field."""
+    from auditwatch.api.manifest import search_and_macros
+    from auditwatch.spl import SPLError, plan_search
+
+    search, macros = search_and_macros(path)
+    try:
+        return plan_search(search, macros)
+    except SPLError as exc:
+        raise exc.at(path, "spec.search") from None
+
+
+@contextlib.contextmanager
+def reading(detection: str) -> Iterator[None]:
+    """Errors of a run over inputs as usage errors (exit 2) naming what is wrong: the detection's search
+    for what the engine cannot run, the input that cannot be read."""
+    from auditwatch.engine.pipeline import EngineError
+
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except EngineError as exc:
+        raise exc.at(detection, "spec.search") from None
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or 'input'}: cannot read: {exc.strerror or exc}") from None

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from auditwatch.cli.common import EXIT_USAGE, add_geoip_option
+from auditwatch.cli.common import EXIT_USAGE, add_geoip_option, detection_plan, reading
 
 
 def register(sub: Any) -> None:
@@ -38,23 +38,17 @@ def register(sub: Any) -> None:
 
 
 def hunt_command(args: argparse.Namespace) -> int:
-    from auditwatch.api.manifest import search_and_macros
-    from auditwatch.engine.pipeline import EngineError, OutputRow
-    from auditwatch.offline.inputs import InputError
-    from auditwatch.offline.scan import format_table
-    from auditwatch.spl import SPLError, plan_search
-
     try:
         import duckdb  # noqa: F401
         import sqlglot  # noqa: F401
     except ImportError as exc:
         print(f"auditwatch hunt: needs {exc.name}: pip install 'auditwatch[hunt]'", file=sys.stderr)
         return EXIT_USAGE
-    search, macros = search_and_macros(args.detection)
-    try:
-        plan = plan_search(search, macros)
-    except SPLError as exc:
-        raise exc.at(args.detection, "spec.search") from None
+    from auditwatch.engine.pipeline import OutputRow
+    from auditwatch.offline.hunt import hunt
+    from auditwatch.offline.scan import format_table
+
+    plan = detection_plan(args.detection)
     if args.print_sql:
         from auditwatch.engine.duckdb_engine import DuckDB
 
@@ -63,29 +57,14 @@ def hunt_command(args: argparse.Namespace) -> int:
     if not args.logs:
         print("auditwatch hunt: give at least one LOG (or --print-sql)", file=sys.stderr)
         return EXIT_USAGE
-    from auditwatch.offline.hunt import hunt
-
     collected: list[OutputRow] = []
     out = sys.stdout.buffer
     emit = collected.append if args.output == "table" else (lambda row: out.write(orjson.dumps(row) + b"\n"))
-    try:
+    with reading(args.detection):
         result = hunt(plan, args.logs, emit, args.geoip_db, args.memory_limit, args.threads)
-    except BrokenPipeError:
-        raise
-    except EngineError as exc:
-        print(f"auditwatch: {exc.at(args.detection, 'spec.search')}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"auditwatch: {exc.filename or 'input'}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except InputError as exc:
-        print(f"auditwatch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     if args.output == "table":
         sys.stdout.write(format_table(collected))
     out.flush()
-    print(
-        f"auditwatch hunt: {result.rows:,} rows from {result.files:,} files in {result.seconds:.2f} s (duckdb)",
-        file=sys.stderr,
-    )
+    print(f"auditwatch hunt: {result.rows:,} rows from {result.files:,} files in {result.seconds:.2f} s (duckdb)",
+          file=sys.stderr)  # fmt: skip
     return 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from auditwatch.cli.common import EXIT_USAGE, add_geoip_option
+from auditwatch.cli.common import add_geoip_option, detection_plan, reading
 
 
 def register(sub: Any) -> None:
@@ -32,17 +32,10 @@ def register(sub: Any) -> None:
 
 
 def scan_command(args: argparse.Namespace) -> int:
-    from auditwatch.api.manifest import search_and_macros
-    from auditwatch.engine.pipeline import EngineError, OutputRow
-    from auditwatch.offline.inputs import InputError
+    from auditwatch.engine.pipeline import OutputRow
     from auditwatch.offline.scan import format_table, scan, stderr_progress, summary
-    from auditwatch.spl import SPLError, plan_search
 
-    search, macros = search_and_macros(args.detection)
-    try:
-        plan = plan_search(search, macros)
-    except SPLError as exc:
-        raise exc.at(args.detection, "spec.search") from None
+    plan = detection_plan(args.detection)
     collected: list[OutputRow] = []
     out = sys.stdout.buffer
 
@@ -51,28 +44,9 @@ def scan_command(args: argparse.Namespace) -> int:
 
     # table: rows collected as they are, to be aligned at the end; jsonl: each written as a line
     emit, encode = (collected.append, lambda row: row) if args.output == "table" else (out.write, json_line)
-    try:
-        result = scan(
-            plan,
-            args.logs,
-            emit,
-            encode,
-            not args.no_prefilter,
-            stderr_progress(),
-            geoip_db=args.geoip_db,
-            notes=sys.stderr,
-        )
-    except BrokenPipeError:
-        raise
-    except EngineError as exc:
-        print(f"auditwatch: {exc.at(args.detection, 'spec.search')}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"auditwatch: {exc.filename or 'input'}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except InputError as exc:
-        print(f"auditwatch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    with reading(args.detection):
+        result = scan(plan, args.logs, emit, encode, not args.no_prefilter, stderr_progress(), geoip_db=args.geoip_db,
+                      notes=sys.stderr)  # fmt: skip
     if args.output == "table":
         sys.stdout.write(format_table(collected))
     out.flush()

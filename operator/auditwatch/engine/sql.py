@@ -145,8 +145,7 @@ class _Compiler:
         prefilter = derive(self.plan)
         if prefilter is None:
             return exp.Not(this=_is_null(line))
-        lower = exp.Lower(this=line)
-        tests: list[exp.Expr] = [exp.Contains(this=lower, expression=_s(lit)) for lit in prefilter.literals]
+        tests: list[exp.Expr] = [_like(line, f"*{lit}*", exp.ILike) for lit in prefilter.literals]
         tests.append(exp.Contains(this=line, expression=_s("\\u")))
         chars = set("".join(prefilter.literals))
         for special, ascii_ in NON_ASCII_LOWERING_TO_ASCII.items():
