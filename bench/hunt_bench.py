@@ -1,9 +1,11 @@
-"""Benchmark: `auditwatch hunt` on DuckDB against the streaming `auditwatch scan` and a hand-written DuckDB query.
+"""Benchmark: `auditwatch hunt` on DuckDB and Spark against the streaming `auditwatch scan` and a hand-written
+DuckDB query.
 
 Two searches over generated logs (bench/generate.py, 2% anonymous): the seed rule (selective: the
 prefilter skips 98% of lines) and a search that must parse every line (`stats count BY verb
-objectRef.resource user.username`). Each command's wall time is the fastest of --repeat runs; the rows of
-hunt and scan are compared. Prints figures, never asserts them.
+objectRef.resource user.username`). Each command's wall time is the fastest of --repeat runs (Spark: one
+run each with 1 and 2 cores, local[N]); the rows of hunt and scan are compared. Prints figures, never
+asserts them.
 
     python bench/hunt_bench.py --events 300000 --events 3000000      # make bench-hunt
 """
@@ -86,9 +88,17 @@ def main() -> None:
             t_hand = hand(anchor, log, args.repeat)
             same = scan_out.read_bytes() == hunt_out.read_bytes()
             rows = len(scan_out.read_bytes().splitlines())
+            spark = []
+            for cores in (1, 2):  # whole commands: the JVM's start (about 8 s here) included
+                spark_out = work / "spark.out"
+                command = [str(script), "hunt", "--engine", "spark", "--spark-master", f"local[{cores}]", "-d"]
+                took = timed([*command, str(detection), str(log)], spark_out, 1)
+                spark.append(
+                    f"spark local[{cores}] {took:6.2f} s (equal: {spark_out.read_bytes() == scan_out.read_bytes()})"
+                )
             ratios = f"hunt/hand {t_hunt / t_hand:4.2f}x, scan/hunt {t_scan / t_hunt:4.2f}x"
             timings = f"scan {t_scan:6.2f} s, hunt (duckdb) {t_hunt:6.2f} s, hand-written duckdb {t_hand:6.2f} s"
-            print(f"{name:17s} {timings}: {ratios}; {rows:,} rows, equal: {same}")
+            print(f"{name:17s} {timings}: {ratios}; {rows:,} rows, equal: {same}; {', '.join(spark)}")
 
 
 if __name__ == "__main__":

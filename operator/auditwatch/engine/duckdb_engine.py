@@ -8,17 +8,15 @@ own code; DuckDB calls them only for lines past the prefilter and events past th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
 from sqlglot import exp
 
-from auditwatch.audit.decode import splunk_time
 from auditwatch.engine.evaluate import Evaluator
-from auditwatch.engine.match import value_test
-from auditwatch.engine.pipeline import OutputRow, Pipeline, ctime, geo_lookup
-from auditwatch.engine.sql import compile_plan, group_states
+from auditwatch.engine.pipeline import OutputRow, Pipeline
+from auditwatch.engine.sql import compile_plan, group_rows
+from auditwatch.engine.sql_functions import python_functions
 from auditwatch.ir.plan import Plan
 
 LINES = "lines"
@@ -52,19 +50,9 @@ class DuckDB:
                 chunk = b"".join(line.encode() + b"\n" for _, _, line in found)
                 yield from (evaluator.pipeline.output(r) for _, _, r in evaluator.records(chunk, origin=path))
             return
-        pipeline = Pipeline(plan, geoip_db)
         self._lines(files, ordinal=False)
-        groups = {
-            tuple(row[: len(pipeline.aggregate.by)]): list(group_states(row, plan))  # type: ignore[union-attr]
-            for row in self.con.execute(compiled.query.sql("duckdb")).fetchall()
-        }
-        for key in sorted(groups):
-            if (out := pipeline.row(key, groups[key])) is not None:
-                yield out
-
-    def sql(self, plan: Plan) -> str:
-        """The query DuckDB runs for ``plan``, over the view ``lines(source, ordinal, line)``."""
-        return compile_plan(plan, exp.to_table(LINES)).query.sql("duckdb", pretty=True)
+        found = self.con.execute(compiled.query.sql("duckdb")).fetchall()
+        yield from group_rows(plan, Pipeline(plan, geoip_db), found)
 
     def _lines(self, files: Sequence[str], ordinal: bool) -> None:
         """The view of raw lines: each whole line of each file as text (NUL, which no JSON line has, as
@@ -81,43 +69,9 @@ class DuckDB:
         )
 
     def _register(self, names: set[str], geoip_db: str | None) -> None:
-        functions: dict[str, tuple[Callable[..., Any], list[str], str]] = {
-            "aw_cidr": (_cidr, ["VARCHAR", "VARCHAR"], "BOOLEAN"),
-            "aw_time": (_time, ["VARCHAR", "VARCHAR"], "VARCHAR"),
-            "aw_ctime": (ctime, ["VARCHAR", "VARCHAR"], "VARCHAR"),
-        }
-        if "aw_geo" in names:
-            functions["aw_geo"] = (_geo(geoip_db), ["VARCHAR", "VARCHAR"], "VARCHAR")
-        for name in sorted(names):
-            function, args, returns = functions[name]
+        for name, (function, args, returns) in sorted(python_functions(names, geoip_db, []).items()):
             if name in self._registered:  # a function of another database (iplocation) is registered anew
                 self.con.remove_function(name)
             register: Any = self.con.create_function
             register(name, function, args, returns, null_handling="special")
             self._registered.add(name)
-
-
-_tests: dict[str, Callable[[str], bool]] = {}
-
-
-def _cidr(value: str | None, network: str | None) -> bool | None:
-    if value is None or network is None:
-        return None
-    test = _tests.get(network) or _tests.setdefault(network, value_test(network))
-    return test(value)
-
-
-def _geo(geoip_db: str | None) -> Callable[[str | None, str], str | None]:
-    locate = geo_lookup(geoip_db)
-
-    def geo(address: str | None, name: str) -> str | None:
-        values = locate(address).get(name) if address is not None else None
-        return values[0] if values else None
-
-    return geo
-
-
-def _time(received: str | None, stage: str | None) -> str | None:
-    """``_time`` from the JSON texts of an event's two timestamps."""
-    stamps = {"requestReceivedTimestamp": received, "stageTimestamp": stage}
-    return splunk_time({k: orjson.loads(v) for k, v in stamps.items() if v is not None})

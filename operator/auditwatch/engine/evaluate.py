@@ -88,7 +88,7 @@ class Evaluator:
                 c.events += 1
                 record = flatten(event)
                 if pipeline.metadata:
-                    _add_metadata(record, event, origin, pipeline.metadata)
+                    add_metadata(record, event, origin, pipeline.metadata)
                 if pipeline.needs_raw:
                     raw = decoded.text(start, end) if len(events) == 1 else orjson.dumps(event)
                     record["_raw"] = [raw.decode("utf-8", "replace")]
@@ -161,7 +161,7 @@ def _all_lines(buf: bytes | bytearray, size: int) -> Iterator[tuple[int, int]]:
         start = end + 1
 
 
-def _add_metadata(record: Record, event: dict[str, object], origin: str, wanted: set[str]) -> None:
+def add_metadata(record: Record, event: dict[str, object], origin: str, wanted: set[str]) -> None:
     """Splunk's ``_time`` (epoch seconds of the request) and ``source`` (where the event was read)."""
     if "_time" in wanted and (seconds := splunk_time(event)) is not None:
         record["_time"] = [seconds]

@@ -25,18 +25,21 @@ What SQL does not have is a function the executor registers (``FUNCTIONS``): a C
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlglot import exp
 
 from auditwatch.audit.decode import json_paths
+from auditwatch.engine.aggregates import AGGREGATES, Count, Function, Values
+from auditwatch.engine.pipeline import OutputRow, Pipeline
 from auditwatch.engine.prefilter import NON_ASCII_LOWERING_TO_ASCII, derive
 from auditwatch.ir.plan import (
     IPLOCATION_FIELDS,
     Aggregate,
     And,
+    Compare,
     Convert,
     Expr,
     FillNull,
@@ -63,7 +66,7 @@ DOUBLE = exp.DataType.build("double")
 NOT_SCALAR = ("OBJECT", "ARRAY", "NULL")
 LIST_KEYS = ("$.kind", "$.items", "$.auditID")  # what tells an EventList from an Event (audit/decode.py)
 # The functions a query may call that SQL engines lack: name -> what it computes (engine/functions.py).
-FUNCTIONS = ("aw_cidr", "aw_time", "aw_ctime", "aw_geo")
+FUNCTIONS = ("aw_cidr", "aw_time", "aw_ctime", "aw_geo", "aw_decode")
 
 
 @dataclass
@@ -73,55 +76,89 @@ class Compiled:
     query: exp.Select
     functions: set[str] = field(default_factory=set)  # of FUNCTIONS, those the query calls
     aggregate: bool = True  # rows are groups (k0.., a0..); else (source, ordinal, line) of passing lines
+    decoded: list[str] = field(default_factory=list)  # with decode: the fields aw_decode gives, in order
 
 
-def compile_plan(plan: Plan, lines: exp.Expr) -> Compiled:
+def compile_plan(plan: Plan, lines: exp.Expr, decode: bool = False) -> Compiled:
     """The query of ``plan`` over ``lines``, a relation with columns ``source`` and ``line`` (and
-    ``ordinal``, the line's place in its source, for a plan without an aggregate)."""
-    c = _Compiler(plan)
-    return Compiled(c.query(lines), c.functions, plan.aggregate is not None)
+    ``ordinal``, the line's place in its source, for a plan without an aggregate).
+
+    ``decode``: for an engine without JSON paths that reach into arrays (Spark), each candidate line is
+    decoded by ``aw_decode(source, line)``, the streaming decoder itself: one element per event, each
+    the values of ``Compiled.decoded`` fields in order. Else the engine's JSON functions read them."""
+    c = _Compiler(plan, decode)
+    query = c.query(lines)
+    return Compiled(query, c.functions, plan.aggregate is not None, list(c.decoded))
 
 
 class _Compiler:
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, decode: bool) -> None:
         self.plan = plan
+        self.decode = decode
+        self.decoded: dict[str, int] = {}  # with decode: field -> its place in an event of aw_decode
         self.paths: dict[str, int] = {}  # JSON paths without a wildcard -> their place in column p
         self.functions: set[str] = set()
         self._names = (f"x{i}" for i in itertools.count())  # lambda variables, unique in the query
 
     def query(self, lines: exp.Expr) -> exp.Select:
-        plan = self.plan
         line, doc = exp.column("line"), exp.column("doc")
+        if self.decode:
+            env, where = self._event_steps(doc)
+            decoded = exp.Explode(this=self._call("aw_decode", exp.column("source"), line))
+            candidates = (
+                exp.select("source", "ordinal", "line")
+                .from_(lines, copy=False)
+                .where(self._line_test(line), copy=False)
+            )
+            objects = exp.select("source", "ordinal", "line", exp.alias_(decoded, "doc")).from_(
+                candidates.subquery("lines", copy=False)
+            )
+            return self._rows(objects, env, where)
         # The line parsed once for what tells an EventList (TRY: NULL for what is no JSON: skipped).
         head = exp.Anonymous(this="TRY", expressions=[_fn("json_extract", line, _text_array(*LIST_KEYS))])
-        headed = exp.select("source", "ordinal", "line", exp.alias_(head, "head")).from_(lines)
+        headed = exp.select("source", "ordinal", "line", exp.alias_(head, "head")).from_(lines, copy=False)
         parsed = (
             exp.select("source", "ordinal", "line", exp.alias_(self._events(line, exp.column("head")), "doc"))
-            .from_(headed.where(self._line_test(line)).subquery("lines"))
-            .where(exp.not_(_is_null(exp.column("head"))))
+            .from_(headed.where(self._line_test(line), copy=False).subquery("lines", copy=False))
+            .where(exp.not_(_is_null(exp.column("head"))), copy=False)
         )
         env, where = self._event_steps(doc)
         # Every path without a wildcard is read in one call, which parses the event once.
         objects = (
             exp.select("*", exp.alias_(_fn("json_extract", doc, _text_array(*self.paths, "$.kind")), "p"))
-            .from_(parsed.subquery("parsed"))
-            .where(_is_object(doc))
+            .from_(parsed.subquery("parsed", copy=False), copy=False)
+            .where(_is_object(doc), copy=False)
         )
+        return self._rows(objects, env, where)
+
+    def _rows(self, objects: exp.Select, env: dict[str, exp.Expr], where: exp.Expr) -> exp.Select:
+        """Groups (or passing lines) from the events of ``objects`` after the per-event steps."""
+        plan = self.plan
         if plan.aggregate is None:
-            passing = exp.select("source", "ordinal", "line").from_(objects.subquery("events")).where(where)
-            return passing.distinct().order_by("source", "ordinal")
+            passing = (
+                exp.select("source", "ordinal", "line")
+                .from_(objects.subquery("events", copy=False), copy=False)
+                .where(where)
+            )
+            return passing.distinct(copy=False).order_by("source", "ordinal", copy=False)
         agg = plan.aggregate
         by = [exp.alias_(exp.ArrayDistinct(this=env[f]), f"b{i}") for i, f in enumerate(agg.by)]
         values = [exp.alias_(env[a.field], f"v{i}") for i, a in enumerate(agg.aggs) if a.field]
         kept = exp.and_(where, *(exp.GT(this=exp.ArraySize(this=env[f]), expression=_int(0)) for f in agg.by))
-        events: exp.Select = exp.select(*by, *values).from_(objects.subquery("events")).where(kept)
+        events: exp.Select = (
+            exp.select(*by, *values).from_(objects.subquery("events", copy=False), copy=False).where(kept, copy=False)
+        )
         for i in range(len(agg.by)):  # a row per combination of the BY fields' values
             events = exp.select("*", exp.alias_(exp.Explode(this=exp.column(f"b{i}")), f"k{i}")).from_(
-                events.subquery(f"by{i}")
+                events.subquery(f"by{i}", copy=False)
             )
         keys = [exp.column(f"k{i}") for i in range(len(agg.by))]
         states = [exp.alias_(self._state(agg, i), f"a{i}") for i in range(len(agg.aggs))]
-        return exp.select(*keys, *states).from_(events.subquery("rows")).group_by(*keys)
+        return (
+            exp.select(*keys, *states)
+            .from_(events.subquery("rows", copy=False), copy=False)
+            .group_by(*keys, copy=False)
+        )
 
     # -- per event -----------------------------------------------------------------------------
     def _events(self, line: exp.Expr, head: exp.Expr) -> exp.Expr:
@@ -181,7 +218,7 @@ class _Compiler:
         fmt = _s(step.timeformat)
         for source, out in step.fields:
             values = env.get(source, _empty())
-            converted = self._transform(values, lambda v: self._call("aw_ctime", v, fmt))
+            converted = self._call("aw_ctime", values, fmt)  # over the list: Spark calls no function in a lambda
             env[out] = exp.If(this=_is_empty(values), true=env.get(out, _empty()), false=converted)
 
     def _iplocation(self, step: IpLocation, env: dict[str, exp.Expr]) -> None:
@@ -193,6 +230,9 @@ class _Compiler:
 
     def _field(self, doc: exp.Expr, name: str) -> exp.Expr:
         """The values of a flattened field: Splunk's metadata, or every JSON path its name can stand for."""
+        if self.decode:
+            place = self.decoded.setdefault(name, len(self.decoded))
+            return exp.Bracket(this=doc, expressions=[_int(place + 1)], offset=1)
         if name == "_time":
             stamps = (
                 _fn("json_extract", doc, _s(f"$.{key}")) for key in ("requestReceivedTimestamp", "stageTimestamp")
@@ -236,27 +276,32 @@ class _Compiler:
         if isinstance(expr, Keyword):
             if not expr.value.strip("*"):
                 return exp.true()
+            if self.decode:
+                return self._any(
+                    self._field(doc, "_raw"), lambda v: _like(exp.Lower(this=v), f"*{expr.value.lower()}*")
+                )
             raw = exp.Lower(this=exp.Cast(this=doc, to=TEXT))
             return _like(raw, f"*{expr.value.lower()}*")
         values = env.get(expr.field, _empty())
-        if isinstance(expr, In):
-            return self._any(values, lambda v: exp.or_(*(self._matches(v, p) for p in expr.values)))
-        if expr.op == "=":
-            return self._any(values, lambda v: self._matches(v, expr.value))
-        if expr.op == "!=":
-            matching = self._any(values, lambda v: self._matches(v, expr.value))
-            return exp.and_(exp.not_(_is_empty(values)), exp.not_(matching))
+        if isinstance(expr, In) or expr.op in ("=", "!="):
+            matching = self._matches(values, expr.values if isinstance(expr, In) else (expr.value,))
+            if isinstance(expr, Compare) and expr.op == "!=":
+                return exp.and_(exp.not_(_is_empty(values)), exp.not_(matching))
+            return matching
         number = _number(expr.value)
         return self._any(values, lambda v: _ordered(v, _s(expr.value), expr.op, right_number=number))
 
-    def _matches(self, value: exp.Expr, pattern: str) -> exp.Expr:
-        """One value against a search value: a network by address, else lower-cased text with wildcards."""
-        if parse_cidr(pattern) is not None:
-            return exp.EQ(this=self._call("aw_cidr", value, _s(pattern)), expression=exp.true())
-        low = exp.Lower(this=value)
-        if "*" not in pattern:
-            return exp.EQ(this=low, expression=_s(pattern.lower()))
-        return _like(low, pattern.lower())
+    def _matches(self, values: exp.Expr, patterns: Sequence[str]) -> exp.Expr:
+        """Some value matches some search value: a network by address (a function over the whole list:
+        Spark calls none inside a lambda), else lower-cased text with wildcards."""
+        networks = [p for p in patterns if parse_cidr(p) is not None]
+        texts = [p.lower() for p in patterns if parse_cidr(p) is None]
+        tests: list[exp.Expr] = [
+            exp.EQ(this=self._call("aw_cidr", values, _s(n)), expression=exp.true()) for n in networks
+        ]
+        if texts:
+            tests.append(self._any(values, lambda v: exp.or_(*(_text_match(exp.Lower(this=v), p) for p in texts))))
+        return exp.paren(exp.or_(*tests))
 
     def _where(self, expr: WhereExpr, env: dict[str, exp.Expr]) -> exp.Expr:
         if isinstance(expr, WhereCompare):
@@ -311,6 +356,10 @@ def _ordered(left: exp.Expr, right: exp.Expr, op: str, right_number: bool | None
     l_num, r_num = exp.TryCast(this=left, to=DOUBLE), exp.TryCast(this=right, to=DOUBLE)
     both = exp.and_(exp.not_(_is_null(l_num)), exp.not_(_is_null(r_num)))
     return exp.If(this=both, true=make(this=l_num, expression=r_num), false=as_text)
+
+
+def _text_match(low: exp.Expr, pattern: str) -> exp.Expr:
+    return exp.EQ(this=low, expression=_s(pattern)) if "*" not in pattern else _like(low, pattern)
 
 
 def _like(value: exp.Expr, pattern: str, like: Any = exp.Like) -> exp.Expr:
@@ -375,17 +424,27 @@ def _is_empty(values: exp.Expr) -> exp.Expr:
     return exp.EQ(this=exp.Coalesce(this=exp.ArraySize(this=values), expressions=[_int(0)]), expression=_int(0))
 
 
-def group_states(row: tuple[Any, ...], plan: Plan) -> Iterator[Any]:
-    """The streaming engine's aggregate states from a result row's ``a0..am`` (after ``k0..kn``)."""
-    from auditwatch.engine.aggregates import AGGREGATES
-
+def group_rows(plan: Plan, pipeline: Pipeline, groups: Iterable[Sequence[Any]]) -> Iterator[OutputRow]:
+    """The rows of an aggregate plan from the query's groups (``k0..kn``, ``a0..am``), sorted by their BY
+    values and made by the streaming engine's per-row steps from its own aggregate states."""
     assert plan.aggregate is not None
-    states = row[len(plan.aggregate.by) :]
-    for agg, state in zip(plan.aggregate.aggs, states, strict=True):
-        function = AGGREGATES[agg.func]
-        if agg.func == "count":
-            yield int(state or 0)
-        elif agg.func in ("values", "dc"):
-            yield set(state or ())
-        else:
-            yield function.update(function.initial(), list(state or ()))
+    width = len(plan.aggregate.by)
+    functions = [AGGREGATES[a.func] for a in plan.aggregate.aggs]
+    states = {tuple(g[:width]): [_state(f, s) for f, s in zip(functions, g[width:], strict=True)] for g in groups}
+    for key in sorted(states):
+        if (row := pipeline.row(key, states[key])) is not None:
+            yield row
+
+
+def _state(function: type[Function], found: Any) -> Any:
+    """An aggregate state from what the query found: a count, or the distinct values seen."""
+    if function is Count:
+        return int(found or 0)
+    if issubclass(function, Values):
+        return set(found or ())
+    return function.update(function.initial(), list(found or ()))
+
+
+def render(plan: Plan, engine: str) -> str:
+    """The query ``engine`` (duckdb or spark) runs for ``plan``, over a view ``lines(source, ordinal, line)``."""
+    return compile_plan(plan, exp.to_table("lines"), decode=engine == "spark").query.sql(engine, pretty=True)

@@ -1,4 +1,4 @@
-"""``auditwatch hunt``: one detection over archived audit logs on a SQL engine (DuckDB, embedded).
+"""``auditwatch hunt``: one detection over archived audit logs on a SQL engine: DuckDB (embedded) or Spark.
 
 Inputs are files, directories (every ``*.log``, ``*.gz``, ``*.json``, ``*.jsonl`` below them) and globs.
 JSON lines, plain or gzip, are read by the engine itself; whatever else ``scan`` reads by content
@@ -16,11 +16,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from auditwatch.audit.chunks import open_log
 from auditwatch.audit.envelopes import AUDIT, BOM, is_document, line_shape
-from auditwatch.engine.pipeline import OutputRow
+from auditwatch.engine.pipeline import EngineError, OutputRow, geoip_problem
 from auditwatch.ir.plan import Plan
 from auditwatch.offline.inputs import CLOUDWATCH, HEAD, InputError, chunks
 
@@ -94,20 +94,33 @@ def hunt(
     paths: Sequence[str],
     emit: Callable[[OutputRow], object],
     geoip_db: str | None = None,
+    engine: str = "duckdb",
     memory_limit: str = "4GB",
     threads: int | None = None,
+    spark_master: str = "local[*]",
     notes: TextIO | None = sys.stderr,
 ) -> HuntResult:
-    """Run ``plan`` over ``paths`` on DuckDB and pass each row to ``emit``."""
-    from auditwatch.engine.duckdb_engine import DuckDB
-
+    """Run ``plan`` over ``paths`` on ``engine`` (duckdb or spark) and pass each row to ``emit``."""
+    if problem := geoip_problem(plan, geoip_db):  # before an engine starts (Spark's JVM takes seconds)
+        raise EngineError(problem)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="auditwatch-hunt-") as workdir:
         inputs = prepare(paths, workdir, notes)
         files = [*inputs.native, *inputs.decoded]
-        engine = DuckDB(memory_limit, threads, temp_directory=os.path.join(workdir, "spill"))
         rows = 0
-        for row in engine.rows(plan, files, geoip_db) if files else ():
+        for row in (
+            _engine(engine, workdir, memory_limit, threads, spark_master).rows(plan, files, geoip_db) if files else ()
+        ):
             emit(row)
             rows += 1
     return HuntResult(rows, len(files), time.perf_counter() - started)
+
+
+def _engine(name: str, workdir: str, memory_limit: str, threads: int | None, spark_master: str) -> Any:
+    if name == "spark":
+        from auditwatch.engine.spark_engine import Spark
+
+        return Spark(spark_master, {"spark.local.dir": os.path.join(workdir, "spark")})
+    from auditwatch.engine.duckdb_engine import DuckDB
+
+    return DuckDB(memory_limit, threads, temp_directory=os.path.join(workdir, "spill"))
