@@ -6,8 +6,21 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+import yaml
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
+
+from auditwatch.offline.scan import scan
+from auditwatch.spl import plan_search
+from factory import SEED
+
+ROOT = Path(__file__).resolve().parents[1]
+# The seed and the shipped ESCU detections: every one must give the same rows on every engine.
+SHIPPED = [
+    SEED,
+    *sorted(p for p in (ROOT / "manifests/detections/escu").glob("*.yaml") if p.name != "kustomization.yaml"),
+]
 
 USERS = ["system:anonymous", "System:Anonymous", "alice", "bob", "émile", "system:serviceaccount:kube-system:x"]
 GROUPS = ["system:unauthenticated", "SYSTEM:UNAUTHENTICATED", "system:authenticated", "dev", "system:masters"]
@@ -136,3 +149,29 @@ def geoip_database(path: Path) -> str:
                                              "location": location})  # fmt: skip
     writer.to_db_file(str(path))
     return str(path)
+
+
+def streaming(plan, path: str, geoip: str | None = None) -> list:
+    """The rows the streaming engine gives (``scan``, one reader): what every other engine must give."""
+    rows: list = []
+    scan(plan, [path], rows.append, lambda r: r, geoip_db=geoip, jobs=1)
+    return rows
+
+
+def detection_plan(path):
+    spec = yaml.safe_load(Path(path).read_text())["spec"]
+    return plan_search(spec["search"], spec.get("macros"))
+
+
+# Fixtures of the engines' tests (imported by their modules): the corpus as a log, and a GeoIP database.
+@pytest.fixture(scope="session", name="corpus")
+def corpus_log(tmp_path_factory):
+    """1,500 generated events (tests/corpus.py) as an audit log, for comparing engines row for row."""
+    path = tmp_path_factory.mktemp("corpus") / "audit.log"
+    path.write_bytes(lines_of(generated_events(1, 1500), 1))
+    return str(path)
+
+
+@pytest.fixture(scope="session", name="geoip")
+def geoip_file(tmp_path_factory):
+    return geoip_database(tmp_path_factory.mktemp("geo") / "city.mmdb")

@@ -16,11 +16,8 @@ from hypothesis import strategies as st
 from auditwatch.engine.duckdb_engine import DuckDB
 from auditwatch.offline.scan import scan
 from auditwatch.spl import plan_search
-from corpus import SEARCHES, generated_events, geoip_database, lines_of
+from corpus import SEARCHES, SHIPPED, corpus_log, detection_plan, generated_events, geoip_file, lines_of, streaming  # noqa: F401 - fixtures
 from factory import SEED
-
-ROOT = Path(__file__).resolve().parents[2]
-DETECTIONS = sorted(p for p in (ROOT / "manifests/detections/escu").glob("*.yaml") if p.name != "kustomization.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +25,7 @@ def duck():
     return DuckDB(memory_limit="1GB", threads=2)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hunt") / "audit.log"
-    path.write_bytes(lines_of(generated_events(1, 1500), 1))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def geoip(tmp_path_factory):
-    return geoip_database(tmp_path_factory.mktemp("geo") / "city.mmdb")
-
-
-def streaming(plan, path, geoip=None):
-    rows = []
-    scan(plan, [path], rows.append, lambda r: r, geoip_db=geoip, jobs=1)
-    return rows
-
-
-def detection_plan(path):
-    spec = yaml.safe_load(Path(path).read_text())["spec"]
-    return plan_search(spec["search"], spec.get("macros"))
-
-
-@pytest.mark.parametrize("path", [SEED, *DETECTIONS], ids=lambda p: Path(p).stem)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: Path(p).stem)
 def test_every_shipped_detection_gives_the_streaming_rows(path, duck, corpus, geoip):
     plan = detection_plan(path)
     expected = streaming(plan, corpus, geoip)
