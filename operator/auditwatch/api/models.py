@@ -6,6 +6,7 @@ the Kubernetes API conventions ask; ``auditwatch crds`` turns these models into 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -477,3 +478,16 @@ def load_detection(path: str | Path) -> AuditDetection:
 def problems(exc: ValidationError, prefix: str = "") -> str:
     """A pydantic validation error as ``field.path: message; ...``."""
     return "; ".join(f"{prefix}{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+
+
+def detection_owner(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ownerReference that makes an object (a finding, a Report) go with its AuditDetection: the
+    garbage collector deletes it, without blocking the detection's deletion."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AuditDetection",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }

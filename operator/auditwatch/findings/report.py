@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import Any
 
-from auditwatch.api.models import GROUP, VERSION, FindingPolicy
+from auditwatch.api.models import GROUP, VERSION, FindingPolicy, detection_owner
 from auditwatch.audit.decode import epoch_seconds
 from auditwatch.findings.aggregate import Aggregator, FindingState
 from auditwatch.kube.client import ApiException, Kube
@@ -40,16 +40,7 @@ def report_body(detection: dict[str, Any], policy: FindingPolicy, findings: list
             "name": report_name(meta["name"]),
             "namespace": meta["namespace"],
             "labels": {f"{GROUP}/detection": meta["name"], "app.kubernetes.io/managed-by": "auditwatch"},
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "AuditDetection",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": False,
-                }
-            ],
+            "ownerReferences": [detection_owner(meta)],
         },
         "source": "auditwatch",
         "scope": {

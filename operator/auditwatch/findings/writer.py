@@ -29,6 +29,7 @@ from auditwatch.api.models import (
     DetectionFindingSpec,
     FindingPolicy,
     ObjectMeta,
+    detection_owner,
     mitre_techniques,
 )
 from auditwatch.findings.aggregate import Aggregator, FindingState
@@ -254,16 +255,7 @@ class Writer:
                 name=finding.name,
                 namespace=self.namespace,
                 labels={f"{GROUP}/detection": meta["name"]},
-                ownerReferences=[
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "AuditDetection",
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": False,
-                    }
-                ],
+                ownerReferences=[detection_owner(meta)],
             ),
             spec=DetectionFindingSpec(
                 detection=meta["name"],
