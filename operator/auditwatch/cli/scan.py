@@ -45,8 +45,16 @@ def scan_command(args: argparse.Namespace) -> int:
     # table: rows collected as they are, to be aligned at the end; jsonl: each written as a line
     emit, encode = (collected.append, lambda row: row) if args.output == "table" else (out.write, json_line)
     with reading(args.detection):
-        result = scan(plan, args.logs, emit, encode, not args.no_prefilter, stderr_progress(), geoip_db=args.geoip_db,
-                      notes=sys.stderr)  # fmt: skip
+        result = scan(
+            plan,
+            args.logs,
+            emit,
+            encode,
+            not args.no_prefilter,
+            stderr_progress(),
+            geoip_db=args.geoip_db,
+            notes=sys.stderr,
+        )
     if args.output == "table":
         sys.stdout.write(format_table(collected))
     out.flush()

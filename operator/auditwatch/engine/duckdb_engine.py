@@ -59,9 +59,17 @@ class DuckDB:
         the delimiter; no quoting), with the file it came from."""
         self.con.execute("DROP VIEW IF EXISTS raw")
         read = self.con.read_csv(
-            list(files), header=False, sep="\0", quotechar="", escapechar="", columns={"line": "VARCHAR"},
-            filename=True, max_line_size=MAX_LINE, buffer_size=2 * MAX_LINE, auto_detect=False,
-        )  # fmt: skip
+            list(files),
+            header=False,
+            sep="\0",
+            quotechar="",
+            escapechar="",
+            columns={"line": "VARCHAR"},
+            filename=True,
+            max_line_size=MAX_LINE,
+            buffer_size=2 * MAX_LINE,
+            auto_detect=False,
+        )
         read.create_view("raw")
         order = "row_number() OVER ()" if ordinal else "0"
         self.con.execute(

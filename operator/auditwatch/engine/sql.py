@@ -225,8 +225,7 @@ class _Compiler:
         address = exp.Bracket(this=env.get(step.field, _empty()), expressions=[_int(1)], offset=1)
         for name in IPLOCATION_FIELDS:
             found = self._call("aw_geo", address, _s(name))
-            env[name] = exp.If(this=_is_null(found), true=env.get(name, _empty()),
-                               false=exp.Array(expressions=[found]))  # fmt: skip
+            env[name] = exp.If(this=_is_null(found), true=env.get(name, _empty()), false=exp.Array(expressions=[found]))
 
     def _field(self, doc: exp.Expr, name: str) -> exp.Expr:
         """The values of a flattened field: Splunk's metadata, or every JSON path its name can stand for."""
