@@ -113,6 +113,14 @@ def add_geoip_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_verdict_options(p: argparse.ArgumentParser) -> None:
+    """The settings that decide whether a detection can run: `run` and `lint` take them alike."""
+    add_detection_namespace_option(p)
+    add_webhook_options(p)
+    add_geoip_option(p)
+    add_source_options(p)
+
+
 def settings_options(p: argparse.ArgumentParser) -> None:
     """Call last on a parser of settings options: remembers which option sets which field, for errors."""
     p.set_defaults(settings_options={a.dest: a.option_strings[0] for a in p._actions if a.option_strings})

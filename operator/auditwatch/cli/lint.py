@@ -9,10 +9,7 @@ from typing import Any
 import orjson
 
 from auditwatch.cli.common import (
-    add_detection_namespace_option,
-    add_geoip_option,
-    add_source_options,
-    add_webhook_options,
+    add_verdict_options,
     make_settings,
     settings_options,
 )
@@ -45,10 +42,7 @@ def register(sub: Any) -> None:
         default="text",
         help="text: a line per problem; json: one object per file with its Ready condition",
     )
-    add_detection_namespace_option(p)
-    add_webhook_options(p)
-    add_geoip_option(p)
-    add_source_options(p)
+    add_verdict_options(p)
     settings_options(p)
     p.set_defaults(func=lint_command)
 

@@ -7,10 +7,7 @@ from typing import Any
 
 from auditwatch.cli.common import (
     UsageError,
-    add_detection_namespace_option,
-    add_geoip_option,
-    add_source_options,
-    add_webhook_options,
+    add_verdict_options,
     make_settings,
     settings_options,
 )
@@ -27,16 +24,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--namespace", "-n", dest="namespaces", action="append", metavar="NS", help="watch only NS (repeatable)"
     )
-    add_detection_namespace_option(p)
+    add_verdict_options(p)
     p.add_argument(
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
         metavar="URL",
         help="kopf's liveness endpoint (default: http://0.0.0.0:8080/healthz; '' turns it off)",
     )
-    add_webhook_options(p)
-    add_geoip_option(p)
-    add_source_options(p)
     _add_write_options(p)
     _add_shard_options(p)
     p.add_argument(
