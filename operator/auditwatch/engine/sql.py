@@ -2,7 +2,7 @@
 
 The query reads a relation ``lines(source, line)`` of raw audit-log lines and gives, for a plan with an
 aggregate, one row per group: its BY values ``k0..kn`` and each aggregate's state ``a0..am`` (a count,
-or the distinct values a ``values``/``dc``/``min``/``max`` saw); ``finish`` turns those into rows
+or the distinct values a ``values``/``dc``/``min``/``max`` saw); ``group_rows`` turns those into rows
 through the streaming engine's own per-row steps and output (engine/pipeline.py), so both engines
 shape rows with one piece of code. For a plan without an aggregate (rows are whole events) it gives
 the lines with an event that passes, in order, for the streaming engine to turn into rows.
@@ -18,8 +18,9 @@ Splunk's semantics, as the streaming engine has them (engine/match.py), in SQL:
 - The aggregate groups by every combination of the BY fields' distinct values; an event missing one
   is in no group.
 - The prefilter's literals are a test of the raw line before it is parsed.
-What SQL does not have is a function the executor registers (``FUNCTIONS``): a CIDR test, Splunk's
-``_time``, ``convert ctime`` and ``iplocation``, each calling the streaming engine's own code.
+What SQL does not have is a function the executor registers (engine/sql_functions.py): a CIDR test,
+Splunk's ``_time``, ``convert ctime``, ``iplocation`` and (for Spark) the decoder, each the streaming
+engine's own code.
 """
 
 from __future__ import annotations
@@ -65,8 +66,6 @@ TEXT_LIST = exp.DataType.build("array<varchar>")
 DOUBLE = exp.DataType.build("double")
 NOT_SCALAR = ("OBJECT", "ARRAY", "NULL")
 LIST_KEYS = ("$.kind", "$.items", "$.auditID")  # what tells an EventList from an Event (audit/decode.py)
-# The functions a query may call that SQL engines lack: name -> what it computes (engine/functions.py).
-FUNCTIONS = ("aw_cidr", "aw_time", "aw_ctime", "aw_geo", "aw_decode")
 
 
 @dataclass
@@ -74,7 +73,7 @@ class Compiled:
     """A plan's query, and what its executor must provide and how to read its rows."""
 
     query: exp.Select
-    functions: set[str] = field(default_factory=set)  # of FUNCTIONS, those the query calls
+    functions: set[str] = field(default_factory=set)  # the functions of engine/sql_functions.py it calls
     aggregate: bool = True  # rows are groups (k0.., a0..); else (source, ordinal, line) of passing lines
     decoded: list[str] = field(default_factory=list)  # with decode: the fields aw_decode gives, in order
 
@@ -123,7 +122,8 @@ class _Compiler:
             .where(exp.not_(_is_null(exp.column("head"))), copy=False)
         )
         env, where = self._event_steps(doc)
-        # Every path without a wildcard is read in one call, which parses the event once.
+        # Every path without a wildcard is read in one call, which parses the event once ($.kind: so the
+        # list is never empty, which DuckDB cannot type).
         objects = (
             exp.select("*", exp.alias_(_fn("json_extract", doc, _text_array(*self.paths, "$.kind")), "p"))
             .from_(parsed.subquery("parsed", copy=False), copy=False)
