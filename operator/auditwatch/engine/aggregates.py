@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from auditwatch.engine.match import number
+
 
 class Function:
     """An aggregate whose state is its one extreme value or None (``min``, ``max``), in Splunk's order:
@@ -47,11 +49,8 @@ class Function:
 
 def splunk_order(value: str) -> tuple[int, float, str]:
     """The sort key of a value for ``min`` and ``max``: numbers first, by number, then text."""
-    try:
-        number = float(value)
-    except ValueError:
-        return (1, 0.0, value)
-    return (1, 0.0, value) if number != number else (0, number, value)  # NaN is no number to order by
+    n = number(value)
+    return (1, 0.0, value) if n is None or n != n else (0, n, value)  # NaN is no number to order by
 
 
 class Max(Function):

@@ -7,6 +7,7 @@ everywhere. A malformed line is counted, sampled for the error report, and skipp
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,8 @@ class Evaluator:
     ) -> None:
         self.pipeline = Pipeline(plan, geoip_db)
         self.prefilter = derive(plan) if use_prefilter else None
-        fields = None if self.pipeline.fields is None else frozenset(self.pipeline.fields) | extra_fields
+        read = self.pipeline.needs.fields
+        fields = None if read is None else read | extra_fields
         self._flatten = flattener(fields)
         self.counters = Counters()
 
@@ -71,7 +73,7 @@ class Evaluator:
         first_line = c.lines + 1
         c.lines += decoded.lines
         c.skipped += decoded.lines
-        flatten, pipeline = self._flatten, self.pipeline
+        flatten, pipeline, needs = self._flatten, self.pipeline, self.pipeline.needs
         for start, end in decoded.candidates(self.prefilter):
             c.skipped -= 1
             try:
@@ -87,9 +89,9 @@ class Evaluator:
             for event in events:
                 c.events += 1
                 record = flatten(event)
-                if pipeline.metadata:
-                    add_metadata(record, event, origin, pipeline.metadata)
-                if pipeline.needs_raw:
+                if needs.metadata:
+                    add_metadata(record, event, origin, needs.metadata)
+                if needs.raw:
                     raw = decoded.text(start, end) if len(events) == 1 else orjson.dumps(event)
                     record["_raw"] = [raw.decode("utf-8", "replace")]
                 out = pipeline.event(record)
@@ -161,7 +163,7 @@ def _all_lines(buf: bytes | bytearray, size: int) -> Iterator[tuple[int, int]]:
         start = end + 1
 
 
-def add_metadata(record: Record, event: dict[str, object], origin: str, wanted: set[str]) -> None:
+def add_metadata(record: Record, event: dict[str, object], origin: str, wanted: AbstractSet[str]) -> None:
     """Splunk's ``_time`` (epoch seconds of the request) and ``source`` (where the event was read)."""
     if "_time" in wanted and (seconds := splunk_time(event)) is not None:
         record["_time"] = [seconds]

@@ -138,13 +138,14 @@ _ORDER: dict[str, Callable[[int], bool]] = {
 
 def ordered(left: str, right: str) -> int:
     """-1, 0 or 1: numeric order when both are numbers, else order of the text."""
-    a, b = _number(left), _number(right)
+    a, b = number(left), number(right)
     if a is not None and b is not None:
         return (a > b) - (a < b)
     return (left > right) - (left < right)
 
 
-def _number(text: str) -> float | None:
+def number(text: str) -> float | None:
+    """``text`` as a number, as Splunk's comparisons read one (Python's float), or None."""
     try:
         return float(text)
     except ValueError:

@@ -70,9 +70,6 @@ class Pipeline:
         self.functions = [AGGREGATES[a.func] for a in plan.aggregate.aggs] if plan.aggregate else []
         self._pre = _compile(plan.steps, geoip_db)
         self._post = _compile(plan.row_steps, geoip_db)
-        self.needs_raw = self.needs.raw
-        self.fields = None if self.needs.fields is None else set(self.needs.fields)
-        self.metadata = set(self.needs.metadata)
 
     @property
     def count_only(self) -> bool:

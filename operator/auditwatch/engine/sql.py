@@ -34,6 +34,7 @@ from sqlglot import exp
 
 from auditwatch.audit.decode import json_paths
 from auditwatch.engine.aggregates import AGGREGATES, Count, Function, Values
+from auditwatch.engine.match import number
 from auditwatch.engine.pipeline import OutputRow, Pipeline
 from auditwatch.engine.prefilter import NON_ASCII_LOWERING_TO_ASCII, derive
 from auditwatch.ir.plan import (
@@ -287,8 +288,8 @@ class _Compiler:
             if isinstance(expr, Compare) and expr.op == "!=":
                 return exp.and_(exp.not_(_is_empty(values)), exp.not_(matching))
             return matching
-        number = _number(expr.value)
-        return self._any(values, lambda v: _ordered(v, _s(expr.value), expr.op, right_number=number))
+        is_number = number(expr.value) is not None
+        return self._any(values, lambda v: _ordered(v, _s(expr.value), expr.op, right_number=is_number))
 
     def _matches(self, values: exp.Expr, patterns: Sequence[str]) -> exp.Expr:
         """Some value matches some search value: a network by address (a function over the whole list:
@@ -365,14 +366,6 @@ def _like(value: exp.Expr, pattern: str, like: Any = exp.Like) -> exp.Expr:
     """``value`` matches a glob where ``*`` is any text (LIKE, with its own wildcards escaped)."""
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
     return exp.Escape(this=like(this=value, expression=_s(escaped)), expression=_s("\\"))
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _starts(text: exp.Expr, char: str) -> exp.Expr:

@@ -261,9 +261,13 @@ class Subscription:
                 data, seq, decoded = data[self.joined_at - seq :], self.joined_at, None
             yield Delivery(data, seq + self.delta, origin, decoded)
 
+    def _shared_from(self, seq: int) -> bool:
+        """Whether own ``seq`` was read from the shared tail (at or after the join), not the private one."""
+        return self.joined_at is not None and seq >= self.joined_at + self.delta and self.shared.tail is not None
+
     def forget(self, seq: int) -> None:
         """No position before own ``seq`` will be asked for again: the tails may forget what is before it."""
-        if self.joined_at is not None and seq >= self.joined_at + self.delta and self.shared.tail is not None:
+        if self._shared_from(seq):
             self.resume = seq - self.delta
             self.shared.forget()
         elif self.private is not None:
@@ -271,7 +275,8 @@ class Subscription:
 
     def position(self, seq: int) -> Position | None:
         """The position to resume from at own ``seq``, if it is still known."""
-        if self.joined_at is not None and seq >= self.joined_at + self.delta and self.shared.tail is not None:
+        if self._shared_from(seq):
+            assert self.shared.tail is not None  # _shared_from says so
             position = self.shared.tail.position(seq - self.delta)
             return None if position is None else _with_seq(position, position.seq + self.delta)
         return self.private.position(seq) if self.private is not None else None
