@@ -137,6 +137,7 @@ SEARCHES = [
     'objectRef.name=web | where verb = "get" OR verb = "GET" | stats count BY verb',
     "verb=get user.username=alice",
     "user.groups{}!=dev | stats count(sourceIPs{}) as n BY stage",
+    "* | stats count",  # no field read at all
 ]
 
 

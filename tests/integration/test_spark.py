@@ -7,6 +7,7 @@ import pytest
 
 from auditwatch.engine.pipeline import EngineError
 from auditwatch.engine.spark_engine import Spark
+from auditwatch.ir.plan import within
 from auditwatch.spl import plan_search
 from corpus import SEARCHES, SHIPPED, corpus_log, detection_plan, geoip_file, streaming  # noqa: F401 - fixtures
 
@@ -29,6 +30,12 @@ def test_searches_that_use_each_semantic_rule_give_the_streaming_rows_on_spark(s
     plan = plan_search(search)
     expected = streaming(plan, corpus, geoip)
     assert expected and list(spark.rows(plan, [corpus], geoip)) == expected
+
+
+def test_a_time_range_gives_the_streaming_rows_on_spark(spark, corpus):
+    plan = within(plan_search("verb=get | stats count max(_time) BY user.username"), 1794787200.0, 1795824000.0)
+    expected = streaming(plan, corpus)
+    assert expected and list(spark.rows(plan, [corpus])) == expected
 
 
 def test_a_search_without_stats_is_refused_by_name(spark, corpus):

@@ -13,7 +13,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from auditwatch.audit.decode import epoch_seconds, splunk_time
 from auditwatch.engine.duckdb_engine import DuckDB
+from auditwatch.ir.plan import within
+from auditwatch.ir.planner import literals
 from auditwatch.offline.scan import scan
 from auditwatch.spl import plan_search
 from corpus import SEARCHES, SHIPPED, corpus_log, detection_plan, generated_events, geoip_file, lines_of, streaming  # noqa: F401 - fixtures
@@ -82,6 +85,29 @@ stats = st.builds(
 def test_generated_searches_give_the_streaming_rows(duck, corpus, where, aggregate):
     plan = plan_search(f"{where} {aggregate}")
     assert list(duck.rows(plan, [corpus])) == streaming(plan, corpus)
+
+
+@pytest.mark.parametrize("search", [SEED, "* | stats count BY verb", "verb=get OR verb=list"])
+def test_a_time_range_keeps_the_events_in_it_on_both_engines(search, duck, corpus, tmp_path):
+    """``within`` (--since/--until) keeps the events whose _time is in [since, until), as Splunk's
+    earliest/latest: the streaming engine and DuckDB agree, and an event count says it from the events."""
+    plan = detection_plan(SEED) if search == SEED else plan_search(search)
+    since, until = epoch_seconds("2026-11-08T00:00:00Z"), epoch_seconds("2026-11-20T13:00:00Z")
+    ranged = within(plan, since, until)
+    assert ranged.steps[0] == plan.steps[0] and literals(ranged) == literals(plan)  # the prefilter stays
+    expected = streaming(ranged, corpus)
+    assert list(duck.rows(ranged, [corpus])) == expected and expected != streaming(plan, corpus)
+    events, plain = generated_events(1, 1500), tmp_path / "plain.log"
+    plain.write_text("".join(json.dumps(e) + "\n" for e in events))
+    inside = sum(since <= float(t) < until for e in events if (t := splunk_time(e)) is not None)
+    counted = within(plan_search("* | stats count"), since, until)
+    assert (
+        streaming(counted, str(plain))
+        == list(duck.rows(counted, [str(plain)]))
+        == [{"count": inside}]
+        != [{"count": 0}]
+    )
+    assert within(plan, None, None) is plan
 
 
 def test_gzip_and_several_files_read_as_scan_reads_them(duck, tmp_path):

@@ -123,6 +123,17 @@ def test_oc_adm_node_logs_output_is_read_without_the_node_names(tmp_path):
     assert f"{path}: read as oc adm node-logs output" in err and "0 malformed" in err
 
 
+def test_a_cloudwatch_export_task_object_is_read_without_the_timestamps(tmp_path):
+    """``aws logs create-export-task`` writes ``<task>/<stream>/000000.gz``: gzip, each line the log
+    event's timestamp, a space, its message."""
+    path = tmp_path / "000000.gz"
+    stamps = [f"2026-11-19T08:{i:02d}:00.{i:03d}Z " for i in range(len(MESSAGES))]
+    path.write_bytes(gzip.compress("".join(s + m + "\n" for s, m in zip(stamps, MESSAGES, strict=True)).encode()))
+    code, out, err = scan("--detection", SEED, path)
+    assert code == 0 and out == plain_rows(tmp_path)
+    assert f"{path}: read as a CloudWatch Logs export" in err and "0 malformed" in err
+
+
 def test_json_lines_that_are_no_audit_events_get_one_warning(tmp_path):
     path = tmp_path / "app.log"
     path.write_text("".join(json.dumps({"level": "info", "msg": f"started {i}", "ts": i}) + "\n" for i in range(5)))

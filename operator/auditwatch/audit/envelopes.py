@@ -1,7 +1,9 @@
 """Audit events in what users export them in, besides one per line: found by content, unwrapped to lines.
 
-A file of lines is audit JSON lines, or ``oc adm node-logs`` output (a node name before each Event:
-taken off), or something else, which ``line_shape`` describes so that ``scan`` can say so.
+A file of lines is audit JSON lines; or lines with a prefix before each Event, taken off:
+``oc adm node-logs`` output (a node name) or a CloudWatch Logs export task's objects (the event's
+timestamp, as ``aws logs create-export-task`` writes ``<prefix>/<task>/<stream>/000000.gz``); or
+something else, which ``line_shape`` describes so that ``scan`` can say so.
 
 ``scan`` reads a file as audit JSON lines unless its first line is not a whole audit Event or EventList
 but starts a JSON value: then the file is a *document* (pretty-printed JSON, an array, concatenated
@@ -40,9 +42,14 @@ from auditwatch.audit.gke import is_gke_entry
 
 BOM = b"\xef\xbb\xbf"
 AUDIT_KINDS = ("Event", "EventList")
-AUDIT, NODE_PREFIXED = "audit", "node-prefixed"
-# `oc adm node-logs --role=master --path=kube-apiserver/audit.log`: each line a node name, a space, an Event
-NODE_PREFIX = re.compile(rb"^[A-Za-z0-9][-A-Za-z0-9.]{0,252} (?=\{)", re.MULTILINE)
+AUDIT = "audit"
+# What comes before each Event on a line, by what writes it: the prefix, and what the file is read as.
+PREFIXES = {
+    # `oc adm node-logs --role=master --path=kube-apiserver/audit.log`: a node name, a space, an Event
+    "oc adm node-logs output": re.compile(rb"^[A-Za-z0-9][-A-Za-z0-9.]{0,252} (?=\{)", re.MULTILINE),
+    # a CloudWatch Logs export task: the log event's timestamp (RFC 3339, UTC), a space, its message
+    "a CloudWatch Logs export": re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z (?=\{)", re.MULTILINE),
+}
 
 
 def is_document(head: bytes) -> bool:
@@ -59,23 +66,25 @@ def is_document(head: bytes) -> bool:
 
 
 def line_shape(head: bytes) -> str:
-    """What the lines of a file starting with ``head`` are: AUDIT; NODE_PREFIXED (audit Events after a
-    node name); or, when they are JSON but no audit Event, what they look like; "" when nothing is known."""
-    audit = node = 0
+    """What the lines of a file starting with ``head`` are: AUDIT; a key of PREFIXES (audit Events after
+    that prefix); or, when they are JSON but no audit Event, what they look like; "" when nothing is known."""
+    audit = 0
+    prefixed: dict[str, int] = {}
     other: dict[str, Any] | None = None
     for line in head.removeprefix(BOM).split(b"\n")[:-1][:20]:
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError:
-            match = NODE_PREFIX.match(line)
-            node += bool(match and _is_audit(_loads(line[match.end() :])))
+            for name, prefix in PREFIXES.items():
+                if (match := prefix.match(line)) and _is_audit(_loads(line[match.end() :])):
+                    prefixed[name] = prefixed.get(name, 0) + 1
             continue
         audit += _is_audit(value)
         other = other or (value if isinstance(value, dict) else None)
     if audit:
         return AUDIT
-    if node:
-        return NODE_PREFIXED
+    if prefixed:
+        return max(prefixed, key=prefixed.__getitem__)
     if other is not None:
         keys = ", ".join(sorted(other)[:6])
         return f"its lines are JSON but none is an audit Event (they have keys such as {keys})"

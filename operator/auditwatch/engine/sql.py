@@ -98,6 +98,7 @@ class _Compiler:
         self.decoded: dict[str, int] = {}  # with decode: field -> its place in an event of aw_decode
         self.paths: dict[str, int] = {}  # JSON paths without a wildcard -> their place in column p
         self.functions: set[str] = set()
+        self.timed = False  # whether _time is read: then the query computes it once per event
         self._names = (f"x{i}" for i in itertools.count())  # lambda variables, unique in the query
 
     def query(self, lines: exp.Expr) -> exp.Select:
@@ -124,9 +125,15 @@ class _Compiler:
         )
         env, where = self._event_steps(doc)
         # Every path without a wildcard is read in one call, which parses the event once ($.kind: so the
-        # list is never empty, which DuckDB cannot type).
+        # list is never empty, which DuckDB cannot type); _time once, in column t, however often it is read.
+        columns = [exp.alias_(_fn("json_extract", doc, _text_array(*self.paths, "$.kind")), "p")]
+        if self.timed:
+            stamps = (
+                _fn("json_extract", doc, _s(f"$.{key}")) for key in ("requestReceivedTimestamp", "stageTimestamp")
+            )
+            columns.append(exp.alias_(self._call("aw_time", *(exp.Cast(this=s, to=TEXT) for s in stamps)), "t"))
         objects = (
-            exp.select("*", exp.alias_(_fn("json_extract", doc, _text_array(*self.paths, "$.kind")), "p"))
+            exp.select("*", *columns)
             .from_(parsed.subquery("parsed", copy=False), copy=False)
             .where(_is_object(doc), copy=False)
         )
@@ -146,8 +153,9 @@ class _Compiler:
         by = [exp.alias_(exp.ArrayDistinct(this=env[f]), f"b{i}") for i, f in enumerate(agg.by)]
         values = [exp.alias_(env[a.field], f"v{i}") for i, a in enumerate(agg.aggs) if a.field]
         kept = exp.and_(where, *(exp.GT(this=exp.ArraySize(this=env[f]), expression=_int(0)) for f in agg.by))
+        columns = [*by, *values] or [exp.alias_(_int(1), "e")]  # `stats count` reads no field
         events: exp.Select = (
-            exp.select(*by, *values).from_(objects.subquery("events", copy=False), copy=False).where(kept, copy=False)
+            exp.select(*columns).from_(objects.subquery("events", copy=False), copy=False).where(kept, copy=False)
         )
         for i in range(len(agg.by)):  # a row per combination of the BY fields' values
             events = exp.select("*", exp.alias_(exp.Explode(this=exp.column(f"b{i}")), f"k{i}")).from_(
@@ -234,10 +242,8 @@ class _Compiler:
             place = self.decoded.setdefault(name, len(self.decoded))
             return exp.Bracket(this=doc, expressions=[_int(place + 1)], offset=1)
         if name == "_time":
-            stamps = (
-                _fn("json_extract", doc, _s(f"$.{key}")) for key in ("requestReceivedTimestamp", "stageTimestamp")
-            )
-            return self._metadata(self._call("aw_time", *(exp.Cast(this=s, to=TEXT) for s in stamps)))
+            self.timed = True
+            return self._metadata(exp.column("t"))
         if name == "source":
             return exp.Array(expressions=[exp.column("source")])
         if name == "_raw":

@@ -226,6 +226,21 @@ class Plan(Value):
         return fields
 
 
+def within(plan: Plan, since: float | None, until: float | None) -> Plan:
+    """``plan`` over the events whose ``_time`` (epoch seconds) is in ``[since, until)``, as Splunk's
+    earliest and latest (None: unbounded): a Where after the leading filters, which keep their prefilter."""
+    tests = tuple(
+        WhereCompare(Operand("_time", True), op, Operand(f"{bound:.6f}", False))
+        for op, bound in ((">=", since), ("<", until))
+        if bound is not None
+    )
+    if not tests:
+        return plan
+    lead = next((i for i, step in enumerate(plan.steps) if not isinstance(step, Filter)), len(plan.steps))
+    steps = (*plan.steps[:lead], Where(tests[0] if len(tests) == 1 else And(tests)), *plan.steps[lead:])
+    return Plan(steps, plan.aggregate, plan.row_steps, plan.text)
+
+
 IPLOCATION_FIELDS = ("City", "Country", "Region", "lat", "lon")
 T = TypeVar("T")
 

@@ -22,8 +22,7 @@ from auditwatch.audit.chunks import iter_chunks, open_log
 from auditwatch.audit.envelopes import (
     AUDIT,
     BOM,
-    NODE_PREFIX,
-    NODE_PREFIXED,
+    PREFIXES,
     is_document,
     line_shape,
     message_line,
@@ -46,7 +45,7 @@ def splittable(path: str) -> bool:
         return False
     with open(path, "rb") as f:
         head = f.read(HEAD)
-    return head[:2] != b"\x1f\x8b" and not is_document(head) and line_shape(head) != NODE_PREFIXED
+    return head[:2] != b"\x1f\x8b" and not is_document(head) and line_shape(head) not in PREFIXES
 
 
 def chunks(
@@ -67,9 +66,9 @@ def chunks(
             # A BOM (an editor's save on Windows) is no part of the first line.
             lines = iter_chunks(cast(BinaryIO, _Replay(head.removeprefix(BOM), stream)), limit=length)
             shape = line_shape(head)
-            if shape == NODE_PREFIXED:
-                _note(notes, f"{path}: read as oc adm node-logs output: the node name before each event taken off")
-                yield from (NODE_PREFIX.sub(b"", chunk) for chunk in lines)
+            if prefix := PREFIXES.get(shape):
+                _note(notes, f"{path}: read as {shape}: what comes before each event taken off")
+                yield from (prefix.sub(b"", chunk) for chunk in lines)
                 return
             if shape != AUDIT and shape:
                 _note(notes, f"{path}: warning: {shape}: is it a Kubernetes audit log?")
