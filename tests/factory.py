@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,18 @@ SEED = Path(__file__).resolve().parents[1] / "manifests/detections/kubernetes-aw
 
 _MISSING = object()
 _AUDIT_IDS = itertools.count(1)
+
+
+def auditwatch(*args: Any, stdin: bytes = b"", env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``python -m auditwatch ARGS...`` as a user runs it: (exit code, stdout, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "auditwatch", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
 def event(

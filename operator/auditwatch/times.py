@@ -9,14 +9,15 @@ import re
 from datetime import UTC, datetime
 
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
+AGO = re.compile(r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$")  # how long ago a hunt starts may count days: 30d
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a duration such as 168h, 90m or 1h30m15s."""
+    """Seconds in a duration such as 168h, 90m or 1h30m15s (or, where AGO allows it, 30d)."""
     total = 0.0
-    for amount, unit in re.findall(r"(\d+)([hms])", text):
-        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
+    for amount, unit in re.findall(r"(\d+)([dhms])", text):
+        total += int(amount) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[unit]
     return total
 
 
@@ -26,14 +27,14 @@ def epoch_ms(text: str) -> int:
 
 
 def point_in_time(text: str, now_ms: int) -> int:
-    """``now``, an RFC 3339 time, or a duration ago (24h), in milliseconds; ValueError for anything else."""
+    """``now``, an RFC 3339 time, or a duration ago (24h, 30d), in milliseconds; ValueError for anything else."""
     if text == "now":
         return now_ms
     if RFC3339.match(text):
         return epoch_ms(text)
-    if DURATION.match(text) and any(ch.isdigit() for ch in text):
+    if AGO.match(text) and any(ch.isdigit() for ch in text):
         return now_ms - round(parse_duration(text) * 1000)
-    raise ValueError(f"{text!r} is not now, an RFC 3339 time or a duration such as 24h")
+    raise ValueError(f"{text!r} is not now, an RFC 3339 time or a duration such as 24h or 30d")
 
 
 def utc_now(fraction: bool = False) -> str:

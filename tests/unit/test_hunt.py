@@ -4,8 +4,6 @@ numbers as text, unicode, EventList batches, malformed lines)."""
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +15,11 @@ from auditwatch.audit.decode import epoch_seconds, splunk_time
 from auditwatch.engine.duckdb_engine import DuckDB
 from auditwatch.ir.plan import within
 from auditwatch.ir.planner import literals
+from auditwatch.offline.s3 import in_range
 from auditwatch.offline.scan import scan
 from auditwatch.spl import plan_search
 from corpus import SEARCHES, SHIPPED, corpus_log, detection_plan, generated_events, geoip_file, lines_of, streaming  # noqa: F401 - fixtures
-from factory import SEED
+from factory import SEED, auditwatch
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +121,6 @@ def test_gzip_and_several_files_read_as_scan_reads_them(duck, tmp_path):
     assert list(duck.rows(plan, [str(plain), str(packed)])) == rows and rows
 
 
-def command(name, *args):
-    proc = subprocess.run([sys.executable, "-m", "auditwatch", name, *map(str, args)], capture_output=True, check=False)
-    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
-
-
 def test_the_hunt_command_reads_directories_globs_and_documents_as_scan_does(tmp_path):
     """A directory, a glob and a pretty-printed JSON array (scan's decoding first): the rows of scan."""
     events = generated_events(5, 400)
@@ -135,24 +129,42 @@ def test_the_hunt_command_reads_directories_globs_and_documents_as_scan_does(tmp
     (tmp_path / "logs" / "old" / "b.log.gz").write_bytes(gzip.compress(lines_of(events[200:300], 6)))
     (tmp_path / "export.json").write_text(json.dumps(events[300:], indent=2))
     inputs = [tmp_path / "logs", str(tmp_path / "export.*")]
-    code, hunted, notes = command("hunt", "-d", SEED, *inputs)
+    code, hunted, notes = auditwatch("hunt", "-d", SEED, *inputs)
     assert code == 0 and "rows from 3 files" in notes
     files = [tmp_path / "logs/a.log", tmp_path / "logs/old/b.log.gz", tmp_path / "export.json"]
-    assert hunted == command("scan", "-d", SEED, *files)[1] != ""
+    assert hunted == auditwatch("scan", "-d", SEED, *files)[1] != ""
     assert (
-        command("hunt", "-d", SEED, "-o", "table", *inputs)[1] == command("scan", "-d", SEED, "-o", "table", *files)[1]
+        auditwatch("hunt", "-d", SEED, "-o", "table", *inputs)[1]
+        == auditwatch("scan", "-d", SEED, "-o", "table", *files)[1]
     )
 
 
 def test_the_hunt_command_names_what_it_cannot_do(tmp_path):
-    code, sql, _ = command("hunt", "-d", SEED, "--print-sql")
+    code, sql, _ = auditwatch("hunt", "-d", SEED, "--print-sql")
     assert code == 0 and sql.startswith("SELECT") and "ILIKE '%system:unauthenticated%'" in sql
-    assert command("hunt", "-d", SEED, tmp_path / "nowhere")[0:3:2] == (
+    assert auditwatch("hunt", "-d", SEED, tmp_path / "nowhere")[0:3:2] == (
         2,
         f"auditwatch: {tmp_path / 'nowhere'}: no such file or directory\n",
     )
     bad = tmp_path / "geo.yaml"
     bad.write_text(yaml.safe_dump({"kind": "AuditDetection", "spec": {"search": "verb=get | iplocation sourceIPs{}"}}))
     (tmp_path / "a.log").write_bytes(lines_of(generated_events(6, 5), 6))
-    code, _, err = command("hunt", "-d", bad, tmp_path / "a.log")
+    code, _, err = auditwatch("hunt", "-d", bad, tmp_path / "a.log")
     assert code == 2 and err.startswith(f"auditwatch: {bad}: spec.search: iplocation needs a MaxMind-format database")
+
+
+def test_s3_keys_are_pruned_by_their_hour_path():
+    """An object under hour H (Firehose's arrival hour, UTC) holds events from H - LATE to H + 1h."""
+    since, until = epoch_seconds("2026-11-19T07:00:00Z"), epoch_seconds("2026-11-19T08:30:00Z")
+    kept = {
+        "2026/11/19/06/f-1": False,  # ended before since
+        "2026/11/19/07/f-1": True,
+        "2026/11/19/09/f-1": True,  # began under LATE after until: may hold what happened before it
+        "2026/11/19/10/f-1": False,
+        "year=2026/month=11/day=19/hour=08/f-1": True,  # dynamic partitioning's Hive style
+        "year=2026/month=11/day=19/hour=05/f-1": False,
+        "7f3c/kube-apiserver-audit-0a1b/000000.gz": True,  # an export task: no hour path, read
+        "2026/13/45/99/f-1": True,  # no date after all
+    }
+    assert {key: in_range(key, since, until) for key in kept} == kept
+    assert in_range("2026/11/19/06/f-1", None, until) and in_range("2026/11/19/10/f-1", since, None)

@@ -2,24 +2,16 @@
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from factory import SEED, event, line
+from factory import SEED, auditwatch, event, line
 
 
 def scan(*args, stdin=b"", env=None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "auditwatch", "scan", *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        check=False,
-        env=None if env is None else {**os.environ, **env},
-    )
-    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+    return auditwatch("scan", *args, stdin=stdin, env=env)
 
 
 @pytest.fixture

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 import orjson
 
-from auditwatch.cli.common import EXIT_USAGE, add_geoip_option, detection_plan, reading
+from auditwatch.cli.common import EXIT_USAGE, UsageError, add_geoip_option, detection_plan, reading
+from auditwatch.times import point_in_time
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "hunt",
         help="run one detection over archived audit logs on a SQL engine (DuckDB, embedded)",
-        description="Run an AuditDetection over audit-log archives on DuckDB, in-process: the detection's plan "
-        "is compiled to SQL; DuckDB reads JSON lines (plain or gzip) itself, in parallel, spilling to disk past "
-        "--memory-limit; other inputs scan reads (JSON documents, CloudWatch exports, oc adm node-logs output, "
-        "cloudwatch://) are decoded first. The rows equal `auditwatch scan`'s. Rows go to stdout; a summary "
-        "to stderr. Exit 0 on success, 2 for an invalid detection or unreadable input.",
+        description="Run an AuditDetection over audit-log archives on DuckDB, in-process (or Spark): the "
+        "detection's plan is compiled to SQL; DuckDB reads JSON lines (plain or gzip) itself, in parallel, "
+        "spilling to disk past --memory-limit; other inputs scan reads (JSON documents, CloudWatch exports and "
+        "subscription payloads, oc adm node-logs output, cloudwatch://) are decoded first. s3://BUCKET/PREFIX "
+        "reads the objects under a prefix (Firehose's YYYY/MM/DD/HH/ layout, export tasks, rotated logs), "
+        "one GET each, into a temporary directory; with --since/--until, those under hours outside the range "
+        "are never read. AWS credentials and endpoint come from the standard chain (AWS_PROFILE, "
+        "AWS_ENDPOINT_URL...). The rows equal `auditwatch scan`'s. Rows go to stdout; a summary to stderr. "
+        "Exit 0 on success, 2 for an invalid detection or option, or an unreadable input.",
     )
     p.add_argument("--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)")
     p.add_argument(
@@ -42,10 +48,32 @@ def register(sub: Any) -> None:
         help="DuckDB's memory limit; past it, it spills to a temporary directory (4GB)",
     )
     p.add_argument("--threads", type=int, metavar="N", help="DuckDB's threads (default: one per core)")
+    p.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only events at or after TIME: RFC 3339 (2026-11-01T00:00:00Z) or how long ago (30d, 12h); "
+        "s3:// objects under hour paths (Firehose's YYYY/MM/DD/HH/) before it are never read",
+    )
+    p.add_argument("--until", metavar="TIME", help="only events before TIME (as --since; default: no end)")
     p.add_argument("--print-sql", action="store_true", help="print the query the engine runs and exit")
     add_geoip_option(p)
-    p.add_argument("logs", nargs="*", metavar="LOG", help="files, directories, globs (quoted), - for stdin")
+    p.add_argument(
+        "logs",
+        nargs="*",
+        metavar="LOG",
+        help="files, directories, globs (quoted), - for stdin, cloudwatch://REGION/GROUP, s3://BUCKET/PREFIX",
+    )
     p.set_defaults(func=hunt_command)
+
+
+def _when(option: str, value: str | None) -> float | None:
+    """A time option in epoch seconds; a usage error naming the option when it is none."""
+    if value is None:
+        return None
+    try:
+        return point_in_time(value, round(time.time() * 1000)) / 1000
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def hunt_command(args: argparse.Namespace) -> int:
@@ -58,14 +86,18 @@ def hunt_command(args: argparse.Namespace) -> int:
         print(f"auditwatch hunt: needs {exc.name}: pip install 'auditwatch[{extra}]'", file=sys.stderr)
         return EXIT_USAGE
     from auditwatch.engine.pipeline import OutputRow
-    from auditwatch.offline.hunt import hunt
+    from auditwatch.offline.hunt import Engine, hunt
     from auditwatch.offline.scan import format_table
 
     plan = detection_plan(args.detection)
+    since, until = _when("--since", args.since), _when("--until", args.until)
+    if since is not None and until is not None and since >= until:
+        raise UsageError(f"--since {args.since} is not before --until {args.until}")
     if args.print_sql:
         from auditwatch.engine.sql import render
+        from auditwatch.ir.plan import within
 
-        print(render(plan, args.engine))
+        print(render(within(plan, since, until), args.engine))
         return 0
     if not args.logs:
         print("auditwatch hunt: give at least one LOG (or --print-sql)", file=sys.stderr)
@@ -73,10 +105,9 @@ def hunt_command(args: argparse.Namespace) -> int:
     collected: list[OutputRow] = []
     out = sys.stdout.buffer
     emit = collected.append if args.output == "table" else (lambda row: out.write(orjson.dumps(row) + b"\n"))
+    engine = Engine(args.engine, args.memory_limit, args.threads, args.spark_master)
     with reading(args.detection):
-        result = hunt(
-            plan, args.logs, emit, args.geoip_db, args.engine, args.memory_limit, args.threads, args.spark_master
-        )
+        result = hunt(plan, args.logs, emit, args.geoip_db, engine, since, until)
     if args.output == "table":
         sys.stdout.write(format_table(collected))
     out.flush()

@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from auditwatch.audit.chunks import open_log
+from auditwatch.audit.chunks import GZIP_MAGIC, open_log
 from auditwatch.audit.envelopes import AUDIT, BOM, is_document, line_shape
 from auditwatch.engine.pipeline import EngineError, OutputRow, geoip_problem
-from auditwatch.ir.plan import Plan
+from auditwatch.ir.plan import Plan, within
 from auditwatch.offline.inputs import CLOUDWATCH, HEAD, InputError, chunks
+from auditwatch.offline.s3 import S3, objects
 
 SUFFIXES = (".log", ".gz", ".json", ".jsonl")
 
@@ -36,10 +37,11 @@ class Inputs:
 
 
 def expand(paths: Sequence[str]) -> list[str]:
-    """Files named, found below directories, or matched by globs, each once, in the order given."""
+    """Files named, found below directories, or matched by globs, each once, in the order given (``-``,
+    ``cloudwatch://`` and ``s3://`` addresses as they are)."""
     found: dict[str, None] = {}
     for path in paths:
-        if path == "-" or path.startswith(CLOUDWATCH):
+        if path == "-" or path.startswith((CLOUDWATCH, S3)):
             found[path] = None
         elif os.path.isdir(path):
             for root, _, names in sorted(os.walk(path)):
@@ -56,30 +58,76 @@ def expand(paths: Sequence[str]) -> list[str]:
     return list(found)
 
 
-def prepare(paths: Sequence[str], workdir: str, notes: TextIO | None = None) -> Inputs:
-    """Sort the inputs into what the engine reads natively and what is decoded first (into ``workdir``)."""
+def prepare(
+    paths: Sequence[str],
+    workdir: str,
+    notes: TextIO | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> Inputs:
+    """Sort the inputs into what the engine reads natively and what is decoded first (into ``workdir``);
+    ``s3://`` objects are fetched into ``workdir`` first, those outside ``[since, until)`` never."""
     inputs = Inputs()
-    for number, path in enumerate(expand(paths)):
-        if _native(path):
-            inputs.native.append(path)
-            continue
-        target = os.path.join(workdir, f"{number:05d}.jsonl")
-        with open(target, "wb") as out:
-            for chunk in chunks(path, notes=notes):
-                out.write(chunk)
-                if chunk and chunk[-1:] != b"\n":
-                    out.write(b"\n")
-        inputs.decoded.append(target)
+    for path in expand(paths):
+        if path.startswith(S3):
+            for fetched in objects(path, since, until, workdir, notes):
+                if _gzip(fetched) and not fetched.endswith(".gz"):  # engines tell gzip by the name
+                    os.rename(fetched, fetched + ".gz")
+                    fetched += ".gz"
+                if not _sort(fetched, inputs, workdir, notes):
+                    os.remove(fetched)  # decoded: the fetched bytes are read
+        else:
+            _sort(path, inputs, workdir, notes)
     return inputs
 
 
+def _sort(path: str, inputs: Inputs, workdir: str, notes: TextIO | None) -> bool:
+    """Add ``path`` to the native inputs (True), or decode it into JSON lines among the decoded (False)."""
+    if _native(path):
+        inputs.native.append(path)
+        return True
+    target = os.path.join(workdir, f"{len(inputs.decoded):06d}.jsonl")
+    with open(target, "wb") as out:
+        for chunk in chunks(path, notes=notes):
+            out.write(chunk)
+            if chunk and chunk[-1:] != b"\n":
+                out.write(b"\n")
+    inputs.decoded.append(target)
+    return False
+
+
 def _native(path: str) -> bool:
-    """Whether the engine can read ``path`` as it is: audit JSON lines, plain or gzip, no BOM."""
-    if path == "-" or path.startswith(CLOUDWATCH):
+    """Whether the engine can read ``path`` as it is: audit JSON lines, no BOM, gzip when (and only when)
+    named ``.gz``, as engines tell compression by the name."""
+    if path == "-" or path.startswith(CLOUDWATCH) or _gzip(path) != path.endswith(".gz"):
         return False
     with open_log(path) as stream:
         head = stream.read(HEAD)
     return not head.startswith(BOM) and not is_document(head) and line_shape(head) in (AUDIT, "")
+
+
+def _gzip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Which SQL engine runs a hunt, with its limits."""
+
+    name: str = "duckdb"  # or spark
+    memory_limit: str = "4GB"  # DuckDB's; it spills past it
+    threads: int | None = None  # DuckDB's; None: one per core
+    spark_master: str = "local[*]"
+
+    def start(self, workdir: str) -> Any:
+        if self.name == "spark":
+            from auditwatch.engine.spark_engine import Spark
+
+            return Spark(self.spark_master, {"spark.local.dir": os.path.join(workdir, "spark")})
+        from auditwatch.engine.duckdb_engine import DuckDB
+
+        return DuckDB(self.memory_limit, self.threads, temp_directory=os.path.join(workdir, "spill"))
 
 
 @dataclass
@@ -94,33 +142,22 @@ def hunt(
     paths: Sequence[str],
     emit: Callable[[OutputRow], object],
     geoip_db: str | None = None,
-    engine: str = "duckdb",
-    memory_limit: str = "4GB",
-    threads: int | None = None,
-    spark_master: str = "local[*]",
+    engine: Engine = Engine(),
+    since: float | None = None,
+    until: float | None = None,
     notes: TextIO | None = sys.stderr,
 ) -> HuntResult:
-    """Run ``plan`` over ``paths`` on ``engine`` (duckdb or spark) and pass each row to ``emit``."""
+    """Run ``plan`` over the events of ``paths`` in ``[since, until)`` (epoch seconds; None: open) on
+    ``engine`` and pass each row to ``emit``."""
     if problem := geoip_problem(plan, geoip_db):  # before an engine starts (Spark's JVM takes seconds)
         raise EngineError(problem)
+    plan = within(plan, since, until)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="auditwatch-hunt-") as workdir:
-        inputs = prepare(paths, workdir, notes)
+        inputs = prepare(paths, workdir, notes, since, until)
         files = [*inputs.native, *inputs.decoded]
         rows = 0
-        for row in (
-            _engine(engine, workdir, memory_limit, threads, spark_master).rows(plan, files, geoip_db) if files else ()
-        ):
+        for row in engine.start(workdir).rows(plan, files, geoip_db) if files else ():
             emit(row)
             rows += 1
     return HuntResult(rows, len(files), time.perf_counter() - started)
-
-
-def _engine(name: str, workdir: str, memory_limit: str, threads: int | None, spark_master: str) -> Any:
-    if name == "spark":
-        from auditwatch.engine.spark_engine import Spark
-
-        return Spark(spark_master, {"spark.local.dir": os.path.join(workdir, "spark")})
-    from auditwatch.engine.duckdb_engine import DuckDB
-
-    return DuckDB(memory_limit, threads, temp_directory=os.path.join(workdir, "spill"))
