@@ -93,12 +93,18 @@ class Emulator(KubernetesEmulator):
             self.written.append(("invalid", exc))
 
     async def _list_selected(self, request: Any) -> Any:
-        wanted = dict(term.split("=", 1) for term in request.params["labelSelector"].split(","))
+        terms = request.params["labelSelector"].split(",")
+        wanted = dict(term.split("=", 1) for term in terms if "=" in term)
+        absent = [term[1:] for term in terms if term.startswith("!")]
+
+        def selected(labels: dict[str, str]) -> bool:
+            return all(labels.get(k) == v for k, v in wanted.items()) and not any(k in labels for k in absent)
+
         items = [
             obj.raw for (resource, namespace, _), obj in self.objects.items()
             if resource == request.resource and not obj.deleted
             and (request.namespace is None or namespace == request.namespace)
-            and all((obj.raw.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in wanted.items())
+            and selected(obj.raw.get("metadata", {}).get("labels") or {})
         ]  # fmt: skip
         import aiohttp.web
 

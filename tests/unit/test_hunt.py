@@ -11,10 +11,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from auditwatch.api.models import load_detection
 from auditwatch.audit.decode import epoch_seconds, splunk_time
 from auditwatch.engine.duckdb_engine import DuckDB
 from auditwatch.ir.plan import within
 from auditwatch.ir.planner import literals
+from auditwatch.offline.hunt_findings import Hunt, HuntFindings
 from auditwatch.offline.s3 import in_range
 from auditwatch.offline.scan import scan
 from auditwatch.spl import plan_search
@@ -168,3 +170,17 @@ def test_s3_keys_are_pruned_by_their_hour_path():
     }
     assert {key: in_range(key, since, until) for key in kept} == kept
     assert in_range("2026/11/19/06/f-1", None, until) and in_range("2026/11/19/10/f-1", since, None)
+
+
+def test_hunt_findings_count_rows_without_a_count_one_each_and_are_named_for_the_range():
+    detection = load_detection(SEED)
+    plan = plan_search('user.username="system:anonymous"')  # rows are events: no count field
+    findings = HuntFindings(Hunt(detection, 1.0, 2.0, "duckdb"), plan)
+    for ip in ["10.0.0.1", "10.0.0.1", "10.0.0.2"]:
+        findings.add({"user": "system:anonymous", "src_ip": ip, "verb": "get"})
+    bodies = {b["spec"]["key"]["src_ip"]: b for b in findings.bodies("hunts", None)}
+    assert {ip: b["status"]["count"] for ip, b in bodies.items()} == {"10.0.0.1": 2, "10.0.0.2": 1}
+    assert bodies["10.0.0.1"]["metadata"]["annotations"]["auditwatch.io/hunt-until"] == "1970-01-01T00:00:02.000000Z"
+    assert bodies["10.0.0.1"]["metadata"]["ownerReferences"] == []  # no AuditDetection of that name there
+    names = {Hunt(detection, s, u, "duckdb").name for s, u in [(1.0, 2.0), (1.0, None), (None, None), (1.0, 2.0)]}
+    assert len(names) == 3

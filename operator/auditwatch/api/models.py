@@ -391,6 +391,7 @@ class ObjectMeta(BaseModel):
     name: str = ""
     namespace: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] | None = None
     ownerReferences: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -418,6 +419,7 @@ class DetectionFindingSpec(Model):
 
 
 MITRE_LABEL = "mitre-attack.escu.splunk.com/"
+HUNT_LABEL = f"{GROUP}/hunt"  # on findings `auditwatch hunt` wrote (offline/hunt_findings.py): none of the operator's
 
 
 def mitre_techniques(labels: dict[str, str] | None) -> str:

@@ -55,6 +55,12 @@ def register(sub: Any) -> None:
         "s3:// objects under hour paths (Firehose's YYYY/MM/DD/HH/) before it are never read",
     )
     p.add_argument("--until", metavar="TIME", help="only events before TIME (as --since; default: no end)")
+    p.add_argument(
+        "--findings",
+        metavar="NAMESPACE",
+        help="also write the rows as DetectionFindings in NAMESPACE (kubeconfig or in-cluster credentials), "
+        "labelled auditwatch.io/hunt with the range; hunting the same range again writes the same objects",
+    )
     p.add_argument("--print-sql", action="store_true", help="print the query the engine runs and exit")
     add_geoip_option(p)
     p.add_argument(
@@ -102,9 +108,18 @@ def hunt_command(args: argparse.Namespace) -> int:
     if not args.logs:
         print("auditwatch hunt: give at least one LOG (or --print-sql)", file=sys.stderr)
         return EXIT_USAGE
+    findings = _findings(args, plan, since, until)
     collected: list[OutputRow] = []
     out = sys.stdout.buffer
-    emit = collected.append if args.output == "table" else (lambda row: out.write(orjson.dumps(row) + b"\n"))
+
+    def emit(row: OutputRow) -> None:
+        if args.output == "table":
+            collected.append(row)
+        else:
+            out.write(orjson.dumps(row) + b"\n")
+        if findings is not None:
+            findings.add(row)
+
     engine = Engine(args.engine, args.memory_limit, args.threads, args.spark_master)
     with reading(args.detection):
         result = hunt(plan, args.logs, emit, args.geoip_db, engine, since, until)
@@ -113,4 +128,24 @@ def hunt_command(args: argparse.Namespace) -> int:
     out.flush()
     took = f"{result.seconds:.2f} s ({args.engine})"
     print(f"auditwatch hunt: {result.rows:,} rows from {result.files:,} files in {took}", file=sys.stderr)
+    if findings is not None:
+        created, updated = findings.write(args.findings)
+        print(
+            f"auditwatch hunt: findings in {args.findings}: {created:,} created, {updated:,} updated "
+            f"(kubectl get findings -n {args.findings} -l auditwatch.io/hunt={findings.hunt.name})",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _findings(args: argparse.Namespace, plan: Any, since: float | None, until: float | None) -> Any:
+    """What gathers the rows into findings, with ``--findings``: the detection must have a name."""
+    if args.findings is None:
+        return None
+    from auditwatch.api.models import load_detection
+    from auditwatch.offline.hunt_findings import Hunt, HuntFindings
+
+    detection = load_detection(args.detection)
+    if not detection.metadata.name:
+        raise UsageError(f"{args.detection}: metadata.name: --findings names its findings after the detection")
+    return HuntFindings(Hunt(detection, since, until, args.engine), plan)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditwatch.api.models import GROUP
+from auditwatch.api.models import GROUP, HUNT_LABEL
 from auditwatch.findings.aggregate import Aggregator
 
 
@@ -32,6 +32,9 @@ class PeerWrites:
     def seen(self, obj: dict[str, Any]) -> bool:
         """A finding as the watch shows it: True when a running detection took it in."""
         meta = obj.get("metadata") or {}
-        detection = (meta.get("labels") or {}).get(f"{GROUP}/detection", "")
+        labels = meta.get("labels") or {}
+        if HUNT_LABEL in labels:  # a hunt's finding: no detection's aggregator counts into it
+            return False
+        detection = labels.get(f"{GROUP}/detection", "")
         aggregator = self._aggregators.get((meta.get("namespace", ""), detection))
         return aggregator is not None and aggregator.observe(obj)

@@ -15,10 +15,10 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from auditwatch.api.models import GROUP, VERSION
+from auditwatch.api.models import GROUP, HUNT_LABEL, VERSION
 from auditwatch.kube.budget import Priority, WriteBudget
 
-__all__ = ["ApiException", "Kube", "PostEvent", "load_config"]
+__all__ = ["ApiException", "Kube", "PostEvent", "load_config", "own_findings"]
 
 # (object reference, event type, reason, message) -> posted; kopf.event in the operator, a list in tests.
 PostEvent = Callable[[dict[str, Any], str, str, str], None]
@@ -30,6 +30,11 @@ def load_config() -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # read now, not at import
+
+
+def own_findings(detection: str) -> str:
+    """The label selector of a detection's findings that the operator counts into: not a hunt's."""
+    return f"{GROUP}/detection={detection},!{HUNT_LABEL}"
 
 
 async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -82,7 +87,7 @@ class Kube:
             VERSION,
             namespace,
             "detectionfindings",
-            label_selector=f"{GROUP}/detection={detection}",
+            label_selector=own_findings(detection),
         )
         return list(result.get("items", []))
 
