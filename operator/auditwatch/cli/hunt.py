@@ -30,15 +30,29 @@ def register(sub: Any) -> None:
     p.add_argument("--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)")
     p.add_argument(
         "--engine",
-        choices=("duckdb", "spark"),
+        choices=("duckdb", "spark", "trino"),
         default="duckdb",
-        help="duckdb: in-process, nothing to start (default); spark: distributed, local[*] unless --spark-master",
+        help="duckdb: in-process, nothing to start (default); spark: distributed, local[*] unless --spark-master; "
+        "trino: a Trino server (or, with --print-sql, Athena) over a table of the archive's lines (--table)",
     )
     p.add_argument(
         "--spark-master",
         default="local[*]",
         metavar="URL",
         help="where Spark runs: local[N], spark://HOST:7077, yarn, k8s://... (default local[*])",
+    )
+    p.add_argument("--trino-url", metavar="URL", help="the Trino server: http[s]://[USER@]HOST:PORT")
+    p.add_argument(
+        "--table",
+        default="audit_lines",
+        metavar="NAME",
+        help="trino: the table (catalog.schema.name) whose column `line` holds the archive's lines (audit_lines)",
+    )
+    p.add_argument(
+        "--source-column",
+        default="$path",
+        metavar="NAME",
+        help="trino: the column naming each line's file, Splunk's `source` ($path: Hive's and Athena's own)",
     )
     p.add_argument("--output", "-o", choices=("jsonl", "table"), default="jsonl", help="row format (jsonl)")
     p.add_argument(
@@ -86,9 +100,9 @@ def hunt_command(args: argparse.Namespace) -> int:
     try:
         import sqlglot  # noqa: F401
 
-        __import__("pyspark" if args.engine == "spark" else "duckdb")
+        __import__({"spark": "pyspark", "trino": "trino"}.get(args.engine, "duckdb"))
     except ImportError as exc:
-        extra = "spark" if args.engine == "spark" else "hunt"
+        extra = args.engine if args.engine in ("spark", "trino") else "hunt"
         print(f"auditwatch hunt: needs {exc.name}: pip install 'auditwatch[{extra}]'", file=sys.stderr)
         return EXIT_USAGE
     from auditwatch.engine.pipeline import OutputRow
@@ -100,12 +114,14 @@ def hunt_command(args: argparse.Namespace) -> int:
     if since is not None and until is not None and since >= until:
         raise UsageError(f"--since {args.since} is not before --until {args.until}")
     if args.print_sql:
-        from auditwatch.engine.sql import render
-        from auditwatch.ir.plan import within
-
-        print(render(within(plan, since, until), args.engine))
+        print(_sql(args, plan, since, until))
         return 0
-    if not args.logs:
+    if args.engine == "trino":
+        if args.logs or not args.trino_url:
+            raise UsageError(
+                "--engine trino reads --table on --trino-url, not LOG files (README: the archive as a table)"
+            )
+    elif not args.logs:
         print("auditwatch hunt: give at least one LOG (or --print-sql)", file=sys.stderr)
         return EXIT_USAGE
     findings = _findings(args, plan, since, until)
@@ -120,7 +136,15 @@ def hunt_command(args: argparse.Namespace) -> int:
         if findings is not None:
             findings.add(row)
 
-    engine = Engine(args.engine, args.memory_limit, args.threads, args.spark_master)
+    engine = Engine(
+        args.engine,
+        args.memory_limit,
+        args.threads,
+        args.spark_master,
+        args.trino_url or "",
+        args.table,
+        args.source_column,
+    )
     with reading(args.detection):
         result = hunt(plan, args.logs, emit, args.geoip_db, engine, since, until)
     if args.output == "table":
@@ -136,6 +160,20 @@ def hunt_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _sql(args: argparse.Namespace, plan: Any, since: float | None, until: float | None) -> str:
+    """The query the engine would run (for Trino and Athena: over --table)."""
+    from auditwatch.ir.plan import within
+
+    plan = within(plan, since, until)
+    if args.engine == "trino":
+        from auditwatch.engine.trino import render as render_trino
+
+        return render_trino(plan, args.table, args.source_column)
+    from auditwatch.engine.sql import render
+
+    return render(plan, args.engine)
 
 
 def _findings(args: argparse.Namespace, plan: Any, since: float | None, until: float | None) -> Any:

@@ -86,12 +86,12 @@ def compile_plan(plan: Plan, lines: exp.Expr, decode: bool = False) -> Compiled:
     ``decode``: for an engine without JSON paths that reach into arrays (Spark), each candidate line is
     decoded by ``aw_decode(source, line)``, the streaming decoder itself: one element per event, each
     the values of ``Compiled.decoded`` fields in order. Else the engine's JSON functions read them."""
-    c = _Compiler(plan, decode)
+    c = Compiler(plan, decode)
     query = c.query(lines)
     return Compiled(query, c.functions, plan.aggregate is not None, list(c.decoded))
 
 
-class _Compiler:
+class Compiler:
     def __init__(self, plan: Plan, decode: bool) -> None:
         self.plan = plan
         self.decode = decode
@@ -128,10 +128,7 @@ class _Compiler:
         # list is never empty, which DuckDB cannot type); _time once, in column t, however often it is read.
         columns = [exp.alias_(_fn("json_extract", doc, _text_array(*self.paths, "$.kind")), "p")]
         if self.timed:
-            stamps = (
-                _fn("json_extract", doc, _s(f"$.{key}")) for key in ("requestReceivedTimestamp", "stageTimestamp")
-            )
-            columns.append(exp.alias_(self._call("aw_time", *(exp.Cast(this=s, to=TEXT) for s in stamps)), "t"))
+            columns.append(exp.alias_(self._time(doc), "t"))
         objects = (
             exp.select("*", *columns)
             .from_(parsed.subquery("parsed", copy=False), copy=False)
@@ -158,15 +155,19 @@ class _Compiler:
             exp.select(*columns).from_(objects.subquery("events", copy=False), copy=False).where(kept, copy=False)
         )
         for i in range(len(agg.by)):  # a row per combination of the BY fields' values
-            events = exp.select("*", exp.alias_(exp.Explode(this=exp.column(f"b{i}")), f"k{i}")).from_(
-                events.subquery(f"by{i}", copy=False)
-            )
+            events = self._each(events, i)
         keys = [exp.column(f"k{i}") for i in range(len(agg.by))]
         states = [exp.alias_(self._state(agg, i), f"a{i}") for i in range(len(agg.aggs))]
         return (
             exp.select(*keys, *states)
             .from_(events.subquery("rows", copy=False), copy=False)
             .group_by(*keys, copy=False)
+        )
+
+    def _each(self, events: exp.Select, i: int) -> exp.Select:
+        """A row of ``events`` per value of its list ``b<i>``, the value as ``k<i>``."""
+        return exp.select("*", exp.alias_(exp.Explode(this=exp.column(f"b{i}")), f"k{i}")).from_(
+            events.subquery(f"by{i}", copy=False)
         )
 
     # -- per event -----------------------------------------------------------------------------
@@ -192,11 +193,11 @@ class _Compiler:
         if prefilter is None:
             return exp.Not(this=_is_null(line))
         tests: list[exp.Expr] = [_like(line, f"*{lit}*", exp.ILike) for lit in prefilter.literals]
-        tests.append(exp.Contains(this=line, expression=_s("\\u")))
+        tests.append(self._has(line, "\\u"))
         chars = set("".join(prefilter.literals))
         for special, ascii_ in NON_ASCII_LOWERING_TO_ASCII.items():
             if ascii_ in chars:
-                tests.append(exp.Contains(this=line, expression=_s(special)))
+                tests.append(self._has(line, special))
         return exp.or_(*tests)
 
     def _event_steps(self, doc: exp.Expr) -> tuple[dict[str, exp.Expr], exp.Expr]:
@@ -231,7 +232,7 @@ class _Compiler:
             env[out] = exp.If(this=_is_empty(values), true=env.get(out, _empty()), false=converted)
 
     def _iplocation(self, step: IpLocation, env: dict[str, exp.Expr]) -> None:
-        address = exp.Bracket(this=env.get(step.field, _empty()), expressions=[_int(1)], offset=1)
+        address = self._first(env.get(step.field, _empty()))
         for name in IPLOCATION_FIELDS:
             found = self._call("aw_geo", address, _s(name))
             env[name] = exp.If(this=_is_null(found), true=env.get(name, _empty()), false=exp.Array(expressions=[found]))
@@ -247,11 +248,11 @@ class _Compiler:
         if name == "source":
             return exp.Array(expressions=[exp.column("source")])
         if name == "_raw":
-            return exp.Array(expressions=[exp.Cast(this=doc, to=TEXT)])
+            return exp.Array(expressions=[self._raw_text(doc)])
         parts = [self._path_values(doc, path) for path in json_paths(name)]
         if not parts:
             return _empty()
-        return parts[0] if len(parts) == 1 else exp.ArrayConcat(this=parts[0], expressions=parts[1:])
+        return self._concat(parts)
 
     def _metadata(self, value: exp.Expr) -> exp.Expr:
         return exp.If(this=_is_null(value), true=_empty(), false=exp.Array(expressions=[value]))
@@ -286,8 +287,7 @@ class _Compiler:
                 return self._any(
                     self._field(doc, "_raw"), lambda v: _like(exp.Lower(this=v), f"*{expr.value.lower()}*")
                 )
-            raw = exp.Lower(this=exp.Cast(this=doc, to=TEXT))
-            return _like(raw, f"*{expr.value.lower()}*")
+            return _like(exp.Lower(this=self._raw_text(doc)), f"*{expr.value.lower()}*")
         values = env.get(expr.field, _empty())
         if isinstance(expr, In) or expr.op in ("=", "!="):
             matching = self._matches(values, expr.values if isinstance(expr, In) else (expr.value,))
@@ -302,9 +302,7 @@ class _Compiler:
         Spark calls none inside a lambda), else lower-cased text with wildcards."""
         networks = [p for p in patterns if parse_cidr(p) is not None]
         texts = [p.lower() for p in patterns if parse_cidr(p) is None]
-        tests: list[exp.Expr] = [
-            exp.EQ(this=self._call("aw_cidr", values, _s(n)), expression=exp.true()) for n in networks
-        ]
+        tests: list[exp.Expr] = [self._in_network(values, n) for n in networks]
         if texts:
             tests.append(self._any(values, lambda v: exp.or_(*(_text_match(exp.Lower(this=v), p) for p in texts))))
         return exp.paren(exp.or_(*tests))
@@ -322,7 +320,7 @@ class _Compiler:
     def _operand(self, operand: Operand, env: dict[str, exp.Expr]) -> exp.Expr:
         if not operand.is_field:
             return _s(operand.value)
-        return exp.Bracket(this=env.get(operand.value, _empty()), expressions=[_int(1)], offset=1)
+        return self._first(env.get(operand.value, _empty()))
 
     # -- aggregate states ------------------------------------------------------------------------
     def _state(self, agg: Aggregate, i: int) -> exp.Expr:
@@ -333,6 +331,28 @@ class _Compiler:
         if a.func == "count":
             return exp.Sum(this=exp.ArraySize(this=values))
         return exp.ArrayDistinct(this=exp.Flatten(this=exp.ArrayAgg(this=values)))
+
+    # -- what engines spell differently (engine/trino.py overrides these) ---------------------
+    def _time(self, doc: exp.Expr) -> exp.Expr:
+        """Splunk's ``_time`` of an event (audit/decode.splunk_time), as text."""
+        stamps = (_fn("json_extract", doc, _s(f"$.{key}")) for key in ("requestReceivedTimestamp", "stageTimestamp"))
+        return self._call("aw_time", *(exp.Cast(this=s, to=TEXT) for s in stamps))
+
+    def _raw_text(self, doc: exp.Expr) -> exp.Expr:
+        return exp.Cast(this=doc, to=TEXT)
+
+    def _has(self, text: exp.Expr, literal: str) -> exp.Expr:
+        return exp.Contains(this=text, expression=_s(literal))
+
+    def _in_network(self, values: exp.Expr, network: str) -> exp.Expr:
+        return exp.EQ(this=self._call("aw_cidr", values, _s(network)), expression=exp.true())
+
+    def _concat(self, lists: list[exp.Expr]) -> exp.Expr:
+        return lists[0] if len(lists) == 1 else exp.ArrayConcat(this=lists[0], expressions=lists[1:])
+
+    def _first(self, values: exp.Expr) -> exp.Expr:
+        """A list's first value; NULL for an empty list."""
+        return exp.Bracket(this=values, expressions=[_int(1)], offset=1)
 
     # -- helpers -------------------------------------------------------------------------------
     def _call(self, name: str, *args: exp.Expr) -> exp.Expr:

@@ -115,10 +115,13 @@ def _gzip(path: str) -> bool:
 class Engine:
     """Which SQL engine runs a hunt, with its limits."""
 
-    name: str = "duckdb"  # or spark
+    name: str = "duckdb"  # or spark, trino
     memory_limit: str = "4GB"  # DuckDB's; it spills past it
     threads: int | None = None  # DuckDB's; None: one per core
     spark_master: str = "local[*]"
+    trino_url: str = ""  # Trino's: the server, the table of lines, the column naming their file
+    table: str = "audit_lines"
+    source_column: str = "$path"
 
     def start(self, workdir: str) -> Any:
         if self.name == "spark":
@@ -153,6 +156,14 @@ def hunt(
         raise EngineError(problem)
     plan = within(plan, since, until)
     started = time.perf_counter()
+    if engine.name == "trino":  # the archive is a table already: Trino reads it where it is
+        from auditwatch.engine.trino import Trino
+
+        rows = 0
+        for row in Trino(engine.trino_url).rows(plan, engine.table, geoip_db, engine.source_column):
+            emit(row)
+            rows += 1
+        return HuntResult(rows, 0, time.perf_counter() - started)
     with tempfile.TemporaryDirectory(prefix="auditwatch-hunt-") as workdir:
         inputs = prepare(paths, workdir, notes, since, until)
         files = [*inputs.native, *inputs.decoded]
