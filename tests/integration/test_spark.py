@@ -41,3 +41,9 @@ def test_a_time_range_gives_the_streaming_rows_on_spark(spark, corpus):
 def test_a_search_without_stats_is_refused_by_name(spark, corpus):
     with pytest.raises(EngineError, match="without stats"):
         list(spark.rows(plan_search("verb=get"), [corpus]))
+
+
+def test_source_is_the_name_given_for_a_file(spark, corpus):
+    plan = plan_search("* | stats count BY source")
+    (row,) = spark.rows(plan, [corpus], names={corpus: "s3://bucket/audit.log"})
+    assert row["source"] == "s3://bucket/audit.log" and row["count"] > 1000

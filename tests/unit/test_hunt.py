@@ -13,15 +13,18 @@ from hypothesis import strategies as st
 
 from auditwatch.api.models import load_detection
 from auditwatch.audit.decode import epoch_seconds, splunk_time
+from auditwatch.engine import duckdb_engine
 from auditwatch.engine.duckdb_engine import DuckDB
+from auditwatch.engine.prefilter import derive
 from auditwatch.ir.plan import within
 from auditwatch.ir.planner import literals
+from auditwatch.offline.hunt import hunt
 from auditwatch.offline.hunt_findings import Hunt, HuntFindings
 from auditwatch.offline.s3 import in_range
 from auditwatch.offline.scan import scan
 from auditwatch.spl import plan_search
 from corpus import SEARCHES, SHIPPED, corpus_log, detection_plan, generated_events, geoip_file, lines_of, streaming  # noqa: F401 - fixtures
-from factory import SEED, auditwatch
+from factory import SEED, auditwatch, event, line
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +187,31 @@ def test_hunt_findings_count_rows_without_a_count_one_each_and_are_named_for_the
     assert bodies["10.0.0.1"]["metadata"]["ownerReferences"] == []  # no AuditDetection of that name there
     names = {Hunt(detection, s, u, "duckdb").name for s, u in [(1.0, 2.0), (1.0, None), (None, None), (1.0, 2.0)]}
     assert len(names) == 3
+
+
+def test_source_names_the_input_not_the_copy_the_engine_read(tmp_path):
+    """A document decoded first and a log whose candidate lines DuckDB reads from a scratch file: each
+    event's ``source`` is the input, as scan names it."""
+    events = generated_events(7, 300)
+    (tmp_path / "a.log").write_bytes(lines_of(events[:200], 7))
+    (tmp_path / "export.json").write_text(json.dumps(events[200:], indent=2))
+    inputs = [str(tmp_path / "a.log"), str(tmp_path / "export.json")]
+    for search in ["user.username=system:* | stats count BY source", "* | stats count BY source verb"]:
+        plan = plan_search(search)
+        hunted: list = []
+        hunt(plan, inputs, hunted.append, notes=None)
+        scanned: list = []
+        scan(plan, inputs, scanned.append, lambda r: r)
+        assert hunted == scanned and {r["source"] for r in hunted} == set(inputs)
+
+
+def test_the_prefilter_pass_keeps_candidates_and_gives_way_to_a_common_literal(tmp_path, monkeypatch):
+    log = tmp_path / "a.log"  # 2% anonymous
+    log.write_bytes(b"".join(line(event() if i % 50 == 0 else event("alice", ["dev"])) for i in range(2000)))
+    rare, common = derive(detection_plan(SEED)), derive(plan_search("verb=get"))
+    assert rare is not None and common is not None
+    monkeypatch.setattr(duckdb_engine, "PROBE", 1)  # judge after the first chunk
+    (kept,) = duckdb_engine.candidates(rare, [str(log)], str(tmp_path))
+    lines = log.read_bytes().splitlines()
+    assert Path(kept).read_bytes().splitlines() == [ln for ln in lines if b"system:unauthenticated" in ln.lower()]
+    assert duckdb_engine.candidates(common, [str(log)], str(tmp_path)) is None  # "get" is in most lines

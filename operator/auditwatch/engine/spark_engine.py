@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlglot import exp
@@ -46,17 +46,30 @@ class Spark:
         self.session = builder.getOrCreate()
         self.session.sparkContext.setLogLevel("ERROR")
 
-    def rows(self, plan: Plan, files: Sequence[str], geoip_db: str | None = None) -> Iterator[OutputRow]:
-        """The plan's rows over ``files`` (JSON lines, plain or gzip), as the streaming engine gives them."""
+    def rows(
+        self,
+        plan: Plan,
+        files: Sequence[str],
+        geoip_db: str | None = None,
+        names: Mapping[str, str] | None = None,
+    ) -> Iterator[OutputRow]:
+        """The plan's rows over ``files`` (JSON lines, plain or gzip), as the streaming engine gives them;
+        ``names``: what a file is called in ``source`` when not its path (a download, a decoded copy)."""
+        from pyspark.sql import functions
+
         if plan.aggregate is None:
             raise EngineError(NO_ORDER)
         compiled = compile_plan(plan, exp.to_table(LINES), decode=True)
         for name, (function, _, returns) in python_functions(compiled.functions, geoip_db, compiled.decoded).items():
             self.session.udf.register(name, function, _spark_type(returns))
         lines: Any = self.session.read.text(list(files))
-        lines.selectExpr(
-            "regexp_replace(input_file_name(), '^file://', '') AS source", "0 AS ordinal", "value AS line"
-        ).createOrReplaceTempView(LINES)
+        f = functions
+        source = f.regexp_replace(f.input_file_name(), "^file://", "")
+        renamed = [f.lit(text) for path, name in (names or {}).items() if path != name for text in (path, name)]
+        if renamed:
+            source = f.coalesce(f.element_at(f.create_map(*renamed), source), source)
+        columns = (source.alias("source"), f.lit(0).alias("ordinal"), f.col("value").alias("line"))
+        lines.select(*columns).createOrReplaceTempView(LINES)
         found = self.session.sql(compiled.query.sql("spark")).collect()
         yield from group_rows(plan, Pipeline(plan, geoip_db), (tuple(row) for row in found))
 

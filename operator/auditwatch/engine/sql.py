@@ -99,6 +99,7 @@ class Compiler:
         self.paths: dict[str, int] = {}  # JSON paths without a wildcard -> their place in column p
         self.functions: set[str] = set()
         self.timed = False  # whether _time is read: then the query computes it once per event
+        self.columns: dict[str, tuple[str, exp.Expr]] = {}  # field -> (its column, its values)
         self._names = (f"x{i}" for i in itertools.count())  # lambda variables, unique in the query
 
     def query(self, lines: exp.Expr) -> exp.Select:
@@ -116,11 +117,14 @@ class Compiler:
             )
             return self._rows(objects, env, where)
         # The line parsed once for what tells an EventList (TRY: NULL for what is no JSON: skipped).
+        # The prefilter inside the CASE: as a conjunct beside `head IS NOT NULL`, DuckDB would parse every
+        # line before testing it (it orders the two by its own estimate of their costs).
         head = exp.Anonymous(this="TRY", expressions=[_fn("json_extract", line, _text_array(*LIST_KEYS))])
-        headed = exp.select("source", "ordinal", "line", exp.alias_(head, "head")).from_(lines, copy=False)
+        tested = exp.Case(ifs=[exp.If(this=self._line_test(line), true=head)])
+        headed = exp.select("source", "ordinal", "line", exp.alias_(tested, "head")).from_(lines, copy=False)
         parsed = (
             exp.select("source", "ordinal", "line", exp.alias_(self._events(line, exp.column("head")), "doc"))
-            .from_(headed.where(self._line_test(line), copy=False).subquery("lines", copy=False))
+            .from_(headed.subquery("lines", copy=False))
             .where(exp.not_(_is_null(exp.column("head"))), copy=False)
         )
         env, where = self._event_steps(doc)
@@ -134,7 +138,7 @@ class Compiler:
             .from_(parsed.subquery("parsed", copy=False), copy=False)
             .where(_is_object(doc), copy=False)
         )
-        return self._rows(objects, env, where)
+        return self._rows(self._with_fields(objects), env, where)
 
     def _rows(self, objects: exp.Select, env: dict[str, exp.Expr], where: exp.Expr) -> exp.Select:
         """Groups (or passing lines) from the events of ``objects`` after the per-event steps."""
@@ -249,10 +253,23 @@ class Compiler:
             return exp.Array(expressions=[exp.column("source")])
         if name == "_raw":
             return exp.Array(expressions=[self._raw_text(doc)])
+        return self._column(name, self._values(doc, name))
+
+    def _values(self, doc: exp.Expr, name: str) -> exp.Expr:
+        """The values at every JSON path the name can stand for, as text, in order."""
         parts = [self._path_values(doc, path) for path in json_paths(name)]
-        if not parts:
-            return _empty()
-        return self._concat(parts)
+        return self._concat(parts) if parts else _empty()
+
+    def _column(self, name: str, values: exp.Expr) -> exp.Expr:
+        """A field's values as a column of their own, computed once per event however often the steps
+        name it (a filter, fillnull's test and value, a BY): engines do not share repeated lambdas."""
+        column, _ = self.columns.setdefault(name, (f"f{len(self.columns)}", values))
+        return exp.column(column)
+
+    def _with_fields(self, objects: exp.Select) -> exp.Select:
+        """``objects`` with a column per field read (``_column``)."""
+        fields = [exp.alias_(values, column) for column, values in self.columns.values()]
+        return exp.select("*", *fields).from_(objects.subquery("objects", copy=False), copy=False)
 
     def _metadata(self, value: exp.Expr) -> exp.Expr:
         return exp.If(this=_is_null(value), true=_empty(), false=exp.Array(expressions=[value]))

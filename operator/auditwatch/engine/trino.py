@@ -49,7 +49,6 @@ class TrinoCompiler(Compiler):
         super().__init__(plan, decode=False)
         self.source_column = source_column
         self.sourced = False  # whether `source` is read: then the source column is
-        self.columns: dict[str, tuple[str, exp.Expr]] = {}  # field -> (its column, its values)
 
     def query(self, lines: exp.Expr) -> exp.Select:
         if self.plan.aggregate is None:
@@ -80,9 +79,7 @@ class TrinoCompiler(Compiler):
             .join(unnest, join_type="CROSS", copy=False)
             .where(exp.and_(exp.not_(_is_null(parsed_line)), _like_start(_fn("json_format", exp.column("doc")), "{")))
         )
-        fields = [exp.alias_(values, column) for column, values in self.columns.values()]
-        valued = exp.select("*", *fields).from_(objects.subquery("objects", copy=False), copy=False)
-        return self._rows(valued, env, where)
+        return self._rows(self._with_fields(objects), env, where)
 
     def _documents(self, parsed: exp.Expr, line: exp.Expr) -> tuple[exp.Expr, exp.Expr]:
         """The events of a line and their raw text, as audit/decode.decode_line tells them: an EventList's
@@ -109,12 +106,13 @@ class TrinoCompiler(Compiler):
         return docs, raws
 
     def _field(self, doc: exp.Expr, name: str) -> exp.Expr:
-        """As the base's, with the JSON of every path gathered first and made text once: each lambda
-        costs Trino a filter, and a name with many dots stands for many paths (192 for a pod's images)."""
         if name == "source":
             self.sourced = True
-        if name in ("_time", "source", "_raw"):
-            return super()._field(doc, name)
+        return super()._field(doc, name)
+
+    def _values(self, doc: exp.Expr, name: str) -> exp.Expr:
+        """As the base's, with the JSON of every path gathered first and made text once: each lambda
+        costs Trino a filter, and a name with many dots stands for many paths (192 for a pod's images)."""
         lists: list[exp.Expr] = []
         plain: list[exp.Expr] = []  # consecutive paths without {}: one ARRAY[...] (at most 127 elements)
         for path in json_paths(name):
@@ -131,12 +129,7 @@ class TrinoCompiler(Compiler):
         if not lists:
             return _empty()
         texts = self._transform(self._concat(lists), _scalar_text)
-        # A column of its own, computed once: the steps may name a field many times (fillnull twice over)
-        # and Trino compiles a query's expressions into methods of bounded size.
-        column = self.columns.setdefault(
-            name, (f"f{len(self.columns)}", self._filter(texts, lambda v: exp.not_(_is_null(v))))
-        )
-        return exp.column(column[0])
+        return self._filter(texts, lambda v: exp.not_(_is_null(v)))
 
     def _items(self, doc: exp.Expr, path: tuple[str | None, ...]) -> exp.Expr:
         """The JSON values at a path with ``{}``: each array's items (none for what is no array)."""

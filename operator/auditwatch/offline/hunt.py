@@ -34,6 +34,7 @@ class Inputs:
 
     native: list[str] = field(default_factory=list)
     decoded: list[str] = field(default_factory=list)  # JSON lines written from the inputs scan decodes
+    names: dict[str, str] = field(default_factory=dict)  # a file read in place of an input -> the input's name
 
 
 def expand(paths: Sequence[str]) -> list[str]:
@@ -70,10 +71,11 @@ def prepare(
     inputs = Inputs()
     for path in expand(paths):
         if path.startswith(S3):
-            for fetched in objects(path, since, until, workdir, notes):
+            for fetched, url in objects(path, since, until, workdir, notes):
                 if _gzip(fetched) and not fetched.endswith(".gz"):  # engines tell gzip by the name
                     os.rename(fetched, fetched + ".gz")
                     fetched += ".gz"
+                inputs.names[fetched] = url
                 if not _sort(fetched, inputs, workdir, notes):
                     os.remove(fetched)  # decoded: the fetched bytes are read
         else:
@@ -93,6 +95,7 @@ def _sort(path: str, inputs: Inputs, workdir: str, notes: TextIO | None) -> bool
             if chunk and chunk[-1:] != b"\n":
                 out.write(b"\n")
     inputs.decoded.append(target)
+    inputs.names[target] = inputs.names.pop(path, path)
     return False
 
 
@@ -130,7 +133,7 @@ class Engine:
             return Spark(self.spark_master, {"spark.local.dir": os.path.join(workdir, "spark")})
         from auditwatch.engine.duckdb_engine import DuckDB
 
-        return DuckDB(self.memory_limit, self.threads, temp_directory=os.path.join(workdir, "spill"))
+        return DuckDB(self.memory_limit, self.threads, os.path.join(workdir, "spill"), scratch=workdir)
 
 
 @dataclass
@@ -168,7 +171,7 @@ def hunt(
         inputs = prepare(paths, workdir, notes, since, until)
         files = [*inputs.native, *inputs.decoded]
         rows = 0
-        for row in engine.start(workdir).rows(plan, files, geoip_db) if files else ():
+        for row in engine.start(workdir).rows(plan, files, geoip_db, inputs.names) if files else ():
             emit(row)
             rows += 1
     return HuntResult(rows, len(files), time.perf_counter() - started)

@@ -102,9 +102,9 @@ class Bucket:
 
 def objects(
     url: str, since: float | None, until: float | None, workdir: str, notes: TextIO | None = sys.stderr
-) -> Iterator[str]:
-    """Each object of ``url`` the range lets through, fetched into ``workdir``: its local path, which the
-    caller may delete once read."""
+) -> Iterator[tuple[str, str]]:
+    """Each object of ``url`` the range lets through, fetched into ``workdir``: its local path (which the
+    caller may delete once read) and its ``s3://`` address."""
     bucket = Bucket(url)
     listing = bucket.list(since, until)
     total = sum(o.size for o in listing.kept)
@@ -122,7 +122,7 @@ def objects(
         if notes is not None and notes.isatty():
             notes.write(f"\r{url}: {number + 1:,} of {len(listing.kept):,} objects, {done / max(1, total):.0%}")
             notes.flush()
-        yield target
+        yield target, f"{S3}{bucket.name}/{obj.key}"
     if notes is not None and notes.isatty():
         notes.write("\n")
 
