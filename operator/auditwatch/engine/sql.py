@@ -64,6 +64,7 @@ from auditwatch.ir.plan import (
 
 TEXT = exp.DataType.build("varchar")
 TEXT_LIST = exp.DataType.build("array<varchar>")
+JSON_LIST = exp.DataType.build("array<json>", dialect="duckdb")
 DOUBLE = exp.DataType.build("double")
 NOT_SCALAR = ("OBJECT", "ARRAY", "NULL")
 LIST_KEYS = ("$.kind", "$.items", "$.auditID")  # what tells an EventList from an Event (audit/decode.py)
@@ -116,28 +117,37 @@ class Compiler:
                 candidates.subquery("lines", copy=False)
             )
             return self._rows(objects, env, where)
-        # The line parsed once for what tells an EventList (TRY: NULL for what is no JSON: skipped).
-        # The prefilter inside the CASE: as a conjunct beside `head IS NOT NULL`, DuckDB would parse every
-        # line before testing it (it orders the two by its own estimate of their costs).
-        head = exp.Anonymous(this="TRY", expressions=[_fn("json_extract", line, _text_array(*LIST_KEYS))])
-        tested = exp.Case(ifs=[exp.If(this=self._line_test(line), true=head)])
-        headed = exp.select("source", "ordinal", "line", exp.alias_(tested, "head")).from_(lines, copy=False)
-        parsed = (
-            exp.select("source", "ordinal", "line", exp.alias_(self._events(line, exp.column("head")), "doc"))
-            .from_(headed.subquery("lines", copy=False))
-            .where(exp.not_(_is_null(exp.column("head"))), copy=False)
-        )
         env, where = self._event_steps(doc)
-        # Every path without a wildcard is read in one call, which parses the event once ($.kind: so the
-        # list is never empty, which DuckDB cannot type); _time once, in column t, however often it is read.
-        columns = [exp.alias_(_fn("json_extract", doc, _text_array(*self.paths, "$.kind")), "p")]
-        if self.timed:
-            columns.append(exp.alias_(self._time(doc), "t"))
-        objects = (
-            exp.select("*", *columns)
-            .from_(parsed.subquery("parsed", copy=False), copy=False)
-            .where(_is_object(doc), copy=False)
+        # One parse of a line reads every path the plan needs without a wildcard and what tells an
+        # EventList (its last three): all that most lines need. TRY: NULL for what is no JSON. The
+        # prefilter inside the CASE, and no filter on p before the UNNEST: DuckDB would run the parse
+        # for the filter and again for the projection (or before the prefilter).
+        read = _text_array(*self.paths, *LIST_KEYS)
+        parse = exp.Anonymous(this="TRY", expressions=[_fn("json_extract", line, read)])
+        tested = exp.Case(ifs=[exp.If(this=self._line_test(line), true=parse)])
+        parsed = exp.select("source", "ordinal", "line", exp.alias_(tested, "p")).from_(lines, copy=False)
+        p, item = exp.column("p"), exp.column("item")
+        head = [exp.Bracket(this=p, expressions=[_int(len(self.paths) + i)], offset=1) for i in (1, 2, 3)]
+        # A row per event: an EventList's items (each parsed again), else the line itself (item NULL).
+        each = exp.Case(
+            ifs=[
+                exp.If(this=exp.or_(_is_null(p), exp.not_(_is_object(line))), true=_empty_json()),
+                exp.If(this=self._is_list(*head), true=self._items(line, head[1])),
+            ],
+            default=exp.Cast(this=exp.Array(expressions=[exp.Null()]), to=JSON_LIST),
         )
+        split = exp.select("source", "ordinal", "line", "p", exp.alias_(exp.Explode(this=each), "item")).from_(
+            parsed.subquery("lines", copy=False), copy=False
+        )
+        objects = exp.select(
+            "source",
+            "ordinal",
+            "line",
+            exp.alias_(exp.Coalesce(this=exp.Cast(this=item, to=TEXT), expressions=[line]), "doc"),
+            exp.alias_(exp.If(this=_is_null(item), true=p, false=_fn("json_extract", item, read)), "p"),
+        ).from_(split.subquery("events", copy=False), copy=False)
+        if self.timed:  # _time once, in column t, however often it is read
+            objects = exp.select("*", exp.alias_(self._time(doc), "t")).from_(objects.subquery("timed", copy=False))
         return self._rows(self._with_fields(objects), env, where)
 
     def _rows(self, objects: exp.Select, env: dict[str, exp.Expr], where: exp.Expr) -> exp.Select:
@@ -175,20 +185,23 @@ class Compiler:
         )
 
     # -- per event -----------------------------------------------------------------------------
-    def _events(self, line: exp.Expr, head: exp.Expr) -> exp.Expr:
-        """The events of a line, as the streaming decoder tells them: an EventList's items when they are
-        all objects (else none), or the line's document; each as JSON text, a row each."""
-        kind, items, audit_id = (exp.Bracket(this=head, expressions=[_int(i)], offset=1) for i in (1, 2, 3))
-        is_list = exp.or_(
-            exp.EQ(this=kind, expression=_s('"EventList"')), exp.and_(exp.not_(_is_null(items)), _is_null(audit_id))
+    def _is_list(self, kind: exp.Expr, items: exp.Expr, audit_id: exp.Expr) -> exp.Expr:
+        """Whether a line is an EventList, as the streaming decoder tells one (audit/decode.decode_line)."""
+        return exp.paren(
+            exp.or_(
+                exp.EQ(this=kind, expression=_s('"EventList"')),
+                exp.and_(exp.not_(_is_null(items)), _is_null(audit_id)),
+            )
         )
+
+    def _items(self, line: exp.Expr, items: exp.Expr) -> exp.Expr:
+        """An EventList's items (JSON), when they are all objects; else none."""
         each = _fn("json_extract", line, _s("$.items[*]"))
         all_objects = exp.and_(
             _starts(items, "["),
             exp.EQ(this=exp.ArraySize(this=self._filter(each, lambda v: exp.not_(_is_object(v)))), expression=_int(0)),
         )
-        listed = exp.If(this=all_objects, true=each, false=_empty_json())
-        return exp.Explode(this=exp.If(this=is_list, true=listed, false=exp.Array(expressions=[line])))
+        return exp.If(this=all_objects, true=each, false=_empty_json())
 
     def _line_test(self, line: exp.Expr) -> exp.Expr:
         """The prefilter as a test of the raw line: it has a literal, or a character escape that could
@@ -276,11 +289,14 @@ class Compiler:
 
     def _path_values(self, doc: exp.Expr, path: tuple[str | None, ...]) -> exp.Expr:
         text = "$" + "".join("[*]" if key is None else '."' + key + '"' for key in path)
-        if None in path:
-            found = _fn("json_extract", doc, _s(text))
-        else:
+        if None not in path:  # one value (from the line's one parse), no lambda: the common case, made cheap
             place = self.paths.setdefault(text, len(self.paths))
-            found = exp.Array(expressions=[exp.Bracket(this=exp.column("p"), expressions=[_int(place + 1)], offset=1)])
+            value = exp.Bracket(this=exp.column("p"), expressions=[_int(place + 1)], offset=1)
+            kind = exp.Coalesce(this=_fn("json_type", value), expressions=[_s("NULL")])
+            scalar = exp.Array(expressions=[_fn("json_extract_string", value, _s("$"))])
+            not_scalar = exp.In(this=kind, expressions=[_s(t) for t in NOT_SCALAR])
+            return exp.If(this=not_scalar, true=_empty(), false=exp.Cast(this=scalar, to=TEXT_LIST))
+        found = _fn("json_extract", doc, _s(text))
         scalars = self._filter(
             exp.Coalesce(this=found, expressions=[exp.Array(expressions=[])]),
             lambda v: exp.not_(exp.In(this=_fn("json_type", v), expressions=[_s(t) for t in NOT_SCALAR])),
@@ -427,7 +443,7 @@ def _text_array(*texts: str) -> exp.Expr:
 
 
 def _empty_json() -> exp.Expr:
-    return exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("array<json>", dialect="duckdb"))
+    return exp.Cast(this=exp.Array(expressions=[]), to=JSON_LIST)
 
 
 def _int(n: int) -> exp.Expr:

@@ -119,7 +119,7 @@ class TrinoCompiler(Compiler):
             if None in path:
                 lists += [exp.Array(expressions=plain)] if plain else []
                 plain = []
-                lists.append(self._items(doc, path))
+                lists.append(self._array_items(doc, path))
             else:
                 plain.append(_extract(doc, cast(tuple[str, ...], path)))
                 if len(plain) == MAX_ARGUMENTS:
@@ -131,7 +131,7 @@ class TrinoCompiler(Compiler):
         texts = self._transform(self._concat(lists), _scalar_text)
         return self._filter(texts, lambda v: exp.not_(_is_null(v)))
 
-    def _items(self, doc: exp.Expr, path: tuple[str | None, ...]) -> exp.Expr:
+    def _array_items(self, doc: exp.Expr, path: tuple[str | None, ...]) -> exp.Expr:
         """The JSON values at a path with ``{}``: each array's items (none for what is no array)."""
         runs: list[tuple[str, ...]] = [()]
         for key in path:
