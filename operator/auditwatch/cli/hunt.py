@@ -39,7 +39,8 @@ def register(sub: Any) -> None:
         "--spark-master",
         default="local[*]",
         metavar="URL",
-        help="where Spark runs: local[N], spark://HOST:7077, yarn, k8s://... (default local[*])",
+        help="where Spark runs: local[N], spark://HOST:7077, yarn, k8s://..., or a Spark Connect server "
+        "sc://HOST:15002 (default local[*])",
     )
     p.add_argument("--trino-url", metavar="URL", help="the Trino server: http[s]://[USER@]HOST:PORT")
     p.add_argument(

@@ -34,6 +34,9 @@ class Spark:
         from pyspark.sql import SparkSession  # here: a JVM starts, which only a Spark hunt needs
 
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # local workers: this interpreter, auditwatch in it
+        if master.startswith("sc://"):  # Spark Connect: the server has its own settings
+            self.session = SparkSession.builder.remote(master).getOrCreate()
+            return
         builder = SparkSession.builder.appName("auditwatch-hunt").master(master)
         settings = {
             "spark.ui.enabled": "false",
