@@ -1,10 +1,13 @@
-"""``auditwatch hunt``: one detection over archived audit logs on a SQL engine: DuckDB (embedded) or Spark.
+"""``auditwatch hunt``: one detection over archived audit logs on a SQL engine: DuckDB (embedded), Spark,
+or Trino (over a table of the archive, where it is).
 
-Inputs are files, directories (every ``*.log``, ``*.gz``, ``*.json``, ``*.jsonl`` below them) and globs.
-JSON lines, plain or gzip, are read by the engine itself; whatever else ``scan`` reads by content
-(JSON documents and CloudWatch exports, oc adm node-logs output, a BOM, ``-``, ``cloudwatch://``) goes
-through scan's own decoding first, into JSON lines in a temporary directory, which the engine reads.
-The rows are those the streaming engine gives for the same inputs (tests/unit/test_hunt.py).
+Inputs are files, directories (every ``*.log``, ``*.gz``, ``*.json``, ``*.jsonl`` below them), globs and
+``s3://`` prefixes (offline/s3.py: fetched one object at a time, pruned by their hour path). JSON lines,
+plain or gzip, are read by the engine itself; whatever else ``scan`` reads by content (JSON documents
+and CloudWatch exports, oc adm node-logs output, a BOM, ``-``, ``cloudwatch://``) goes through scan's
+own decoding first, into JSON lines in a temporary directory, which the engine reads. A time range is a
+step of the plan (``ir.plan.within``). The rows are those the streaming engine gives for the same inputs
+(tests/unit/test_hunt.py, tests/integration/test_spark*.py, test_trino.py, test_hunt_s3.py).
 """
 
 from __future__ import annotations
