@@ -21,12 +21,10 @@ from sqlglot import exp
 
 from auditwatch.audit.decode import json_paths
 from auditwatch.engine.pipeline import EngineError, OutputRow, Pipeline
-from auditwatch.engine.sql import TEXT, Compiler, _empty, _fn, _int, _is_null, _s, group_rows
+from auditwatch.engine.sql import JSON_LIST, TEXT, Compiler, _empty, _empty_json, _fn, _int, _is_null, _s, group_rows
 from auditwatch.errors import AuditwatchError
 from auditwatch.ir.plan import Plan
 
-JSON = exp.DataType.build("json", dialect="trino")
-JSON_LIST = exp.DataType.build("array(json)", dialect="trino")
 IPADDRESS = exp.DataType.build("ipaddress", dialect="trino")
 FALSY = ("null", "false", "0", "0.0", '""', "[]", "{}")  # JSON values Python's `or` passes over
 JAVA_EXPONENT = r"^(-?)(\d)(?:\.(\d+))?E(-?\d+)$"  # sign, first digit, the others, exponent
@@ -92,12 +90,12 @@ class TrinoCompiler(Compiler):
         )
         listed = exp.TryCast(this=items, to=JSON_LIST)
         objects = _fn("all_match", listed, self._lambda(lambda x: _like_start(_fn("json_format", x), "{")))
-        empty = exp.Cast(this=exp.Array(expressions=[]), to=JSON_LIST)
+        empty = _empty_json()
         docs = exp.If(
             this=is_list, true=exp.If(this=objects, true=listed, false=empty), false=exp.Array(expressions=[parsed])
         )
         raw_items = self._transform(listed, lambda x: _fn("json_format", x))
-        empty_text = exp.Cast(this=exp.Array(expressions=[]), to=exp.DataType.build("array<varchar>"))
+        empty_text = _empty()
         raws = exp.If(
             this=is_list,
             true=exp.If(this=objects, true=raw_items, false=empty_text),
@@ -249,10 +247,6 @@ def _python_float(java: exp.Expr) -> exp.Expr:
     scientific = exp.DPipe(this=mantissa, expression=power)
     in_range = exp.and_(exp.GTE(this=e, expression=_int(-4)), exp.LT(this=e, expression=_int(16)))
     return exp.DPipe(this=sign, expression=exp.If(this=in_range, true=positional, false=scientific))
-
-
-def _empty_json() -> exp.Expr:
-    return exp.Cast(this=exp.Array(expressions=[]), to=JSON_LIST)
 
 
 def _like_start(text: exp.Expr, char: str) -> exp.Expr:
