@@ -2,7 +2,7 @@
 
 import pytest
 
-from auditwatch.api.manifest import ManifestError, search_and_macros
+from auditwatch.api.manifest import ManifestError, rule_spec
 from auditwatch.engine.aggregates import AGGREGATES
 from auditwatch.errors import AuditwatchError, Location
 from auditwatch.ir.plan import AGG_FUNCS
@@ -28,9 +28,15 @@ def test_a_manifest_error_names_its_file_and_field(tmp_path):
     bad = tmp_path / "d.yaml"
     bad.write_text("kind: AuditDetection\nspec: {search: ''}\n")
     with pytest.raises(ManifestError) as caught:
-        search_and_macros(bad)
+        rule_spec(bad)
     assert caught.value.location == Location(str(bad), "spec.search")
     assert str(caught.value) == f"{bad}: spec.search: must be a non-empty string"
+    bad.write_text("kind: AuditDetection\nspec: {search: x, sigma: y}\n")
+    with pytest.raises(ManifestError, match="spec: sets exactly one of search, sigma, falco"):
+        rule_spec(bad)
+    bad.write_text("kind: AuditDetection\nspec: {falco: text}\n")
+    with pytest.raises(ManifestError, match="spec.falco: must be a mapping"):
+        rule_spec(bad)
 
 
 def test_a_second_stats_is_refused_where_it_is():

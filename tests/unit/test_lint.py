@@ -11,7 +11,7 @@ from factory import SEED, seed_search
 
 def lint_search(search, group_by=None):
     query = parse_search(search)
-    return lint(query, plan(query), group_by)
+    return lint(plan(query), group_by, query)
 
 
 def codes(search, group_by=None):

@@ -1,8 +1,8 @@
 """Reading AuditDetection manifests from files, without the pydantic models.
 
-``scan`` needs only ``spec.search`` and ``spec.macros`` and starts in a fraction of the time when it
-does not import pydantic; the operator and ``auditwatch lint`` validate the whole object with
-``auditwatch.api``.
+``scan`` needs only the rule (``spec.search`` and ``spec.macros``, ``spec.sigma`` or ``spec.falco``) and
+starts in a fraction of the time when it does not import pydantic; the operator and ``auditwatch lint``
+validate the whole object with ``auditwatch.api``.
 """
 
 from __future__ import annotations
@@ -87,15 +87,23 @@ def _expand(path: str, found: list[tuple[str, str]], seen: set[str]) -> None:
         _expand(os.path.normpath(os.path.join(base, entry)), found, seen)
 
 
-def search_and_macros(path: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
-    """``spec.search`` and ``spec.macros`` of a detection manifest, checked for shape."""
+def rule_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``spec`` of a detection manifest with its rule checked for shape: exactly one of ``search`` (with
+    ``macros``), ``sigma`` (text) or ``falco`` (a mapping)."""
     spec = read_detection(path).get("spec")
     if not isinstance(spec, dict):
         raise ManifestError("must be a mapping", Location(str(path), "spec"))
-    search = spec.get("search")
-    if not isinstance(search, str) or not search.strip():
-        raise ManifestError("must be a non-empty string", Location(str(path), "spec.search"))
+    given = [k for k in ("search", "sigma", "falco") if spec.get(k) is not None]
+    if len(given) != 1:
+        raise ManifestError("sets exactly one of search, sigma, falco", Location(str(path), "spec"))
+    kind = given[0]
+    if kind == "falco":
+        if not isinstance(spec["falco"], dict):
+            raise ManifestError("must be a mapping", Location(str(path), "spec.falco"))
+        return spec
+    if not isinstance(spec[kind], str) or not spec[kind].strip():
+        raise ManifestError("must be a non-empty string", Location(str(path), f"spec.{kind}"))
     macros = spec.get("macros") or {}
     if not isinstance(macros, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in macros.items()):
         raise ManifestError("must map macro names to SPL strings", Location(str(path), "spec.macros"))
-    return search, macros
+    return spec

@@ -197,8 +197,44 @@ class FindingPolicy(Model):
         return check_duration("ttl", v)
 
 
+class FalcoRuleSpec(Model):
+    """A Falco ``k8s_audit`` rule with the macros and lists it uses (``auditwatch import-falco`` writes it)."""
+
+    rule: Annotated[str, Field(min_length=1, max_length=256, description="The rule's name.")]
+    condition: Annotated[str, Field(min_length=1, max_length=16384, description="In Falco's filter language.")]
+    output: Annotated[str, Field(max_length=4096, description="%field tokens become the finding's message.")] = ""
+    priority: Annotated[str, Field(max_length=16)] = "WARNING"
+    macros: Annotated[dict[str, Annotated[str, Field(max_length=8192)]], Field(max_length=128)] = Field(
+        default_factory=dict
+    )
+    lists: Annotated[
+        dict[str, Annotated[list[Annotated[str, Field(max_length=512)]], Field(max_length=1024)]],
+        Field(max_length=128),
+    ] = Field(default_factory=dict)
+
+
+RULE_LANGUAGES = ("search", "sigma", "falco")  # an AuditDetection's rule: exactly one of these
+
+
 class AuditDetectionSpec(Model):
-    search: Annotated[str, Field(min_length=1, max_length=16384, description="SPL, as in an ESCU search.")]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.search) ? 1 : 0) + (has(self.sigma) ? 1 : 0) + (has(self.falco) ? 1 : 0) == 1",
+                    "message": "a detection sets exactly one of search, sigma, falco",
+                }
+            ]
+        }
+    )
+
+    search: Annotated[str | None, Field(min_length=1, max_length=16384, description="SPL, as in an ESCU search.")] = (
+        None
+    )
+    sigma: Annotated[
+        str | None, Field(min_length=1, max_length=65536, description="A Sigma rule, its YAML as published.")
+    ] = None
+    falco: FalcoRuleSpec | None = None
     macros: Annotated[
         dict[str, Annotated[str, Field(max_length=4096)]],
         Field(max_length=64, description="name or name(arg, ...) -> SPL definition."),
@@ -218,6 +254,17 @@ class AuditDetectionSpec(Model):
     @classmethod
     def window_duration(cls, v: str) -> str:
         return check_duration("window", v)
+
+    @model_validator(mode="after")
+    def one_rule(self) -> AuditDetectionSpec:
+        if sum(getattr(self, k) is not None for k in RULE_LANGUAGES) != 1:
+            raise ValueError(f"a detection sets exactly one of {', '.join(RULE_LANGUAGES)}")
+        return self
+
+    @property
+    def language(self) -> str:
+        """Which of ``RULE_LANGUAGES`` the rule is in (also its field: spec.<language>)."""
+        return next(k for k in RULE_LANGUAGES if getattr(self, k) is not None)
 
     @field_validator("sources")
     @classmethod

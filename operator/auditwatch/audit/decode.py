@@ -7,10 +7,16 @@ Flattening follows Splunk's JSON extraction: nested keys join with ``.``, an arr
 key (``sourceIPs{}``, ``user.groups{}``, ``spec.containers{}.image``), keys that contain dots stay
 whole, and every value becomes a string (``403`` -> ``"403"``, ``true`` -> ``"true"``). A field is a
 list of values; several values make it multivalue. ``null``, ``{}`` and ``[]`` make no field.
+
+Two kinds of name read what flattening cannot (the Falco front end's fields need them): a JSON pointer
+(RFC 6901, ``/requestObject/spec/tls``, ``/requestObject/ephemeralContainers/0/name``) is the one value
+there, a string as itself and anything else as compact JSON text (``null``: no value); and
+``requestURI?NAME`` is the first value of the query parameter NAME of the request's URI.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
@@ -50,7 +56,63 @@ def flatten(event: dict[str, Any], only: frozenset[str] | None = None) -> Record
 
 def flattener(only: frozenset[str] | None = None) -> Callable[[dict[str, Any]], Record]:
     """``flatten`` with ``only`` bound, for a caller that flattens many events."""
-    return _flatten_all if only is None else _extractor(only)
+    if only is None:
+        return _flatten_all
+    derived = [(name, deriver(name)) for name in sorted(only) if is_derived(name)]
+    extract = _extractor(only.difference(name for name, _ in derived))
+    if not derived:
+        return extract
+
+    def with_derived(event: dict[str, Any]) -> Record:
+        out = extract(event)
+        for name, derive in derived:
+            if (value := derive(event)) is not None:
+                out[name] = [value]
+        return out
+
+    return with_derived
+
+
+QUERY_PARAM = "requestURI?"
+
+
+def is_derived(name: str) -> bool:
+    """A JSON pointer or a query parameter, not a flattened name."""
+    return name.startswith(("/", QUERY_PARAM))
+
+
+def deriver(name: str) -> Callable[[dict[str, Any]], str | None]:
+    """The value of a JSON pointer or query parameter name in an event, or None."""
+    if name.startswith(QUERY_PARAM):
+        param = name[len(QUERY_PARAM) :]
+
+        def query_param(event: dict[str, Any]) -> str | None:
+            uri = event.get("requestURI")
+            found = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query).get(param) if isinstance(uri, str) else None
+            return found[0] if found else None
+
+        return query_param
+    keys = pointer_keys(name)
+
+    def at_pointer(event: dict[str, Any]) -> str | None:
+        value: Any = event
+        for key in keys:
+            if isinstance(value, dict):
+                value = value.get(key)
+            elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]
+            else:
+                return None
+        if value is None:
+            return None
+        return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+    return at_pointer
+
+
+def pointer_keys(pointer: str) -> list[str]:
+    """The keys of a JSON pointer (``~1`` is ``/``, ``~0`` is ``~``)."""
+    return [k.replace("~1", "/").replace("~0", "~") for k in pointer.split("/")[1:]]
 
 
 def _flatten_all(event: dict[str, Any]) -> Record:

@@ -152,16 +152,17 @@ def _problem(error: Any, options: dict[str, str]) -> str:
 
 
 def detection_plan(path: str) -> Plan:
-    """The plan of the detection in the manifest at ``path``; a bad search is an error naming the file
-    and the field."""
-    from auditwatch.api.manifest import search_and_macros
-    from auditwatch.spl import SPLError, plan_search
+    """The plan of the detection in the manifest at ``path``; a bad rule is an error naming the file and
+    the field."""
+    from auditwatch.api.manifest import rule_spec
+    from auditwatch.frontend.common import RuleError
+    from auditwatch.rules.language import rule_plan
+    from auditwatch.spl import SPLError
 
-    search, macros = search_and_macros(path)
     try:
-        return plan_search(search, macros)
-    except SPLError as exc:
-        raise exc.at(path, "spec.search") from None
+        return rule_plan(rule_spec(path)).plan
+    except (SPLError, RuleError) as exc:
+        raise exc.at(path) from None
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@ needs the field to exist while ``NOT field=v`` also keeps events without it, a v
 CIDR range matches IP addresses in it, and ``<``/``>`` compare numerically when both sides are
 numbers, as text otherwise.
 A bare keyword matches the raw event text (``_raw``) as a case-insensitive substring.
+A ``Test`` (Sigma's and Falco's operators) takes its values literally, case-sensitively unless it folds
+case (ir/plan.py says exactly); its regular expressions run on RE2, in time linear in the text.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from auditwatch.audit.decode import Record
-from auditwatch.ir.plan import And, Compare, Expr, In, Keyword, Not, Operand, WhereCompare, parse_cidr
+from auditwatch.ir.plan import And, Compare, Expr, In, Keyword, Not, Operand, Test, WhereCompare, glob_parts, parse_cidr
 
 if TYPE_CHECKING:
     import ipaddress
@@ -29,6 +31,8 @@ def compile_expr(expr: Expr) -> Predicate:
         return _compare(expr)
     if isinstance(expr, In):
         return _matches(expr.field, expr.values)
+    if isinstance(expr, Test):
+        return _test(expr)
     if isinstance(expr, Keyword):
         return _keyword(expr.value)
     if isinstance(expr, Not):
@@ -154,6 +158,83 @@ def number(text: str) -> float | None:
 
 def _any_value(field: str, test: ValueTest) -> Predicate:
     return lambda r: any(map(test, r.get(field, ())))
+
+
+def _test(expr: Test) -> Predicate:
+    field = expr.field
+    if expr.op == "exists":
+        return lambda r: bool(r.get(field))
+    lower = expr.fold and expr.op != "regex"  # a regex folds case itself
+    one = _TESTS[expr.op]([v.lower() for v in expr.values] if lower else list(expr.values), expr.fold)
+    test: ValueTest = (lambda v: one(v.lower())) if lower else one
+    if expr.every:
+        return lambda r: bool(vals := r.get(field, [])) and all(map(test, vals))
+    return _any_value(field, test)
+
+
+def _eq(values: list[str], fold: bool) -> ValueTest:
+    return frozenset(values).__contains__
+
+
+def _contains(values: list[str], fold: bool) -> ValueTest:
+    return lambda v: any(x in v for x in values)
+
+
+def _startswith(values: list[str], fold: bool) -> ValueTest:
+    prefixes = tuple(values)
+    return lambda v: v.startswith(prefixes)
+
+
+def _endswith(values: list[str], fold: bool) -> ValueTest:
+    suffixes = tuple(values)
+    return lambda v: v.endswith(suffixes)
+
+
+def _glob(values: list[str], fold: bool) -> ValueTest:
+    tests = [glob_match(v) for v in values]
+    return lambda v: any(t(v) for t in tests)
+
+
+def _regex(values: list[str], fold: bool) -> ValueTest:
+    import re2  # google-re2: linear time, whatever the pattern and the text
+
+    options = re2.Options()
+    options.case_sensitive = not fold
+    patterns = [re2.compile(v, options) for v in values]
+    return lambda v: any(p.search(v) is not None for p in patterns)
+
+
+_TESTS: dict[str, Callable[[list[str], bool], ValueTest]] = {
+    "eq": _eq,
+    "contains": _contains,
+    "startswith": _startswith,
+    "endswith": _endswith,
+    "glob": _glob,
+    "regex": _regex,
+}
+
+
+def glob_match(pattern: str) -> ValueTest:
+    """Does a whole text match a ``Test`` glob? Greedy with one step back to the last ``*``: time
+    proportional to the text's length times the pattern's at worst, never exponential."""
+    parts = glob_parts(pattern)
+
+    def test(text: str) -> bool:
+        p = t = 0
+        star, mark = -1, 0
+        while t < len(text):
+            if p < len(parts) and (parts[p] == "??" or parts[p] == text[t]):
+                p, t = p + 1, t + 1
+            elif p < len(parts) and parts[p] == "**":
+                star, mark, p = p, t, p + 1
+            elif star >= 0:
+                p, mark = star + 1, mark + 1
+                t = mark
+            else:
+                return False
+        return all(part == "**" for part in parts[p:])
+
+    return test
 
 
 def _keyword(pattern: str) -> Predicate:

@@ -14,6 +14,11 @@ Splunk's semantics, as the streaming engine has them (engine/match.py), in SQL:
 - ``=`` and ``IN`` compare lower-cased text, ``*`` a wildcard (LIKE, escaped), a CIDR value through a
   function; any value of a multivalue field may match; ``!=`` needs the field; ``<``/``>`` compare as
   numbers when both sides are numbers. A bare keyword is a case-insensitive search of the raw text.
+- A ``Test`` (Sigma's and Falco's operators) compares text as written (LIKE with its wildcards escaped,
+  lower-cased on both sides when it folds case), a regular expression through the engine's own (RE2 in
+  DuckDB; Java's in Spark, Joni's in Trino: the same for the syntax the rule packs use).
+- A JSON pointer field is the value there as text: a string as itself, else JSON (Trino writes an
+  object's keys sorted, so a test of it is portable when it looks for text within a key or a value).
 - ``where`` compares first values, numbers as numbers, case-sensitively; a missing field is false.
 - The aggregate groups by every combination of the BY fields' distinct values; an event missing one
   is in no group.
@@ -32,10 +37,10 @@ from typing import Any
 
 from sqlglot import exp
 
-from auditwatch.audit.decode import json_paths
+from auditwatch.audit.decode import QUERY_PARAM, is_derived, json_paths
 from auditwatch.engine.aggregates import AGGREGATES, Count, Function, Values
 from auditwatch.engine.match import number
-from auditwatch.engine.pipeline import OutputRow, Pipeline
+from auditwatch.engine.pipeline import EngineError, OutputRow, Pipeline
 from auditwatch.engine.prefilter import NON_ASCII_LOWERING_TO_ASCII, derive
 from auditwatch.ir.plan import (
     IPLOCATION_FIELDS,
@@ -54,9 +59,11 @@ from auditwatch.ir.plan import (
     Or,
     Plan,
     Rename,
+    Test,
     Where,
     WhereCompare,
     WhereExpr,
+    glob_parts,
     parse_cidr,
     renamer,
     step_fields,
@@ -266,7 +273,26 @@ class Compiler:
             return exp.Array(expressions=[exp.column("source")])
         if name == "_raw":
             return exp.Array(expressions=[self._raw_text(doc)])
+        if is_derived(name):
+            if name.startswith(QUERY_PARAM):
+                raise EngineError(f"{name!r}: a query parameter is read for a finding's output, not by a condition")
+            return self._column(name, self._pointer_text(doc, name))
         return self._column(name, self._values(doc, name))
+
+    def _pointer_text(self, doc: exp.Expr, pointer: str) -> exp.Expr:
+        """The value at a JSON pointer as text (audit/decode.deriver): a string as itself, else its JSON."""
+        found = _fn("json_extract", doc, _s(pointer))
+        kind = exp.Coalesce(this=_fn("json_type", found), expressions=[_s("NULL")])
+        return exp.Case(
+            ifs=[
+                exp.If(this=exp.EQ(this=kind, expression=_s("NULL")), true=_empty()),
+                exp.If(
+                    this=exp.EQ(this=kind, expression=_s("VARCHAR")),
+                    true=exp.Array(expressions=[_fn("json_extract_string", found, _s("$"))]),
+                ),
+            ],
+            default=exp.Array(expressions=[exp.Cast(this=found, to=TEXT)]),
+        )
 
     def _values(self, doc: exp.Expr, name: str) -> exp.Expr:
         """The values at every JSON path the name can stand for, as text, in order."""
@@ -322,6 +348,8 @@ class Compiler:
                 )
             return _like(exp.Lower(this=self._raw_text(doc)), f"*{expr.value.lower()}*")
         values = env.get(expr.field, _empty())
+        if isinstance(expr, Test):
+            return self._test(expr, values)
         if isinstance(expr, In) or expr.op in ("=", "!="):
             matching = self._matches(values, expr.values if isinstance(expr, In) else (expr.value,))
             if isinstance(expr, Compare) and expr.op == "!=":
@@ -329,6 +357,22 @@ class Compiler:
             return matching
         is_number = number(expr.value) is not None
         return self._any(values, lambda v: _ordered(v, _s(expr.value), expr.op, right_number=is_number))
+
+    def _test(self, expr: Test, values: exp.Expr) -> exp.Expr:
+        if expr.op == "exists":
+            return exp.not_(_is_empty(values))
+        lower = expr.fold and expr.op != "regex"  # a regex folds case itself
+        patterns = [v.lower() for v in expr.values] if lower else list(expr.values)
+
+        def passes(value: exp.Expr) -> exp.Expr:
+            v = exp.Lower(this=value) if lower else value
+            tests = [_value_test(expr.op, v, p, expr.fold) for p in patterns]
+            return exp.paren(exp.or_(*tests)) if tests else exp.false()
+
+        if expr.every:
+            failing = self._filter(values, lambda v: exp.not_(passes(v)))
+            return exp.and_(exp.not_(_is_empty(values)), exp.EQ(this=exp.ArraySize(this=failing), expression=_int(0)))
+        return self._any(values, passes)
 
     def _matches(self, values: exp.Expr, patterns: Sequence[str]) -> exp.Expr:
         """Some value matches some search value: a network by address (a function over the whole list:
@@ -415,6 +459,27 @@ def _ordered(left: exp.Expr, right: exp.Expr, op: str, right_number: bool | None
     l_num, r_num = exp.TryCast(this=left, to=DOUBLE), exp.TryCast(this=right, to=DOUBLE)
     both = exp.and_(exp.not_(_is_null(l_num)), exp.not_(_is_null(r_num)))
     return exp.If(this=both, true=make(this=l_num, expression=r_num), false=as_text)
+
+
+def _value_test(op: str, value: exp.Expr, pattern: str, fold: bool) -> exp.Expr:
+    """One value against one ``Test`` value (already lower-cased when the test folds case)."""
+    if op == "eq":
+        return exp.EQ(this=value, expression=_s(pattern))
+    if op == "regex":
+        return exp.RegexpLike(this=value, expression=_s(("(?i)" if fold else "") + pattern))
+    if op == "glob":
+        return _like_parts(value, glob_parts(pattern))
+    plain = list(pattern)
+    parts = {"contains": ["**", *plain, "**"], "startswith": [*plain, "**"], "endswith": ["**", *plain]}[op]
+    return _like_parts(value, parts)
+
+
+def _like_parts(value: exp.Expr, parts: list[str]) -> exp.Expr:
+    """``value`` LIKE a glob's parts (engine/match.glob_parts): ``**`` any text, ``??`` one character."""
+    like = "".join(
+        {"**": "%", "??": "_"}.get(p) or p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for p in parts
+    )
+    return exp.Escape(this=exp.Like(this=value, expression=_s(like)), expression=_s("\\"))
 
 
 def _text_match(low: exp.Expr, pattern: str) -> exp.Expr:

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from sqlglot import exp
 
-from auditwatch.audit.decode import json_paths
+from auditwatch.audit.decode import json_paths, pointer_keys
 from auditwatch.engine.pipeline import EngineError, OutputRow, Pipeline
 from auditwatch.engine.sql import JSON_LIST, TEXT, Compiler, _empty, _empty_json, _fn, _int, _is_null, _s, group_rows
 from auditwatch.errors import AuditwatchError
@@ -128,6 +128,18 @@ class TrinoCompiler(Compiler):
             return _empty()
         texts = self._transform(self._concat(lists), _scalar_text)
         return self._filter(texts, lambda v: exp.not_(_is_null(v)))
+
+    def _pointer_text(self, doc: exp.Expr, pointer: str) -> exp.Expr:
+        path = "$" + "".join(f"[{k}]" if k.isdigit() else f'["{k}"]' for k in pointer_keys(pointer))
+        found = _fn("json_extract", doc, _s(path))
+        formatted = _fn("json_format", found)
+        return exp.Case(
+            ifs=[
+                exp.If(this=exp.or_(_is_null(found), exp.EQ(this=formatted, expression=_s("null"))), true=_empty()),
+                exp.If(this=_like_start(formatted, '"'), true=exp.Array(expressions=[exp.Cast(this=found, to=TEXT)])),
+            ],
+            default=exp.Array(expressions=[formatted]),
+        )
 
     def _array_items(self, doc: exp.Expr, path: tuple[str | None, ...]) -> exp.Expr:
         """The JSON values at a path with ``{}``: each array's items (none for what is no array)."""

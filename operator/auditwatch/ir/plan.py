@@ -9,7 +9,7 @@ A plan is three stages: ``steps`` run on each event in order and may drop it, th
 aggregate, each event that passes is a row. Records are Splunk's: flattened field names (``.``
 between keys, ``{}`` after an array) -> a list of string values.
 
-Predicates are a small tree: ``Compare`` / ``In`` / ``Keyword`` leaves under ``And``, ``Or`` and
+Predicates are a small tree: ``Compare`` / ``In`` / ``Test`` / ``Keyword`` leaves under ``And``, ``Or`` and
 ``Not``, with search semantics (values compared case-insensitively, ``*`` a wildcard, a CIDR value
 matching addresses in it, a multivalue field matching when any value does, ``field!=v`` needing the
 field while ``NOT field=v`` keeps events without it). ``Where`` conditions have eval semantics
@@ -110,6 +110,39 @@ class Keyword(Value):
     value: str
 
 
+class Test(Value):
+    """A test of a field's values meaning exactly what a rule language's operator says (Sigma's modifiers,
+    Falco's operators), where search's ``Compare`` reads ``*`` and CIDRs into its values: ``op`` is one of
+    ``TEST_OPS``, each value taken literally except a ``glob``'s (``*`` any text, ``?`` one character,
+    ``\\`` makes the next one plain) and a ``regex`` (RE2 syntax, found anywhere in the value).
+    Case-sensitive unless ``fold``. True when some value of the field passes against some of ``values``;
+    with ``every``, when the field has values and each one passes (Falco's ``in`` over a list). A missing
+    field passes no test; ``exists`` (no values) passes when the field has a value."""
+
+    field: str
+    op: str
+    values: tuple[str, ...] = ()
+    fold: bool = False
+    every: bool = False
+
+
+TEST_OPS = ("eq", "contains", "startswith", "endswith", "glob", "regex", "exists")
+
+
+def glob_parts(pattern: str) -> list[str]:
+    """A ``Test`` glob as parts: ``*`` and ``?`` the wildcards, anything else (after ``\\``) plain text."""
+    parts: list[str] = []
+    chars = iter(pattern)
+    for ch in chars:
+        if ch == "\\":
+            parts.append(next(chars, "\\"))
+        elif ch in "*?":
+            parts.append(ch * 2)  # "**" and "??" are wildcards: a plain star is "*"
+        else:
+            parts.append(ch)
+    return parts
+
+
 class And(Value):
     items: tuple[Any, ...]  # Expr in searches, WhereExpr in where
 
@@ -122,7 +155,7 @@ class Not(Value):
     item: Any
 
 
-Expr = Compare | In | Keyword | And | Or | Not
+Expr = Compare | In | Test | Keyword | And | Or | Not
 
 
 class Filter(Value):
@@ -263,7 +296,7 @@ def expr_fields(expr: Expr | WhereExpr) -> set[str]:
     """The field names an expression reads."""
     fields: set[str] = set()
     for node in expr.walk():
-        if isinstance(node, Compare | In):
+        if isinstance(node, Compare | In | Test):
             fields.add(node.field)
         elif isinstance(node, Operand) and node.is_field:
             fields.add(node.value)

@@ -33,6 +33,8 @@ from auditwatch.ir.plan import (
     Or,
     Plan,
     Rename,
+    Test,
+    glob_parts,
     parse_cidr,
     renamed,
     renamer,
@@ -124,6 +126,8 @@ def _need(expr: Expr) -> Need:
         return _literal(expr.value) if expr.op == "=" and parse_cidr(expr.value) is None else None
     if isinstance(expr, In):
         return _union([None if parse_cidr(v) else _literal(v) for v in expr.values])
+    if isinstance(expr, Test):
+        return _test_need(expr)
     if isinstance(expr, Keyword):
         return _literal(expr.value)
     if isinstance(expr, Not):
@@ -134,6 +138,15 @@ def _need(expr: Expr) -> Need:
     assert isinstance(expr, And)
     known = [n for n in needs if n]
     return max(known, key=lambda n: (min(map(len, n)), -len(n)), default=None)
+
+
+def _test_need(test: Test) -> Need:
+    """A literal of each value the test passes with: text compared as written (a glob's wildcards cut it)."""
+    if test.op in ("regex", "exists") or (test.field.startswith("/") and any(c in "{[" for c in "".join(test.values))):
+        return None  # a JSON pointer's object or list is written anew, not as the line has it
+    if test.op == "glob":  # its wildcards as search's, which cut a literal
+        return _union([_literal("".join("*" if p in ("**", "??") else p for p in glob_parts(v))) for v in test.values])
+    return _union([_literal(v) for v in test.values])
 
 
 def _union(needs: list[Need]) -> Need:

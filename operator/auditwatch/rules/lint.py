@@ -13,14 +13,20 @@ Each diagnostic has a code, so that a GitOps step can be strict about some and n
 - ``unbounded-key``: the finding key has a per-request field (a timestamp, the audit ID), so there will
   be a finding per request until ``maxFindings`` is reached.
 - ``key-not-output``: a ``groupBy`` field the search does not output: every row gets an empty key.
+- ``never-matches``: a condition that can never hold as written: a Falco rule a macro switches off
+  (``k8s_audit_never_true``), a number field tested against text (Sigma's ``responseStatus.code: ALLOW``).
+
+SPL's searches are linted as written (their commands); Sigma and Falco rules through their plan.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from auditwatch.audit.decode import is_derived
 from auditwatch.audit.fields import EVENT_FIELDS, FREE_FORM
 from auditwatch.engine.prefilter import derive
 from auditwatch.ir.plan import (
@@ -30,10 +36,13 @@ from auditwatch.ir.plan import (
     Compare,
     Convert,
     FillNull,
+    Filter,
     In,
     IpLocation,
     Plan,
     Rename,
+    Step,
+    Test,
     step_fields,
 )
 from auditwatch.spl.syntax import Query
@@ -71,9 +80,17 @@ class Diagnostic:
         return f"{self.level}[{self.code}]: {self.message}"
 
 
-def lint(query: Query, plan: Plan, group_by: list[str] | None = None) -> list[Diagnostic]:
-    """Everything worth saying about a detection (its search as written, and its plan), errors first."""
-    found = _never_set(query) + _unknown_fields(query)
+NUMBERS = {"responseStatus.code", "responseStatus.details.retryAfterSeconds"}
+
+
+def lint(
+    plan: Plan, group_by: list[str] | None = None, query: Query | None = None, notes: Sequence[str] = ()
+) -> list[Diagnostic]:
+    """Everything worth saying about a detection (its plan, an SPL search as written, and what a Sigma or
+    Falco front end ``notes``), errors first."""
+    found = _never_set(query) if query else []
+    found += _unknown_fields(query.commands if query else plan.steps)
+    found += [Diagnostic(Level.WARNING, "never-matches", note) for note in notes] + _text_for_numbers(plan)
     if derive(plan) is None:
         found.append(
             Diagnostic(
@@ -108,13 +125,29 @@ def _requires_anonymous(query: Query) -> bool:
     return False
 
 
-def _unknown_fields(query: Query) -> list[Diagnostic]:
+def _text_for_numbers(plan: Plan) -> list[Diagnostic]:
+    """A test every kept event must pass that compares a number field with text only."""
+    first = plan.steps[0] if plan.steps else None
+    expr = first.expr if isinstance(first, Filter) else None
+    terms = expr.items if isinstance(expr, And) else (expr,)
+    return [
+        Diagnostic(
+            Level.WARNING,
+            "never-matches",
+            f"{t.field} is a number: {', '.join(map(repr, t.values))} never equals it, so nothing matches",
+        )
+        for t in terms
+        if isinstance(t, Test) and t.op == "eq" and t.field in NUMBERS and not any(v.isdigit() for v in t.values)
+    ]
+
+
+def _unknown_fields(commands: Sequence[Step | Aggregate]) -> list[Diagnostic]:
     made: set[str] = set(METADATA)
     found = []
     stats_seen = False
-    for cmd in query.commands:
+    for cmd in commands:
         for field in sorted(step_fields(cmd) - made):
-            if stats_seen or field in EVENT_FIELDS or field.startswith(FREE_FORM):
+            if stats_seen or field in EVENT_FIELDS or field.startswith(FREE_FORM) or is_derived(field):
                 continue
             close = difflib.get_close_matches(field, EVENT_FIELDS, n=1, cutoff=0.5)
             close += [f for f in sorted(EVENT_FIELDS) if f.endswith("." + field)][:1]

@@ -18,10 +18,12 @@ from auditwatch.api.models import Source as SourceSpec
 from auditwatch.api.settings import Settings
 from auditwatch.engine.pipeline import geoip_problem
 from auditwatch.errors import AuditwatchError, Location
+from auditwatch.frontend.common import RuleError
 from auditwatch.ir.plan import Plan
+from auditwatch.rules.language import rule_field, rule_plan
 from auditwatch.rules.lint import Diagnostic, lint
 from auditwatch.sources.paths import allowed
-from auditwatch.spl import Query, SPLError, parse_search, plan
+from auditwatch.spl import Query, SPLError
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Problem:
 @dataclass(frozen=True)
 class Verdict:
     spec: AuditDetectionSpec | None = None
-    query: Query | None = None  # the search as written
+    query: Query | None = None  # an SPL search as written
     plan: Plan | None = None  # what the executors run
     problems: tuple[Problem, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()  # lint's, errors first
@@ -55,7 +57,8 @@ class Verdict:
     @property
     def errors(self) -> list[Problem]:
         """Everything that keeps it from running, lint's errors included (as ``LintError``)."""
-        lint_errors = [Problem.at(StatusReason.LINT_ERROR, "spec.search", str(d)) for d in self.diagnostics if d.error]
+        field = rule_field(self.spec.model_dump()) if self.spec else "spec.search"
+        lint_errors = [Problem.at(StatusReason.LINT_ERROR, field, str(d)) for d in self.diagnostics if d.error]
         return [*self.problems, *lint_errors]
 
     @property
@@ -87,15 +90,16 @@ def validate(spec: Mapping[str, Any], settings: Settings, namespace: str | None 
     except ValidationError as exc:
         return Verdict(problems=(Problem(StatusReason.INVALID_SPEC, AuditwatchError(problems(exc, prefix="spec."))),))
     try:
-        query = parse_search(model.search, model.macros)
-    except SPLError as exc:
-        return Verdict(model, problems=(Problem(StatusReason.INVALID_SEARCH, exc.at(field="spec.search")),))
-    planned = plan(query)
+        planned = rule_plan(model.model_dump())
+    except (SPLError, RuleError) as exc:
+        return Verdict(model, problems=(Problem(StatusReason.INVALID_SEARCH, exc),))
     found: list[Problem] = []
-    if missing := geoip_problem(planned, settings.geoip_db):
-        found.append(Problem.at(StatusReason.INVALID_SEARCH, "spec.search", missing))
+    if missing := geoip_problem(planned.plan, settings.geoip_db):
+        found.append(Problem.at(StatusReason.INVALID_SEARCH, planned.field, missing))
     found += [p for source in model.sources if (p := _source_problem(source, settings))]
-    return Verdict(model, query, planned, tuple(found), tuple(lint(query, planned, model.finding.groupBy)))
+    notes = planned.translated.notes if planned.translated else []
+    diagnostics = lint(planned.plan, model.finding.groupBy, planned.query, notes)
+    return Verdict(model, planned.query, planned.plan, tuple(found), tuple(diagnostics))
 
 
 def _source_problem(source: SourceSpec, settings: Settings) -> Problem | None:
