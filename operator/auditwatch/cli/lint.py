@@ -24,8 +24,8 @@ def register(sub: Any) -> None:
         "(InvalidSpec, InvalidSearch, UnsupportedSource, PathNotAllowed, NamespaceNotAllowed when the "
         "manifest names its namespace, and lint errors as LintError), "
         "warnings what it puts on LintClean=False (never-set, unknown-field, no-prefilter, unbounded-key, "
-        "key-not-output; see auditwatch/rules/lint.py). Exit 1 on errors, and on warnings too with --strict; 0 "
-        "otherwise. Fits a GitOps CI step.",
+        "key-not-output, never-matches; see auditwatch/rules/lint.py). Exit 1 on errors, and on warnings too "
+        "with --strict; 0 otherwise. Fits a GitOps CI step.",
     )
     p.add_argument(
         "detections",

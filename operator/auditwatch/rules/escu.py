@@ -115,8 +115,8 @@ def import_detection(path: Path, macros: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def render(obj: dict[str, Any], origin: str) -> str:
-    header = f"# Imported by `auditwatch import-escu` from {origin}. Regenerate rather than edit.\n"
+def render(obj: dict[str, Any], origin: str, command: str = "import-escu") -> str:
+    header = f"# Imported by `auditwatch {command}` from {origin}. Regenerate rather than edit.\n"
     return header + yaml.safe_dump(obj, sort_keys=False, width=100, allow_unicode=True)
 
 
