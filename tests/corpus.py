@@ -12,14 +12,19 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from auditwatch.offline.scan import scan
-from auditwatch.spl import plan_search
+from auditwatch.rules.language import rule_plan
 from factory import SEED
 
 ROOT = Path(__file__).resolve().parents[1]
 # The seed and the shipped ESCU detections: every one must give the same rows on every engine.
 SHIPPED = [
     SEED,
-    *sorted(p for p in (ROOT / "manifests/detections/escu").glob("*.yaml") if p.name != "kustomization.yaml"),
+    *(
+        p
+        for pack in ("escu", "sigma", "falco")
+        for p in sorted((ROOT / "manifests/detections" / pack).glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+    ),
 ]
 
 USERS = ["system:anonymous", "System:Anonymous", "alice", "bob", "émile", "system:serviceaccount:kube-system:x"]
@@ -92,8 +97,51 @@ def generated_events(seed: int, n: int) -> list[dict]:
         ev["stageTimestamp"] = stamp if rng.random() < 0.9 else 17
         if rng.random() < 0.1:
             ev["annotations"] = {"authorization.k8s.io/decision": pick(["allow", "forbid"]), "n": rng.random()}
+        _sigma_and_falco_parts(ev, random.Random(seed * 100_003 + i))  # its own draws: the rest stays as it was
         events.append(ev)
     return events
+
+
+def _sigma_and_falco_parts(ev: dict, rng: random.Random) -> None:
+    """What the Sigma and Falco packs read: API groups, subresources, request bodies of roles, bindings,
+    configmaps and pods (host paths, capabilities, sidecars), authorization annotations, ingresses."""
+    pick = rng.choice
+    ref = ev.get("objectRef")
+    if ref is None:
+        return
+    if rng.random() < 0.5:
+        ref["apiGroup"] = pick(["", "apps", "batch", "rbac.authorization.k8s.io", "authorization.k8s.io"])
+    if rng.random() < 0.2:
+        ref["subresource"] = pick(["exec", "attach", "portforward", "ephemeralcontainers", "log"])
+    if rng.random() < 0.3:
+        ref["resource"] = pick(["clusterroles", "roles", "clusterrolebindings", "rolebindings", "namespaces",
+                                "serviceaccounts", "ingresses", "deployments", "selfsubjectrulesreviews"])  # fmt: skip
+    resource = ref["resource"]
+    body: dict | None = None
+    if resource in ("clusterroles", "roles"):
+        body = {"rules": [{"apiGroups": [pick(["", "*"])], "resources": rng.sample(["pods", "pods/exec", "*"], 2),
+                           "verbs": rng.sample(["get", "create", "delete", "*"], 2)}]}  # fmt: skip
+    elif resource in ("clusterrolebindings", "rolebindings"):
+        body = {"roleRef": {"name": pick(["cluster-admin", "view"])}, "subjects": [{"kind": "User", "name": "bob"}]}
+    elif resource == "configmaps":
+        body = {"data": {pick(["password", "color", "aws_access_key_id"]): pick(["x", "1"])}}
+    elif resource == "ingresses":
+        body = {"spec": {"tls": [{"hosts": ["a"]}]}} if rng.random() < 0.5 else {"spec": {"rules": []}}
+    elif resource == "pods" and "requestObject" in ev:
+        spec = ev["requestObject"]["spec"]
+        if rng.random() < 0.5:
+            spec["volumes"] = [
+                {"name": "v", "hostPath": {"path": pick(["/etc", "/proc", "/data", "/var/run/docker.sock"])}}
+            ]
+        if rng.random() < 0.3:
+            spec["containers"][0].setdefault("securityContext", {})["capabilities"] = {"add": ["SYS_ADMIN"]}
+        spec.update({k: True for k in rng.sample(["hostPID", "hostIPC"], rng.randint(0, 2))})
+    if body is not None:
+        ev["requestObject"] = body
+    if rng.random() < 0.4:
+        ev.setdefault("annotations", {})["authorization.k8s.io/decision"] = pick(["allow", "forbid"])
+    if rng.random() < 0.05:
+        ev["user"]["username"] = pick(["kubelet", "minikube", "admin"])
 
 
 def lines_of(events: list[dict], seed: int) -> bytes:
@@ -160,8 +208,7 @@ def streaming(plan, path: str, geoip: str | None = None) -> list:
 
 
 def detection_plan(path):
-    spec = yaml.safe_load(Path(path).read_text())["spec"]
-    return plan_search(spec["search"], spec.get("macros"))
+    return rule_plan(yaml.safe_load(Path(path).read_text())["spec"]).plan
 
 
 # Fixtures of the engines' tests (imported by their modules): the corpus as a log, and a GeoIP database.

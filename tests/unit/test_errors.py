@@ -35,7 +35,7 @@ def test_a_manifest_error_names_its_file_and_field(tmp_path):
     with pytest.raises(ManifestError, match="spec: sets exactly one of search, sigma, falco"):
         rule_spec(bad)
     bad.write_text("kind: AuditDetection\nspec: {falco: text}\n")
-    with pytest.raises(ManifestError, match="spec.falco: must be a mapping"):
+    with pytest.raises(ManifestError, match=r"spec\.falco: must be a mapping"):
         rule_spec(bad)
 
 

@@ -54,12 +54,14 @@ def flatten(event: dict[str, Any], only: frozenset[str] | None = None) -> Record
     return flattener(only)(event)
 
 
-def flattener(only: frozenset[str] | None = None) -> Callable[[dict[str, Any]], Record]:
-    """``flatten`` with ``only`` bound, for a caller that flattens many events."""
-    if only is None:
-        return _flatten_all
-    derived = [(name, deriver(name)) for name in sorted(only) if is_derived(name)]
-    extract = _extractor(only.difference(name for name, _ in derived))
+def flattener(
+    only: frozenset[str] | None = None, also: frozenset[str] = frozenset()
+) -> Callable[[dict[str, Any]], Record]:
+    """``flatten`` with ``only`` bound, for a caller that flattens many events; with every field (``only``
+    None), ``also`` names the JSON pointers and query parameters wanted besides."""
+    names = also if only is None else only
+    derived = [(name, deriver(name)) for name in sorted(names) if is_derived(name)]
+    extract = _flatten_all if only is None else _extractor(only.difference(name for name, _ in derived))
     if not derived:
         return extract
 

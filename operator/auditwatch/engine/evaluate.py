@@ -18,7 +18,7 @@ from auditwatch.audit.decode import MalformedLine, Record, decode_line, flattene
 from auditwatch.engine.candidates import count_lines
 from auditwatch.engine.pipeline import Pipeline
 from auditwatch.engine.prefilter import Prefilter, derive
-from auditwatch.ir.plan import Plan
+from auditwatch.ir.plan import Plan, step_fields
 
 MAX_SAMPLES = 5
 
@@ -55,7 +55,8 @@ class Evaluator:
         self.prefilter = derive(plan) if use_prefilter else None
         read = self.pipeline.needs.fields
         fields = None if read is None else read | extra_fields
-        self._flatten = flattener(fields)
+        named = set().union(*map(step_fields, plan.steps)) | extra_fields  # pointers are no flattened field
+        self._flatten = flattener(fields, frozenset(named))
         self.counters = Counters()
 
     def records(

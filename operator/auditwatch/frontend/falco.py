@@ -256,8 +256,9 @@ def lower(name: str, arg: str | None, op: str, values: list[str], fail: Any) -> 
     """One comparison as IR (frontend/falco_fields.py for what each field reads)."""
     if name not in FIELDS:
         close = difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.6)
-        where = "a syscall field: only k8s_audit rules run" if not name.startswith(("ka.", "jevt.")) else "unknown"
-        return fail(f"{where} field {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        if not name.startswith(("ka.", "jevt.")):
+            return fail(f"{name!r} is a syscall field: only k8s_audit rules read audit events")
+        return fail(f"unknown field {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
     try:
         spec, audit = field_of(name, arg)
     except ValueError as exc:

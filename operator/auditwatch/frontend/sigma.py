@@ -68,15 +68,16 @@ def parse(text: str) -> Any:
         collection = SigmaCollection.from_yaml(text)
     except SigmaError as exc:
         raise RuleError(f"not a Sigma rule: {exc}") from None
-    rules = list(collection.rules)
+    rules: list[Any] = list(collection.rules)
+    for rule in rules:
+        if type(rule).__name__ == "SigmaCorrelationRule":
+            raise RuleError(
+                f"{rule.title}: a correlation rule ({rule.type.name.lower()}): auditwatch runs "
+                "single-event Sigma rules; correlations are not run yet"
+            )
     if len(rules) != 1:
         raise RuleError(f"expected one Sigma rule, found {len(rules)} documents")
-    rule: Any = rules[0]
-    if type(rule).__name__ == "SigmaCorrelationRule":
-        raise RuleError(
-            f"{rule.title}: a correlation rule ({rule.type.name.lower()}): auditwatch runs "
-            "single-event Sigma rules; correlations are not run yet"
-        )
+    rule = rules[0]
     if rule.errors:
         raise RuleError(f"{rule.title}: {rule.errors[0]}")
     logsource = (rule.logsource.product, rule.logsource.service)
