@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from auditwatch.engine.pipeline import EngineError
 from auditwatch.engine.spark_engine import Spark
 from auditwatch.ir.plan import within
+from auditwatch.offline.scan import scan
 from auditwatch.spl import plan_search
 from corpus import SEARCHES, SHIPPED, corpus_log, detection_plan, geoip_file, streaming  # noqa: F401 - fixtures
 
@@ -38,9 +38,13 @@ def test_a_time_range_gives_the_streaming_rows_on_spark(spark, corpus):
     assert expected and list(spark.rows(plan, [corpus])) == expected
 
 
-def test_a_search_without_stats_is_refused_by_name(spark, corpus):
-    with pytest.raises(EngineError, match="without stats"):
-        list(spark.rows(plan_search("verb=get"), [corpus]))
+def test_a_search_without_stats_gives_the_events_in_log_order_file_by_file(spark, corpus, tmp_path):
+    second = tmp_path / "b.log"
+    second.write_bytes(Path(corpus).read_bytes()[:200_000].rsplit(b"\n", 1)[0] + b"\n")
+    plan = plan_search("verb=get user.username=alice")
+    expected: list = []
+    scan(plan, [str(second), corpus], expected.append, lambda r: r, jobs=1)
+    assert len(expected) > 10 and list(spark.rows(plan, [str(second), corpus])) == expected
 
 
 def test_source_is_the_name_given_for_a_file(spark, corpus):

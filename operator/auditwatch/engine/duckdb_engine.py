@@ -22,10 +22,9 @@ from typing import Any
 from sqlglot import exp
 
 from auditwatch.audit.chunks import iter_chunks, open_log
-from auditwatch.engine.evaluate import Evaluator
 from auditwatch.engine.pipeline import OutputRow, Pipeline
 from auditwatch.engine.prefilter import Prefilter, derive
-from auditwatch.engine.sql import compile_plan, group_rows
+from auditwatch.engine.sql import compile_plan, event_rows, group_rows
 from auditwatch.engine.sql_functions import python_functions
 from auditwatch.ir.plan import Plan
 
@@ -79,12 +78,10 @@ class DuckDB:
         compiled = compile_plan(plan, exp.to_table(LINES))
         self._register(compiled.functions, geoip_db)
         if not compiled.aggregate:  # rows are events: the lines with one that passes, as scan reads them
-            evaluator = Evaluator(plan, use_prefilter=False, geoip_db=geoip_db)
             for path in files:  # one file at a time: its lines in order
                 self._lines([path], ordinal=True, names=names)
                 found = self.con.execute(compiled.query.sql("duckdb")).fetchall()
-                chunk = b"".join(line.encode() + b"\n" for _, _, line in found)
-                yield from (evaluator.pipeline.output(r) for _, _, r in evaluator.records(chunk, origin=names[path]))
+                yield from event_rows(plan, geoip_db, ((names[path], line) for _, _, line in found))
             return
         self._lines(files, ordinal=False, names=names)
         found = self.con.execute(compiled.query.sql("duckdb")).fetchall()

@@ -17,16 +17,12 @@ from typing import Any
 
 from sqlglot import exp
 
-from auditwatch.engine.pipeline import EngineError, OutputRow, Pipeline
-from auditwatch.engine.sql import compile_plan, group_rows
+from auditwatch.engine.pipeline import OutputRow, Pipeline
+from auditwatch.engine.sql import compile_plan, event_rows, group_rows
 from auditwatch.engine.sql_functions import python_functions
 from auditwatch.ir.plan import Plan
 
 LINES = "auditwatch_lines"
-NO_ORDER = (
-    "spark: a search without stats gives events in the order of the log, which Spark does not keep: add a "
-    "`| stats ...` or use --engine duckdb"
-)
 
 
 class Spark:
@@ -60,8 +56,6 @@ class Spark:
         ``names``: what a file is called in ``source`` when not its path (a download, a decoded copy)."""
         from pyspark.sql import functions
 
-        if plan.aggregate is None:
-            raise EngineError(NO_ORDER)
         compiled = compile_plan(plan, exp.to_table(LINES), decode=True)
         for name, (function, _, returns) in python_functions(compiled.functions, geoip_db, compiled.decoded).items():
             self.session.udf.register(name, function, _spark_type(returns))
@@ -71,9 +65,17 @@ class Spark:
         renamed = [f.lit(text) for path, name in (names or {}).items() if path != name for text in (path, name)]
         if renamed:
             source = f.coalesce(f.element_at(f.create_map(*renamed), source), source)
-        columns = (source.alias("source"), f.lit(0).alias("ordinal"), f.col("value").alias("line"))
+        # A line's place: its partition, then its place in it; a file's splits are partitions in their order.
+        ordinal = f.monotonically_increasing_id() if plan.aggregate is None else f.lit(0)
+        columns = (source.alias("source"), ordinal.alias("ordinal"), f.col("value").alias("line"))
         lines.select(*columns).createOrReplaceTempView(LINES)
         found = self.session.sql(compiled.query.sql("spark")).collect()
+        if plan.aggregate is None:  # the lines with an event that passes, by file (in the order given) and place
+            named = [(names or {}).get(path, path) for path in files]
+            rank = {name: i for i, name in enumerate(dict.fromkeys(named))}
+            ordered = sorted(found, key=lambda row: (rank.get(row[0], len(rank)), row[0], row[1]))
+            yield from event_rows(plan, geoip_db, ((row[0], row[2]) for row in ordered))
+            return
         yield from group_rows(plan, Pipeline(plan, geoip_db), (tuple(row) for row in found))
 
     def stop(self) -> None:

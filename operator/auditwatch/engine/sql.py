@@ -39,6 +39,7 @@ from sqlglot import exp
 
 from auditwatch.audit.decode import QUERY_PARAM, is_derived, json_paths
 from auditwatch.engine.aggregates import AGGREGATES, Count, Function, Values
+from auditwatch.engine.evaluate import Evaluator
 from auditwatch.engine.match import number
 from auditwatch.engine.pipeline import EngineError, OutputRow, Pipeline
 from auditwatch.engine.prefilter import NON_ASCII_LOWERING_TO_ASCII, derive
@@ -550,6 +551,16 @@ def group_rows(plan: Plan, pipeline: Pipeline, groups: Iterable[Sequence[Any]]) 
     for key in sorted(states):
         if (row := pipeline.row(key, states[key])) is not None:
             yield row
+
+
+def event_rows(plan: Plan, geoip_db: str | None, lines: Iterable[tuple[str, str]]) -> Iterator[OutputRow]:
+    """The rows of a plan without an aggregate (whole events) from the lines its query kept, as (source,
+    line) in the order to give them: the streaming engine reads each source's lines, so both engines
+    make an event's row with one piece of code."""
+    evaluator = Evaluator(plan, use_prefilter=False, geoip_db=geoip_db)
+    for source, group in itertools.groupby(lines, key=lambda found: found[0]):
+        chunk = b"".join(line.encode() + b"\n" for _, line in group)
+        yield from (evaluator.pipeline.output(r) for _, _, r in evaluator.records(chunk, origin=source))
 
 
 def _state(function: type[Function], found: Any) -> Any:

@@ -19,9 +19,21 @@ from typing import Any, cast
 
 from sqlglot import exp
 
-from auditwatch.audit.decode import json_paths, pointer_keys
+from auditwatch.audit.decode import MalformedLine, decode_line, json_paths, pointer_keys, splunk_time
 from auditwatch.engine.pipeline import EngineError, OutputRow, Pipeline
-from auditwatch.engine.sql import JSON_LIST, TEXT, Compiler, _empty, _empty_json, _fn, _int, _is_null, _s, group_rows
+from auditwatch.engine.sql import (
+    JSON_LIST,
+    TEXT,
+    Compiler,
+    _empty,
+    _empty_json,
+    _fn,
+    _int,
+    _is_null,
+    _s,
+    event_rows,
+    group_rows,
+)
 from auditwatch.errors import AuditwatchError
 from auditwatch.ir.plan import Plan
 
@@ -31,10 +43,6 @@ JAVA_EXPONENT = r"^(-?)(\d)(?:\.(\d+))?E(-?\d+)$"  # sign, first digit, the othe
 MAX_ARGUMENTS = 127  # Trino's limit is 254 per call
 PATH = "$path"  # the hidden column of Hive and Athena tables: the file or object a line is in
 NO_FUNCTION = {"aw_ctime": "convert ctime", "aw_geo": "iplocation"}
-NO_ORDER = (
-    "trino: a search without stats gives events in the order of the log, which a table does not keep: add a "
-    "`| stats ...` or use --engine duckdb"
-)
 
 
 def render(plan: Plan, table: str, source_column: str = PATH) -> str:
@@ -49,13 +57,16 @@ class TrinoCompiler(Compiler):
         self.sourced = False  # whether `source` is read: then the source column is
 
     def query(self, lines: exp.Expr) -> exp.Select:
-        if self.plan.aggregate is None:
-            raise EngineError(NO_ORDER)
+        events = self.plan.aggregate is None  # rows are events: the lines that have one passing, numbered
         line, parsed_line = exp.column("line"), exp.column("j")
         env, where = self._event_steps(exp.column("doc"))
+        self.sourced = self.sourced or events
         path = exp.column(exp.to_identifier(self.source_column, quoted=True))
         source = [exp.alias_(path, "source")] if self.sourced else []
         keep = ["source"] if self.sourced else []
+        if events:  # a number per line, that identical lines stay apart (a table keeps no line order)
+            source.append(exp.alias_(exp.Window(this=exp.RowNumber()), "ordinal"))
+            keep += ["ordinal", "line"]
         parsed = (
             exp.select(*source, "line", exp.alias_(_fn("TRY", _fn("json_parse", line)), "j"))
             .from_(lines, copy=False)
@@ -205,6 +216,15 @@ class TrinoCompiler(Compiler):
                           "or use --engine duckdb")  # fmt: skip
 
 
+def _line_time(line: str) -> str:
+    """The ``_time`` of a line's first event (or ""), that a source's events come in time order."""
+    try:
+        events = decode_line(line.encode())
+    except MalformedLine:
+        return ""
+    return (splunk_time(events[0]) or "").rjust(24, "0") if events else ""
+
+
 def _extract(json: exp.Expr, keys: tuple[str, ...]) -> exp.Expr:
     """The JSON at ``keys`` below ``json`` (NULL when missing): Trino's JSON path, each key bracketed."""
     if not keys:
@@ -297,4 +317,8 @@ class Trino:
             found = cursor.fetchall()
         except Exception as exc:  # the client's errors name Trino's: a missing table, no server
             raise TrinoError(f"trino: {self.url}: {getattr(exc, 'message', None) or exc}") from None
+        if plan.aggregate is None:  # a table keeps no line order: each source's events in time order
+            ordered = sorted((row[0], _line_time(row[2]), row[2]) for row in found)
+            yield from event_rows(plan, geoip_db, ((source, line) for source, _, line in ordered))
+            return
         yield from group_rows(plan, Pipeline(plan, geoip_db), (tuple(row) for row in found))
