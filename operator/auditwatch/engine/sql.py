@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from auditwatch.audit.decode import QUERY_PARAM, is_derived, json_paths
+from auditwatch.audit.decode import QUERY_PARAM, is_derived, json_paths, pointer_keys
 from auditwatch.engine.aggregates import AGGREGATES, Count, Function, Values
 from auditwatch.engine.evaluate import Evaluator
 from auditwatch.engine.match import number
@@ -281,8 +281,11 @@ class Compiler:
         return self._column(name, self._values(doc, name))
 
     def _pointer_text(self, doc: exp.Expr, pointer: str) -> exp.Expr:
-        """The value at a JSON pointer as text (audit/decode.deriver): a string as itself, else its JSON."""
-        found = _fn("json_extract", doc, _s(pointer))
+        """The value at a JSON pointer as text (audit/decode.deriver): a string as itself, else its JSON.
+        Read by the line's one parse, as a JSON path."""
+        path = "$" + "".join(f"[{k}]" if k.isdigit() else f'."{k}"' for k in pointer_keys(pointer))
+        place = self.paths.setdefault(path, len(self.paths))
+        found = exp.Bracket(this=exp.column("p"), expressions=[_int(place + 1)], offset=1)
         kind = exp.Coalesce(this=_fn("json_type", found), expressions=[_s("NULL")])
         return exp.Case(
             ifs=[
