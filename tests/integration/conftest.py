@@ -193,7 +193,7 @@ class Harness:
                                 namespace, "auditdetections", name)  # fmt: skip
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 10, what: str | Callable[[], str] = "condition") -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     value: Any = None
     while asyncio.get_running_loop().time() < deadline:
@@ -201,7 +201,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 10, what: str = 
         if value:
             return value
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}; last value {value!r}")
 
 
 @pytest_asyncio.fixture

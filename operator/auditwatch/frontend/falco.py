@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
 
 from auditwatch.frontend.common import RuleError, Translated
 from auditwatch.frontend.falco_fields import FIELDS, KaField
@@ -160,7 +160,7 @@ class _Parser:
     def _check(self, field_tok: Token) -> Expr:
         m = FIELD.match(field_tok.text)
         if m is None:
-            return self._fail(f"{field_tok.text!r} is not a field", field_tok)  # type: ignore[no-any-return]
+            self._fail(f"{field_tok.text!r} is not a field", field_tok)
         name, arg = m.group("name"), m.group("arg")
         op_tok = self._next("an operator")
         op = "=" if op_tok.text == "==" else op_tok.text
@@ -222,7 +222,7 @@ class _Parser:
         if not self._punct(char):
             self._fail(f"expected {char}", self._peek())
 
-    def _fail(self, message: str, tok: Token | None = None) -> Any:
+    def _fail(self, message: str, tok: Token | None = None) -> NoReturn:
         at = f" at column {tok.column}" if tok else " at the end"
         raise RuleError(f"{self.where}: {message}{at}")
 
@@ -252,27 +252,27 @@ def field_of(name: str, arg: str | None) -> tuple[KaField, str]:
     return KaField(spec.indexed.replace("{i}", arg), repository=spec.repository), spec.indexed.replace("{i}", arg)
 
 
-def lower(name: str, arg: str | None, op: str, values: list[str], fail: Any) -> Expr:
+def lower(name: str, arg: str | None, op: str, values: list[str], fail: Callable[[str], NoReturn]) -> Expr:
     """One comparison as IR (frontend/falco_fields.py for what each field reads)."""
     if name not in FIELDS:
         close = difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.6)
         if not name.startswith(("ka.", "jevt.")):
-            return fail(f"{name!r} is a syscall field: only k8s_audit rules read audit events")
-        return fail(f"unknown field {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+            fail(f"{name!r} is a syscall field: only k8s_audit rules read audit events")
+        fail(f"unknown field {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
     try:
         spec, audit = field_of(name, arg)
     except ValueError as exc:
-        return fail(str(exc))
+        fail(str(exc))
     if audit == "_time":
         if op == "exists":
             return TRUE
         if op == "=" and values == ["0"]:
             return FALSE
-        return fail(f"{name}: only `exists` and `=0` are supported")
+        fail(f"{name}: only `exists` and `=0` are supported")
     if audit.startswith("requestURI?"):
-        return fail(f"{name} is read for a finding's output, not by a condition")
+        fail(f"{name} is read for a finding's output, not by a condition")
     if spec.is_list and op not in ("in", "intersects", "exists"):
-        return fail(f"{name} is a list: it takes in, intersects or exists, not {op}")
+        fail(f"{name} is a list: it takes in, intersects or exists, not {op}")
     if op == "exists":
         return Test(audit, "exists")
     if spec.repository:
@@ -284,21 +284,21 @@ def lower(name: str, arg: str | None, op: str, values: list[str], fail: Any) -> 
     if op in TEXT_OPS:
         test, fold = TEXT_OPS[op]
         if test == "glob" and any(c in values[0] for c in "[]"):
-            return fail(f"{op} with a [character class] is not supported")
+            fail(f"{op} with a [character class] is not supported")
         return Test(audit, test, tuple(values), fold=fold)
     if op == "pmatch":
         prefixes = tuple(p.rstrip("/") + "/" for p in values)
         return Or((Test(audit, "eq", tuple(values)), Test(audit, "startswith", prefixes)))
     if op in ORDER_OPS:
         return Compare(audit, op, values[0])
-    return fail(f"operator {op} is not supported")
+    fail(f"operator {op} is not supported")
 
 
-def _repository(audit: str, op: str, values: list[str], every: bool, fail: Any) -> Expr:
+def _repository(audit: str, op: str, values: list[str], every: bool, fail: Callable[[str], NoReturn]) -> Expr:
     """A test of images' repositories (the text before the first ``:`` or ``@``) as a regex of the images."""
     alternatives = "|".join(_escape(v) for v in values if not set(v) & set(":@"))
     if op not in ("in", "intersects", "=", "startswith", "contains", "endswith"):
-        return fail(f"{op} of an image repository is not supported")
+        fail(f"{op} of an image repository is not supported")
     if not alternatives:  # a repository has neither
         return FALSE
     pattern = {
