@@ -15,7 +15,7 @@ from auditwatch.frontend.falco_rules import load_files
 from auditwatch.rules.escu import render
 from auditwatch.rules.language import rule_plan
 from auditwatch.rules.packs import import_falco, import_sigma
-from factory import event
+from factory import auditwatch, event
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("AUDITWATCH_SHARED_DIR", ROOT.parent / "shared"))
@@ -341,3 +341,22 @@ def test_falco_errors_name_the_rule_the_field_and_the_column():
     assert "is a list: it takes in, intersects or exists, not startswith" in fails("ka.user.groups startswith a")
     with pytest.raises(RuleError, match="priority 'LOUD'"):
         falco.translate(falco.FalcoRule("r", "ka.verb=get", priority="LOUD"))
+
+
+def test_the_import_commands_write_manifests_and_list_what_they_did_not_import(tmp_path):
+    code, out, err = auditwatch("import-sigma", SIGMA / "kubernetes_audit_exec_into_container.yml")
+    assert code == 0 and out.startswith("---\n# Imported by `auditwatch import-sigma`"), err
+    assert yaml.safe_load(out.split("\n", 1)[1])["spec"]["sigma"].startswith("title: Potential Remote Command")
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("- rule: Shell\n  condition: proc.name = bash\n  output: x\n  priority: NOTICE\n"
+                     "- rule: Create NodePort Service\n  enabled: false\n")  # fmt: skip
+    code, _, err = auditwatch("import-falco", FALCO / "k8s_audit_rules.yaml", extra, "-o", tmp_path / "out")
+    assert code == 0, err
+    assert "imported 47 rules, 2 not imported" in err
+    assert "not imported: Shell: source syscall: only k8s_audit rules read audit events" in err
+    assert "not imported: Create NodePort Service: disabled (enabled: false)" in err
+    assert len(list((tmp_path / "out").glob("falco-*.yaml"))) == 47
+    broken = tmp_path / "broken.yml"
+    broken.write_text("title: b\nlogsource: {product: windows}\ndetection: {s: {a: 1}, condition: s}\n")
+    code, _, err = auditwatch("import-sigma", broken)
+    assert code == 2 and f"auditwatch import-sigma: {broken}: logsource: b: logsource product 'windows'" in err

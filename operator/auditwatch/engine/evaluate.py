@@ -6,7 +6,7 @@ everywhere. A malformed line is counted, sampled for the error report, and skipp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,9 +54,11 @@ class Evaluator:
         self.pipeline = Pipeline(plan, geoip_db)
         self.prefilter = derive(plan) if use_prefilter else None
         read = self.pipeline.needs.fields
-        fields = None if read is None else read | extra_fields
-        named = set().union(*map(step_fields, plan.steps)) | extra_fields  # pointers are no flattened field
-        self._flatten = flattener(fields, frozenset(named))
+        named = frozenset(set().union(*map(step_fields, plan.steps)) | extra_fields)
+        # Rows that are whole events (read None): each event tested on the fields the steps name, and only
+        # one that passes flattened whole (a Sigma or Falco rule keeps few of the events it tests).
+        self._flatten = flattener(named if read is None else read | extra_fields)
+        self._whole = flattener(None, named) if read is None else None
         self.counters = Counters()
 
     def records(
@@ -74,7 +76,7 @@ class Evaluator:
         first_line = c.lines + 1
         c.lines += decoded.lines
         c.skipped += decoded.lines
-        flatten, pipeline, needs = self._flatten, self.pipeline, self.pipeline.needs
+        flatten, whole, pipeline, needs = self._flatten, self._whole, self.pipeline, self.pipeline.needs
         for start, end in decoded.candidates(self.prefilter):
             c.skipped -= 1
             try:
@@ -89,16 +91,28 @@ class Evaluator:
                 continue
             for event in events:
                 c.events += 1
-                record = flatten(event)
-                if needs.metadata:
-                    add_metadata(record, event, origin, needs.metadata)
+                raw = None
                 if needs.raw:
-                    raw = decoded.text(start, end) if len(events) == 1 else orjson.dumps(event)
-                    record["_raw"] = [raw.decode("utf-8", "replace")]
-                out = pipeline.event(record)
+                    raw = (decoded.text(start, end) if len(events) == 1 else orjson.dumps(event)).decode(
+                        "utf-8", "replace"
+                    )
+                out = pipeline.event(self._record(flatten, event, origin, raw))
+                if out is not None and whole is not None:  # it passes: its row is the whole event
+                    out = pipeline.event(self._record(whole, event, origin, raw))
                 if out is not None:
                     c.matched += 1
                     yield start, end, out
+
+    def _record(
+        self, flatten: Callable[[dict[str, Any]], Record], event: dict[str, Any], origin: str, raw: str | None
+    ) -> Record:
+        """An event's fields (those ``flatten`` reads), with the metadata and raw text the plan reads."""
+        record = flatten(event)
+        if metadata := self.pipeline.needs.metadata:
+            add_metadata(record, event, origin, metadata)
+        if raw is not None:
+            record["_raw"] = [raw]
+        return record
 
 
 class Decoded:

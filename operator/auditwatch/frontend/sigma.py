@@ -121,7 +121,7 @@ def _expr(node: Any, title: str) -> Expr:
     if isinstance(node, ConditionAND):
         return And(tuple(_expr(a, title) for a in node.args))
     if isinstance(node, ConditionOR):
-        return Or(tuple(_expr(a, title) for a in node.args))
+        return any_of([_expr(a, title) for a in node.args])
     if isinstance(node, ConditionNOT):
         return Not(_expr(node.args[0], title))
     if isinstance(node, ConditionFieldEqualsValueExpression):
@@ -131,6 +131,25 @@ def _expr(node: Any, title: str) -> Expr:
     if isinstance(node, ConditionValueExpression):
         return _keyword(node.value, title)
     raise RuleError(f"{title}: condition part {type(node).__name__} is not supported", field="detection.condition")
+
+
+def any_of(items: list[Expr]) -> Expr:
+    """``Or`` of ``items``, with the tests of one field by one operator made one test of all their values
+    (a value list: one pass over the field's values, one literal set for the prefilter)."""
+    merged: list[Expr] = []
+    for item in items:
+        last = merged[-1] if merged else None
+        if (
+            isinstance(item, Test)
+            and isinstance(last, Test)
+            and not item.every
+            and not last.every
+            and ((item.field, item.op, item.fold) == (last.field, last.op, last.fold))
+        ):
+            merged[-1] = Test(last.field, last.op, last.values + item.values, last.fold)
+        else:
+            merged.append(item)
+    return merged[0] if len(merged) == 1 else Or(tuple(merged))
 
 
 def _leaf(field: str, value: Any, title: str) -> Expr:

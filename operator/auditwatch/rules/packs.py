@@ -50,7 +50,7 @@ def import_sigma(path: Path, link: str = "") -> dict[str, Any]:
         translated = sigma.translate(text)
         rule = sigma.parse(text)
     except RuleError as exc:
-        raise RuleError(f"{path}: {exc}") from None
+        raise exc.at(str(path)) from None
     labels = {"sigmahq.io/id": str(rule.id)} if rule.id else {}
     if rule.status:
         labels["sigmahq.io/status"] = rule.status.name.lower()
