@@ -12,7 +12,7 @@ Hypothesis tests compare prefiltered and unfiltered runs (tests/unit/test_prefil
 from __future__ import annotations
 
 from auditwatch.engine.candidates import candidate_lines
-from auditwatch.ir.plan import Plan
+from auditwatch.ir.plan import Plan, never
 from auditwatch.ir.planner import literals
 
 # The non-ASCII characters whose str.lower() contains an ASCII character (checked by a unit test).
@@ -46,7 +46,10 @@ class Prefilter:
 
 def derive(plan: Plan) -> Prefilter | None:
     """The prefilter of a plan's first filter, or None when no literal is required (or too many are:
-    the native search takes at most 64, the special characters' forms included)."""
+    the native search takes at most 64, the special characters' forms included). A plan that keeps no
+    event has one that admits no line."""
+    if never(plan):
+        return Prefilter(())
     need = literals(plan)
     if not need or len(need) > MAX_LITERALS:
         return None

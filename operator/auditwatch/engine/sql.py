@@ -217,6 +217,8 @@ class Compiler:
         prefilter = derive(self.plan)
         if prefilter is None:
             return exp.Not(this=_is_null(line))
+        if not prefilter.literals:  # the plan keeps no event
+            return exp.false()
         tests: list[exp.Expr] = [_like(line, f"*{lit}*", exp.ILike) for lit in prefilter.literals]
         tests.append(self._has(line, "\\u"))
         chars = set("".join(prefilter.literals))

@@ -23,7 +23,9 @@ from typing import NoReturn
 
 from auditwatch.frontend.common import RuleError, Translated
 from auditwatch.frontend.falco_fields import FIELDS, KaField
-from auditwatch.ir.plan import And, Compare, Expr, Filter, Keyword, Not, Or, Plan, Test
+from auditwatch.ir.plan import ALWAYS as TRUE
+from auditwatch.ir.plan import NEVER as FALSE
+from auditwatch.ir.plan import And, Compare, Expr, Filter, Not, Or, Plan, Test
 
 SEVERITY = {
     "EMERGENCY": "critical",
@@ -50,7 +52,6 @@ TOKEN = re.compile(
 FIELD = re.compile(r"^(?P<name>[a-zA-Z_][a-zA-Z0-9_.]*)(?:\[(?P<arg>[^\]]*)\])?$")
 OUTPUT_FIELD = re.compile(r"%([a-zA-Z_][a-zA-Z0-9_.]*(?:\[[^\]]*\])?)")
 MAX_KEY = 8  # FindingPolicy.groupBy's limit
-TRUE, FALSE = Keyword("*"), Not(Keyword("*"))
 
 
 @dataclass(frozen=True)

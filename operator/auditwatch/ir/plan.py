@@ -156,6 +156,7 @@ class Not(Value):
 
 
 Expr = Compare | In | Test | Keyword | And | Or | Not
+ALWAYS, NEVER = Keyword("*"), Not(Keyword("*"))  # the conditions that keep every event, and none
 
 
 class Filter(Value):
@@ -257,6 +258,11 @@ class Plan(Value):
             elif isinstance(step, Convert):
                 fields += [out for _, out in step.fields if out not in fields]
         return fields
+
+
+def never(plan: Plan) -> bool:
+    """Whether the plan keeps no event whatever it reads (a Falco rule its macros switch off)."""
+    return any(step == Filter(NEVER) for step in plan.steps)
 
 
 def within(plan: Plan, since: float | None, until: float | None) -> Plan:

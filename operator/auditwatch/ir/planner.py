@@ -46,6 +46,7 @@ SAFE = frozenset(chr(c) for c in range(0x20, 0x7F)) - set('"\\/<>&*')
 MIN_LITERAL = 3
 METADATA = frozenset({"_time", "source"})  # Splunk's: the request's time, and the log it was read from
 INTEGER_AGGS = frozenset({"count", "dc"})
+EVERY_EVENT = frozenset({"stage", "/stage", "level", "/level", "kind", "apiVersion"})  # few values, on every event
 
 Need = frozenset[str] | None  # any one of these literals must appear; None: no constraint
 
@@ -136,8 +137,14 @@ def _need(expr: Expr) -> Need:
     if isinstance(expr, Or):
         return _union(needs)
     assert isinstance(expr, And)
-    known = [n for n in needs if n]
-    return max(known, key=lambda n: (min(map(len, n)), -len(n)), default=None)
+    # The longest literal, but not one of a field every event has from a few values (Falco's rules test
+    # the stage first: "ResponseComplete" is in most lines) while another literal is known.
+    known = [(n, _everywhere(i)) for n, i in zip(needs, expr.items, strict=True) if n]
+    return max(known, key=lambda k: (not k[1], min(map(len, k[0])), -len(k[0])), default=(None, False))[0]
+
+
+def _everywhere(expr: Expr) -> bool:
+    return isinstance(expr, Compare | In | Test) and expr.field in EVERY_EVENT
 
 
 def _test_need(test: Test) -> Need:

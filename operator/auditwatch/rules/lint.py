@@ -91,7 +91,7 @@ def lint(
     found = _never_set(query) if query else []
     found += _unknown_fields(query.commands if query else plan.steps)
     found += [Diagnostic(Level.WARNING, "never-matches", note) for note in notes] + _text_for_numbers(plan)
-    if derive(plan) is None and not notes:  # a rule switched off needs no prefilter
+    if derive(plan) is None:
         found.append(
             Diagnostic(
                 Level.WARNING,
