@@ -15,8 +15,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "scan",
         help="run one detection over audit-log files and print the result rows",
-        description="Run an AuditDetection's SPL search over audit logs: JSON lines, EventList batches, "
-        "JSON documents (pretty-printed, arrays), CloudWatch Logs exports (aws logs filter-log-events "
+        description="Run an AuditDetection's rule (SPL, Sigma or Falco) over audit logs: JSON lines, EventList "
+        "batches, JSON documents (pretty-printed, arrays), CloudWatch Logs exports (aws logs filter-log-events "
         "output, subscription-filter payloads, Kinesis/Firehose records), AKS diagnostic records, oc adm "
         "node-logs output, .gz, - for stdin, or a log "
         "group read directly: cloudwatch://REGION/LOG_GROUP?since=24h (until=, prefix=; AWS credentials "
