@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint binaries bench bench-hunt bench-operator crds clean
+.PHONY: demo test lint binaries bench bench-hunt bench-packs bench-operator crds clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,9 @@ test: lint binaries
 
 bench: $(STAMP)
 	$(BIN)/python bench/seed_vs_jq.py
+
+bench-packs: $(STAMP)
+	$(BIN)/python bench/packs_bench.py
 
 bench-hunt: $(STAMP)
 	$(BIN)/python bench/hunt_bench.py

@@ -259,7 +259,9 @@ OFF = {"Create Disallowed Pod", "All K8s Audit Events", "Full K8s Administrative
 def test_every_falco_rule_has_cases_or_is_switched_off_as_published():
     specs = falco_specs()
     assert set(specs) == set(FALCO_CASES) | OFF
-    lines = b"".join(json.dumps(k("create", r, user=u)).encode() + b"\n" for r in ("nodes", "pods") for u in ("admin", "x"))
+    lines = b"".join(
+        json.dumps(k("create", r, user=u)).encode() + b"\n" for r in ("nodes", "pods") for u in ("admin", "x")
+    )
     for name in OFF:
         planned = rule_plan(specs[name])
         assert planned.translated.notes, name
