@@ -4,8 +4,9 @@ import pytest
 
 from auditwatch.api.manifest import ManifestError, rule_spec
 from auditwatch.engine.aggregates import AGGREGATES
+from auditwatch.engine.match import _TESTS
 from auditwatch.errors import AuditwatchError, Location
-from auditwatch.ir.plan import AGG_FUNCS
+from auditwatch.ir.plan import AGG_FUNCS, TEST_OPS
 from auditwatch.spl import SPLError, parse_search
 
 
@@ -46,3 +47,7 @@ def test_a_second_stats_is_refused_where_it_is():
 
 def test_every_aggregate_function_of_the_ir_has_one_implementation():
     assert set(AGGREGATES) == set(AGG_FUNCS)
+
+
+def test_every_test_operator_of_the_ir_has_one_implementation():
+    assert {*_TESTS, "exists"} == set(TEST_OPS)  # exists reads no value: the matcher answers it itself

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -179,3 +180,22 @@ def reading(detection: str) -> Iterator[None]:
         raise exc.at(detection, "spec.search") from None
     except OSError as exc:
         raise UsageError(f"{exc.filename or 'input'}: cannot read: {exc.strerror or exc}") from None
+
+
+def write_manifests(objects: list[dict[str, Any]], origin: str, command: str, output: str | None) -> None:
+    """Imported AuditDetections as YAML: to stdout as documents, or one ``<name>.yaml`` each in ``output``."""
+    from pathlib import Path
+
+    from auditwatch.rules.escu import render
+
+    out_dir = Path(output) if output else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for obj in objects:
+        text = render(obj, origin, command)
+        if out_dir is None:
+            sys.stdout.write("---\n" + text)
+        else:
+            target = out_dir / f"{obj['metadata']['name']}.yaml"
+            target.write_text(text)
+            print(f"wrote {target}", file=sys.stderr)

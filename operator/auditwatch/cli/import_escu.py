@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from auditwatch.cli.common import EXIT_USAGE
+from auditwatch.cli.common import EXIT_USAGE, write_manifests
 
 
 def register(sub: Any) -> None:
@@ -31,26 +31,16 @@ def register(sub: Any) -> None:
 def import_escu_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from auditwatch.rules.escu import EscuImportError, import_detection, load_macros, render
+    from auditwatch.rules.escu import EscuImportError, import_detection, load_macros
 
     files = [Path(f) for f in args.files]
     # A checkout of security_content has detections/cloud/*.yml beside macros/ at its top.
     near = [parent / "macros" for parent in files[0].resolve().parents[1:3]]
     macro_dir = Path(args.macros) if args.macros else next((d for d in near if d.is_dir()), near[0])
     macros = load_macros(macro_dir) if macro_dir.is_dir() else {}
-    out_dir = Path(args.output) if args.output else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
     try:
         for path in files:
-            obj = import_detection(path, macros)
-            text = render(obj, path.name)
-            if out_dir is None:
-                sys.stdout.write("---\n" + text)
-            else:
-                target = out_dir / f"{obj['metadata']['name']}.yaml"
-                target.write_text(text)
-                print(f"wrote {target}", file=sys.stderr)
+            write_manifests([import_detection(path, macros)], path.name, "import-escu", args.output)
     except (EscuImportError, OSError) as exc:
         print(f"auditwatch import-escu: {exc}", file=sys.stderr)
         return EXIT_USAGE

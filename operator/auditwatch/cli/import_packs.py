@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from auditwatch.cli.common import EXIT_USAGE
+from auditwatch.cli.common import EXIT_USAGE, write_manifests
 
 
 def register(sub: Any) -> None:
@@ -36,22 +36,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=import_falco_command)
 
 
-def _write(objects: list[dict[str, Any]], origin: str, command: str, output: str | None) -> None:
-    from auditwatch.rules.escu import render
-
-    out_dir = Path(output) if output else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    for obj in objects:
-        text = render(obj, origin, command)
-        if out_dir is None:
-            sys.stdout.write("---\n" + text)
-        else:
-            target = out_dir / f"{obj['metadata']['name']}.yaml"
-            target.write_text(text)
-            print(f"wrote {target}", file=sys.stderr)
-
-
 def import_sigma_command(args: argparse.Namespace) -> int:
     from auditwatch.frontend.common import RuleError
     from auditwatch.rules.packs import import_sigma
@@ -59,7 +43,7 @@ def import_sigma_command(args: argparse.Namespace) -> int:
     files = [f for p in map(Path, args.paths) for f in (sorted(p.glob("*.yml")) if p.is_dir() else [p])]
     try:
         for path in files:
-            _write([import_sigma(path, args.link)], path.name, "import-sigma", args.output)
+            write_manifests([import_sigma(path, args.link)], path.name, "import-sigma", args.output)
     except (RuleError, OSError) as exc:
         print(f"auditwatch import-sigma: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -76,7 +60,7 @@ def import_falco_command(args: argparse.Namespace) -> int:
     except (RuleError, OSError) as exc:
         print(f"auditwatch import-falco: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _write(objects, " + ".join(p.name for p in paths), "import-falco", args.output)
+    write_manifests(objects, " + ".join(p.name for p in paths), "import-falco", args.output)
     print(f"imported {len(objects)} rules, {len(skipped)} not imported", file=sys.stderr)
     for reason in skipped:
         print(f"  not imported: {reason}", file=sys.stderr)

@@ -480,12 +480,13 @@ def _value_test(op: str, value: exp.Expr, pattern: str, fold: bool) -> exp.Expr:
     return _like_parts(value, parts)
 
 
-def _like_parts(value: exp.Expr, parts: list[str]) -> exp.Expr:
-    """``value`` LIKE a glob's parts (engine/match.glob_parts): ``**`` any text, ``??`` one character."""
-    like = "".join(
+def _like_parts(value: exp.Expr, parts: list[str], like: Any = exp.Like) -> exp.Expr:
+    """``value`` LIKE a glob's parts (ir.plan.glob_parts): ``**`` any text, ``??`` one character, anything
+    else itself (LIKE's own wildcards escaped)."""
+    pattern = "".join(
         {"**": "%", "??": "_"}.get(p) or p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for p in parts
     )
-    return exp.Escape(this=exp.Like(this=value, expression=_s(like)), expression=_s("\\"))
+    return exp.Escape(this=like(this=value, expression=_s(pattern)), expression=_s("\\"))
 
 
 def _text_match(low: exp.Expr, pattern: str) -> exp.Expr:
@@ -493,9 +494,8 @@ def _text_match(low: exp.Expr, pattern: str) -> exp.Expr:
 
 
 def _like(value: exp.Expr, pattern: str, like: Any = exp.Like) -> exp.Expr:
-    """``value`` matches a glob where ``*`` is any text (LIKE, with its own wildcards escaped)."""
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
-    return exp.Escape(this=like(this=value, expression=_s(escaped)), expression=_s("\\"))
+    """``value`` matches a search pattern, where ``*`` is any text (LIKE, with its own wildcards escaped)."""
+    return _like_parts(value, ["**" if c == "*" else c for c in pattern], like)
 
 
 def _starts(text: exp.Expr, char: str) -> exp.Expr:

@@ -205,19 +205,19 @@ class _Parser:
         self.at += 1
         return tok
 
-    def _word(self, word: str) -> bool:
+    def _accept(self, kind: str, text: str) -> bool:
+        """Take the next token if it is ``text`` of ``kind``."""
         tok = self._peek()
-        if tok is not None and tok.kind == "word" and tok.text == word:
+        if tok is not None and tok.kind == kind and tok.text == text:
             self.at += 1
             return True
         return False
 
+    def _word(self, word: str) -> bool:
+        return self._accept("word", word)
+
     def _punct(self, char: str) -> bool:
-        tok = self._peek()
-        if tok is not None and tok.kind == "punct" and tok.text == char:
-            self.at += 1
-            return True
-        return False
+        return self._accept("punct", char)
 
     def _expect(self, char: str) -> None:
         if not self._punct(char):

@@ -92,9 +92,13 @@ def parse(text: str) -> Any:
 
 def translate(text: str) -> Translated:
     """A Sigma rule's plan and the finding policy its level, title and fields suggest."""
+    return translate_rule(parse(text), text)
+
+
+def translate_rule(rule: Any, text: str) -> Translated:
+    """``translate`` of a rule ``parse`` gave from ``text``."""
     from sigma.exceptions import SigmaError
 
-    rule = parse(text)
     try:
         trees = [condition.parsed for condition in rule.detection.parsed_condition]
     except SigmaError as exc:

@@ -47,8 +47,8 @@ def import_sigma(path: Path, link: str = "") -> dict[str, Any]:
     """One Sigma rule file -> one AuditDetection (``link``: where the file is published, + its name)."""
     text = path.read_text()
     try:
-        translated = sigma.translate(text)
         rule = sigma.parse(text)
+        translated = sigma.translate_rule(rule, text)
     except RuleError as exc:
         raise exc.at(str(path)) from None
     labels = {"sigmahq.io/id": str(rule.id)} if rule.id else {}

@@ -20,7 +20,7 @@ from auditwatch.engine.pipeline import geoip_problem
 from auditwatch.errors import AuditwatchError, Location
 from auditwatch.frontend.common import RuleError
 from auditwatch.ir.plan import Plan
-from auditwatch.rules.language import rule_field, rule_plan
+from auditwatch.rules.language import rule_plan
 from auditwatch.rules.lint import Diagnostic, lint
 from auditwatch.sources.paths import allowed
 from auditwatch.spl import Query, SPLError
@@ -57,7 +57,7 @@ class Verdict:
     @property
     def errors(self) -> list[Problem]:
         """Everything that keeps it from running, lint's errors included (as ``LintError``)."""
-        field = rule_field(self.spec.model_dump()) if self.spec else "spec.search"
+        field = f"spec.{self.spec.language}" if self.spec else "spec.search"
         lint_errors = [Problem.at(StatusReason.LINT_ERROR, field, str(d)) for d in self.diagnostics if d.error]
         return [*self.problems, *lint_errors]
 
