@@ -76,7 +76,9 @@ async def test_lint_and_the_operator_agree_on_every_manifest(harness, tmp_path):
     def without():
         return sorted(Path(p).name for p, c in conditions().items() if not c)
 
-    found = await eventually(lambda: (c := conditions()) and all(c.values()) and c, timeout=30,
+    # Each detection's start is work of the operator's (plan, readers, status): the wait grows with their
+    # number (26 when it was 30 s; 90 with the Sigma and Falco packs; a loaded CI run needed over 30 s).
+    found = await eventually(lambda: (c := conditions()) and all(c.values()) and c, timeout=max(30, len(paths)),
                              what=lambda: f"a Ready condition on every detection; none yet on {without()}")  # fmt: skip
     seen = {p: (c["status"] == "True", c["reason"]) for p, c in found.items()}
     said = {p: (v["ready"], v["reason"]) for p, v in verdicts.items()}
