@@ -141,8 +141,14 @@ def test_every_anonymous_request_to_any_api_server_counts_once_through_kills_and
         assert total(api, SEED) == sum(per_node) and len(api.findings(SEED)) == 1
         events = [e for e in api.events(SEED) if e["reason"] == "FindingCreated"]
         assert len(events) == 1 and events[0].get("count", 1) == 1  # one replica created it, one Event
-        detection = seed_status(api)
-        assert detection["counters"]["matched"] == sum(detection["shards"][s]["counters"]["matched"] for s in SHARDS)
+
+        def summary_and_parts():
+            detection = seed_status(api)
+            return detection["counters"]["matched"], sum(detection["shards"][s]["counters"]["matched"] for s in SHARDS)
+
+        # The detection's counters are the sum each replica last saw of the others' parts: eventually the sum
+        # of the parts, once each replica has seen the others' last writes (within a status interval or two).
+        wait_for(lambda: len(set(summary_and_parts())) == 1, timeout=30, what=lambda: f"{summary_and_parts()}")
     finally:
         stop.set()
         for op in replicas:
