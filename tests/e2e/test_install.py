@@ -56,7 +56,7 @@ def test_operator_rbac_grants_what_it_needs(cluster):
         ("list", "auditdetections.auditwatch.io"), ("watch", "auditdetections.auditwatch.io"),
         ("patch", "auditdetections.auditwatch.io"), ("patch", "auditdetections.auditwatch.io/status"),
         ("create", "detectionfindings.auditwatch.io"), ("list", "detectionfindings.auditwatch.io"),
-        ("delete", "detectionfindings.auditwatch.io"), ("patch", "detectionfindings.auditwatch.io/status"),
+        ("delete", "detectionfindings.auditwatch.io"), ("patch", "detectionfindings.auditwatch.io"),
         ("create", "events"),
     ]:  # fmt: skip
         assert can(cluster, verb, resource), f"operator cannot {verb} {resource}"
@@ -67,7 +67,7 @@ def test_operator_rbac_is_no_wider(cluster):
     for verb, resource in [
         ("get", "secrets"), ("list", "pods"), ("create", "auditdetections.auditwatch.io"),
         ("delete", "auditdetections.auditwatch.io"), ("update", "auditdetections.auditwatch.io"),
-        ("patch", "detectionfindings.auditwatch.io"), ("update", "detectionfindings.auditwatch.io"),
+        ("update", "detectionfindings.auditwatch.io"), ("patch", "detectionfindings.auditwatch.io/status"),
         ("delete", "events"), ("get", "configmaps"), ("create", "clusterrolebindings"),
     ]:  # fmt: skip
         assert not can(cluster, verb, resource), f"operator may {verb} {resource}"

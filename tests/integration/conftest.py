@@ -35,6 +35,7 @@ from auditwatch.devcluster.cluster import free_port
 DETECTIONS = kmock.resource(GROUP, VERSION, "auditdetections")
 FINDINGS = kmock.resource(GROUP, VERSION, "detectionfindings")
 EVENTS = kmock.resource("", "v1", "events")
+STATUS = {DETECTIONS: "status", FINDINGS: None}  # where each kind's status is written, as its CRD says
 
 
 class Emulator(KubernetesEmulator):
@@ -86,7 +87,11 @@ class Emulator(KubernetesEmulator):
         try:
             if request.resource == FINDINGS and request.action == action.CREATE:
                 self.written.append(("finding", DetectionFinding.model_validate(data)))
-            elif request.action == action.UPDATE and request.subresource == "status" and "status" in data:
+            elif (
+                request.action == action.UPDATE
+                and "status" in data
+                and request.subresource == STATUS.get(request.resource, "")
+            ):
                 model = AuditDetectionStatus if request.resource == DETECTIONS else DetectionFindingStatus
                 self.written.append(("status", model.model_validate(data["status"])))
         except pydantic.ValidationError as exc:
@@ -212,8 +217,9 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     emulator.throttle = 0
     for resource, kind in ((DETECTIONS, "AuditDetection"), (FINDINGS, "DetectionFinding")):
         verbs = {"list", "watch", "get", "create", "patch", "delete"}
+        subresources = {STATUS[resource]} - {None}
         emulator.resources[resource] = ResourceInfo(
-            kind=kind, singular=kind.lower(), namespaced=True, subresources={"status"}, verbs=verbs
+            kind=kind, singular=kind.lower(), namespaced=True, subresources=subresources, verbs=verbs
         )
     # kopf's start-up waits until discovery shows these, as a real API server does.
     emulator.resources[EVENTS] = ResourceInfo(kind="Event", singular="event", namespaced=True, verbs={"create"})

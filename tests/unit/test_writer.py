@@ -41,7 +41,7 @@ class FakeKube:
         self.objects: dict[str, dict] = {}
         self.calls: list[tuple[str, str]] = []
         self.events: list[tuple[str, str, str, str]] = []
-        self.fail_patch = False
+        self.fail_writes = False  # every create and patch answered 500
         self.budget = WriteBudget()
         self.version = 0
         self.watchers = []  # called with every object written, as a watch delivers it
@@ -60,6 +60,8 @@ class FakeKube:
     async def create_finding(self, namespace, body):
         name = body["metadata"]["name"]
         self.calls.append(("create", name))
+        if self.fail_writes:
+            raise ApiException(status=500, reason="InternalError")
         if name in self.objects:
             raise ApiException(status=409, reason="AlreadyExists")
         return self._stored(name, {**copy.deepcopy(body), "metadata": {**body["metadata"], "uid": f"uid-{name}"}})
@@ -70,7 +72,7 @@ class FakeKube:
 
     async def patch_finding_status(self, namespace, name, status, since=None, resource_version=""):
         self.calls.append(("patch", name))
-        if self.fail_patch:
+        if self.fail_writes:
             raise ApiException(status=500, reason="InternalError")
         if name not in self.objects:
             raise ApiException(status=404, reason="NotFound")
@@ -103,11 +105,12 @@ def setup():
     return kube, events, writer, agg
 
 
-async def test_first_write_creates_the_object_then_patches_its_status(setup):
+async def test_a_new_finding_is_one_write_a_create_with_its_count_and_checkpoint(setup):
     kube, events, writer, agg = setup
     agg.add(ROW, "log", 0, 10, "t1")
     assert await flush(writer, agg, 100.0)
     [(name, obj)] = kube.objects.items()
+    assert kube.calls == [("create", name)]
     assert obj["spec"] == {"detection": "seed", "key": {"user": "system:anonymous", "src_ip": "10.0.0.1"},
                            "message": "calls from 10.0.0.1", "severity": "low", "riskScore": 20,
                            "mitre": "T1552.007"}  # fmt: skip
@@ -125,9 +128,9 @@ async def test_writes_are_coalesced_to_one_per_second_per_finding(setup):
     for i in range(50):
         agg.add(ROW, "log", 10 + i * 10, 20 + i * 10, "t")
         assert not await flush(writer, agg, 100.5)  # due in a second: not written, not complete
-    assert [c for c, _ in kube.calls].count("patch") == 1
+    assert [c for c, _ in kube.calls] == ["create"]
     assert await flush(writer, agg, 101.0)
-    assert [c for c, _ in kube.calls].count("patch") == 2
+    assert [c for c, _ in kube.calls] == ["create", "patch"]
     assert next(iter(kube.objects.values()))["status"]["count"] == 51
 
 
@@ -152,13 +155,21 @@ async def test_a_retried_create_adopts_the_existing_object(setup):
 
 async def test_a_failed_write_keeps_the_finding_pending(setup):
     kube, _, writer, agg = setup
-    kube.fail_patch = True
+    kube.fail_writes = True
     agg.add(ROW, "log", 40, 50, "t")
-    assert not await flush(writer, agg, 100.0)
+    assert not await flush(writer, agg, 100.0)  # the create failed
     assert agg.resume_seq("log", 1000) == 40  # the detection checkpoint may not pass the unwritten line
-    kube.fail_patch = False
+    kube.fail_writes = False
     assert await flush(writer, agg, 101.0)
     assert agg.resume_seq("log", 1000) == 1000
+    agg.add(ROW, "log", 1000, 1010, "t")
+    kube.fail_writes = True
+    assert not await flush(writer, agg, 102.0)  # the patch failed
+    assert agg.resume_seq("log", 2000) == 1000
+    kube.fail_writes = False
+    assert await flush(writer, agg, 103.0)
+    [obj] = kube.objects.values()
+    assert obj["status"]["count"] == 2 and obj["status"]["shards"]["default"]["checkpoints"] == {"log": 1010}
 
 
 async def test_the_cap_is_announced_once(setup):

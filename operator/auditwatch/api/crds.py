@@ -65,8 +65,16 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": ["spec"]}
 
 
-def _crd(model: type[BaseModel], plural: str, short: list[str], columns: list[dict[str, Any]]) -> dict[str, Any]:
+def _crd(
+    model: type[BaseModel], plural: str, short: list[str], columns: list[dict[str, Any]], status: bool = True
+) -> dict[str, Any]:
+    """A CRD of ``model``; with ``status``, its status is a subresource (written apart from the spec)."""
     kind = model.__name__
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    version["schema"] = {"openAPIV3Schema": _schema(model)}
+    if status:
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = columns
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -82,16 +90,7 @@ def _crd(model: type[BaseModel], plural: str, short: list[str], columns: list[di
                 "shortNames": short,
                 "categories": ["auditwatch"],
             },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": _schema(model)},
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": columns,
-                }
-            ],
+            "versions": [version],
         },
     }
 
@@ -123,6 +122,7 @@ def crds() -> dict[str, dict[str, Any]]:
                 {"name": "Severity", "type": "string", "jsonPath": ".spec.severity"},
                 {"name": "First Seen", "type": "date", "jsonPath": ".status.firstSeen", "description": "since when"},
                 {"name": "Last Seen", "type": "date", "jsonPath": ".status.lastSeen"},
+                {"name": "Written", "type": "date", "jsonPath": ".status.writtenAt", "priority": 1},
                 {"name": "Message", "type": "string", "jsonPath": ".spec.message", "priority": 1},
                 {
                     "name": "Technique",
@@ -132,6 +132,10 @@ def crds() -> dict[str, dict[str, Any]]:
                     "description": "MITRE ATT&CK",
                 },
             ],
+            # No status subresource: a finding is created with its count in one write (as Events and
+            # PolicyReports carry theirs in the body), and each later write is one PATCH of the object.
+            # Only auditwatch writes findings (the operator, a hunt): a status apart from the spec buys nothing.
+            status=False,
         ),
     }
 

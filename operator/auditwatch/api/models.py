@@ -490,6 +490,14 @@ class DetectionFindingStatus(Model):
     count: Annotated[int, Field(description="All shards' parts together.")] = 0
     firstSeen: Annotated[str, Field(max_length=64)] = ""
     lastSeen: Annotated[str, Field(max_length=64)] = ""
+    writtenAt: Annotated[
+        str,
+        Field(
+            max_length=64,
+            description="When the count was last written: events after it are counted but not shown yet "
+            "(status.shards[].writes of the detection says how many findings wait, and how long).",
+        ),
+    ] = ""
     values: Annotated[
         dict[str, Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=20)]],
         Field(max_length=32, description="Distinct values per output field, the first 20 of each."),

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from auditwatch.api.models import DEFAULT_SHARD, DetectionFindingStatus, FindingPart
 from auditwatch.audit.decode import epoch_seconds
+from auditwatch.times import utc_now
 
 MAX_VALUES = 20
 MAX_FIELDS = 32
@@ -104,6 +105,7 @@ class FindingState:
             count=self.total,
             firstSeen=self.seen_first,
             lastSeen=self.seen_last,
+            writtenAt=utc_now(),
             values=self.values,
             latest=self.latest,
             shards={self.shard: part},

@@ -1,8 +1,9 @@
 """Writing findings to the cluster: create-or-patch, coalesced, concurrent, with Events that do not flood.
 
-At most one write per finding per ``min_interval`` seconds whatever the event rate; this shard's part
-of a finding (count and checkpoints) and the sum go in one status PATCH, conditional on the object's
-resourceVersion (see aggregate.py for why that makes counts exactly-once across shards).
+At most one write per finding per ``min_interval`` seconds whatever the event rate. A new finding is
+created with its count and checkpoints (one write: findings have no status subresource); after that,
+this shard's part of a finding (count and checkpoints) and the sum go in one PATCH, conditional on the
+object's resourceVersion (see aggregate.py for why that makes counts exactly-once across shards).
 Writes of different findings run concurrently, each waiting for the operator's write budget
 (kube/budget.py): a finding being created goes first, then counts by how long they have waited. A
 failed write leaves the finding dirty, so the next flush writes it again with everything since.
@@ -109,22 +110,9 @@ class Writer:
             self._writing.pop(finding.name, None)
 
     async def _create_and_patch(self, finding: FindingState, now: float) -> None:
-        created = False
-        if not finding.uid:
-            try:
-                obj = await self.kube.create_finding(self.namespace, self._body(finding))
-                created = True
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                # Another shard created it (and told of it), or this create was retried: its parts are
-                # added to ours, and its FindingUpdated Events wait an interval as the creator's do.
-                obj = await self.kube.get_finding(self.namespace, finding.name)
-                finding.announced_at = now
-            finding.absorb(obj, own=not created)
-            if created and self.notifier is not None:
-                finding.alert = "pending"  # in the status written next: sent again after a restart until taken
-        await self._patch(finding)
+        created = finding.uid == "" and await self._create(finding, now)
+        if not created:
+            await self._patch(finding)
         finding.written(now)
         if created:
             finding.announced_at = now
@@ -141,14 +129,36 @@ class Writer:
         ):
             self.alert(finding, "updated", now)
 
+    async def _create(self, finding: FindingState, now: float) -> bool:
+        """Create the finding with its count and checkpoints: one write. False when another shard created
+        it first (or this create was retried): its parts are then added to ours, to be patched."""
+        if self.notifier is not None:
+            finding.alert = "pending"  # sent again after a restart until every receiver took it
+        body = self._body(finding)
+        try:
+            obj = await self.kube.create_finding(self.namespace, body)
+        except ApiException as exc:
+            finding.unwritten()
+            finding.alert = ""  # the creator's to tell
+            if exc.status != 409:
+                raise
+            # Its FindingUpdated Events wait an interval as the creator's do.
+            obj = await self.kube.get_finding(self.namespace, finding.name)
+            finding.announced_at = now
+            finding.absorb(obj, own=True)
+            return False
+        except BaseException:
+            finding.unwritten()
+            raise
+        finding.absorb(obj)
+        return True
+
     async def _patch(self, finding: FindingState) -> None:
         """Write this shard's part and the sum over the finding's object as last read; when another
         shard wrote meanwhile (409 Conflict on the resourceVersion), read it again and retry."""
         for attempt in range(1, MAX_CONFLICTS + 1):
             status = finding.snapshot().model_dump(mode="json", exclude_none=True)
             try:
-                # Not NEW even after a create: the finding shows once created, and its count has waited since
-                # its first row, which puts it ahead of most updates anyway.
                 obj = await self.kube.patch_finding_status(
                     self.namespace, finding.name, status, finding.since, finding.resource_version
                 )
@@ -249,6 +259,7 @@ class Writer:
         task.add_done_callback(self._posting.discard)
 
     def _body(self, finding: FindingState) -> dict[str, Any]:
+        """The finding as created: its spec and its status as counted now (FindingState.snapshot)."""
         meta = self.detection["metadata"]
         body = DetectionFinding(
             metadata=ObjectMeta(
@@ -265,6 +276,7 @@ class Writer:
                 riskScore=self.policy.riskScore,
                 mitre=mitre_techniques(meta.get("labels")),
             ),
+            status=finding.snapshot(),
         )
         return body.model_dump(mode="json", exclude_none=True)
 

@@ -52,6 +52,7 @@ class Kube:
             self._post(obj, kind, reason, message)
 
     async def create_finding(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a finding, its status (count, checkpoints) included: findings have no status subresource."""
         async with self.budget.slot("finding_create", Priority.NEW):
             return await _call(
                 self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", body
@@ -65,13 +66,14 @@ class Kube:
     async def patch_finding_status(
         self, namespace: str, name: str, status: dict[str, Any], since: float | None = None, resource_version: str = ""
     ) -> dict[str, Any]:
-        """A merge patch of the status; with ``resource_version``, refused (409) if the object changed since."""
+        """A merge patch of the finding's status (part of the object: no subresource); with
+        ``resource_version``, refused (409) if the object changed since."""
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         async with self.budget.slot("finding_status", Priority.UPDATE, since):
             return await _call(
-                self.custom.patch_namespaced_custom_object_status,
+                self.custom.patch_namespaced_custom_object,
                 GROUP,
                 VERSION,
                 namespace,

@@ -141,22 +141,21 @@ class HuntFindings:
 
 
 def _put(api: Any, namespace: str, body: dict[str, Any]) -> bool:
-    """Create the finding, or take the one of a hunt before; then write its status whole (the status
-    subresource, at the object's resourceVersion). True when created."""
+    """Create the finding with its status, or take the one of a hunt before and write its status whole
+    (at the object's resourceVersion). True when created."""
     from auditwatch.kube.client import ApiException
 
-    status, plural = body.pop("status"), "detectionfindings"
+    plural = "detectionfindings"
     try:
-        obj = api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
-        created = True
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+        return True
     except ApiException as exc:
         if exc.status != 409:
             raise
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, body["metadata"]["name"])
-        created = False
-    obj["status"] = status
-    api.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, obj["metadata"]["name"], obj)
-    return created
+    obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, body["metadata"]["name"])
+    obj["status"] = body["status"]
+    api.replace_namespaced_custom_object(GROUP, VERSION, namespace, plural, obj["metadata"]["name"], obj)
+    return False
 
 
 class HuntFindingsError(AuditwatchError):
