@@ -92,8 +92,10 @@ class Emulator(KubernetesEmulator):
                 and "status" in data
                 and request.subresource == STATUS.get(request.resource, "")
             ):
-                model = AuditDetectionStatus if request.resource == DETECTIONS else DetectionFindingStatus
-                self.written.append(("status", model.model_validate(data["status"])))
+                if request.resource == DETECTIONS:
+                    self.written.append(("status", AuditDetectionStatus.model_validate(data["status"])))
+                else:
+                    self.written.append(("finding status", DetectionFindingStatus.model_validate(data["status"])))
         except pydantic.ValidationError as exc:
             self.written.append(("invalid", exc))
 

@@ -54,7 +54,10 @@ async def test_create_gives_findings_and_events(harness):
         )
     )
     assert status["counters"]["matched"] == 3
-    assert {kind for kind, _ in h.k.written} == {"finding", "status"}  # each checked against its model
+    assert {kind for kind, _ in h.k.written} >= {"finding", "status"}  # each checked against its model
+    created = [w for kind, w in h.k.written if kind == "finding"]
+    assert len(created) == 2  # one write made each finding, its count and checkpoint in it
+    assert all(f.status.count >= 1 and f.status.shards["default"].checkpoints["log"] > 0 for f in created)
 
 
 async def test_an_invalid_search_sets_the_condition_and_a_warning(harness):
