@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from auditwatch.runtime.loop_lag import BUCKETS, LoopLag
 
 if TYPE_CHECKING:
     from auditwatch.api.models import ShardStatus
@@ -55,6 +57,7 @@ class Metrics:
     ) -> None:
         self.budget, self.readers, self.webhooks, self.notifier = budget, readers, webhooks, notifier
         self.leases = leases
+        self.loop_lag = LoopLag()
         self.detections: dict[tuple[str, str], ShardStatus] = {}
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # CPU, memory, open files
@@ -134,7 +137,24 @@ class _Collector(Collector):
         for shard, age in (self.m.leases.ages() if self.m.leases is not None else {}).items():
             ages.add_metric([shard], age)
         yield ages
+        yield from self._loop_lag()
         yield from self._alerts()
+
+    def _loop_lag(self) -> Iterator[Metric]:
+        lag = self.m.loop_lag
+        cumulative, buckets = 0, []
+        for bound, n in zip([*map(str, BUCKETS), "+Inf"], list(lag.counts), strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily(
+            "auditwatch_event_loop_lag_seconds",
+            "How much later than asked the event loop ran a timer: what evaluation holds up writes and watches by.",
+            buckets=buckets,
+            sum_value=lag.total,
+        )
+        yield GaugeMetricFamily(
+            "auditwatch_event_loop_lag_max_seconds", "The largest event-loop lag since start.", value=lag.largest
+        )
 
     def _alerts(self) -> Iterator[Metric]:
         notices = CounterMetricFamily(

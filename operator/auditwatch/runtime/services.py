@@ -40,6 +40,7 @@ class Services:
     peers: PeerWrites | None = None  # fed by the findings watch (with shards)
     leases: ShardLeases | None = None  # this replica's shard Lease, and what it sees of the others'
     _renewing: asyncio.Task[None] | None = None
+    _probing: asyncio.Task[None] | None = None  # the event loop's lag (metrics.loop_lag)
 
     @classmethod
     async def start(cls, settings: Settings, alerts: AlertConfig | None, post: PostEvent, logger: Logger) -> Services:
@@ -66,10 +67,11 @@ class Services:
             notifier.start()
             logger.info("alerts to %s", ", ".join(f"{r.name} ({r.type})" for r in alerts.receivers))
         metrics = Metrics(budget, readers, webhooks, notifier, leases)
+        probing = asyncio.create_task(metrics.loop_lag.run())
         if s.metrics_listen:
             metrics.serve(s.metrics_listen)
             logger.info("Prometheus metrics at http://%s/metrics", s.metrics_listen)
-        return cls(settings, budget, post, readers, metrics, webhooks, notifier, peers, leases, renewing)
+        return cls(settings, budget, post, readers, metrics, webhooks, notifier, peers, leases, renewing, probing)
 
     def kube(self) -> Kube:
         """An API client for one detection; all of them share the write budget."""
@@ -80,5 +82,6 @@ class Services:
             await self.webhooks.stop()
         if self.notifier is not None:
             await self.notifier.stop()
-        if self._renewing is not None:
-            self._renewing.cancel()
+        for task in (self._renewing, self._probing):
+            if task is not None:
+                task.cancel()
