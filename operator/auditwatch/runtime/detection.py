@@ -106,6 +106,9 @@ class DetectionRuntime:
             "detection %s/%s running generation %d on %d source(s)", self.namespace, self.name, number, len(gen.sources)
         )
         last_status = last_expire = 0.0
+        # The status write and the TTL deletions wait for the write budget in the background, one of each
+        # at a time: awaited here, they held up the flushes, and so new findings, behind a backlog of counts.
+        chores: dict[str, asyncio.Task[Any]] = {}
         try:
             while not stopped and self.generation == number:
                 await asyncio.sleep(s.flush_seconds)
@@ -114,13 +117,14 @@ class DetectionRuntime:
                 gen.writer.flush(gen.aggregator, now)
                 if gen.report is not None:
                     gen.report.sync(gen.aggregator, now)
-                if now - last_expire >= s.expire_seconds:
+                if now - last_expire >= s.expire_seconds and _idle(chores, "expire"):
                     last_expire = now
-                    await gen.writer.expire(gen.aggregator, gen.ttl)
-                if now - last_status >= s.status_seconds:
+                    chores["expire"] = asyncio.create_task(gen.writer.expire(gen.aggregator, gen.ttl))
+                if now - last_status >= s.status_seconds and _idle(chores, "status"):
                     last_status = now
-                    await self._report(verdict, number, gen)
+                    chores["status"] = asyncio.create_task(self._report(verdict, number, gen))
         finally:
+            await asyncio.gather(*chores.values(), return_exceptions=True)
             await gen.stop()
             await gen.writer.drain(gen.aggregator)  # persist what was counted before handing over
             if gen.report is not None:
@@ -183,6 +187,18 @@ class DetectionRuntime:
                 with contextlib.suppress(ValidationError):  # written by another version: not summed
                     parts[shard] = ShardStatus.model_validate(part)
         return parts
+
+
+def _idle(chores: dict[str, asyncio.Task[Any]], name: str) -> bool:
+    """Whether chore ``name`` is not under way; raises what made its last run fail."""
+    task = chores.get(name)
+    if task is None:
+        return True
+    if not task.done():
+        return False
+    if (exc := task.exception()) is not None:
+        raise exc
+    return True
 
 
 def _sum(parts: Iterable[CounterStatus]) -> CounterStatus:
