@@ -57,7 +57,8 @@ class FakeKube:
     async def post_event(self, obj, kind, reason, message):
         self.events.append((obj["metadata"]["name"], kind, reason, message))
 
-    async def create_finding(self, namespace, body):
+    async def create_finding(self, namespace, make_body):
+        body = make_body()
         name = body["metadata"]["name"]
         self.calls.append(("create", name))
         if self.fail_writes:
@@ -70,7 +71,9 @@ class FakeKube:
         self.calls.append(("get", name))
         return copy.deepcopy(self.objects[name])
 
-    async def patch_finding_status(self, namespace, name, status, since=None, resource_version=""):
+    async def patch_finding(self, namespace, name, make_patch, since=None):
+        patch = make_patch()
+        status, resource_version = patch["status"], patch.get("metadata", {}).get("resourceVersion", "")
         self.calls.append(("patch", name))
         if self.fail_writes:
             raise ApiException(status=500, reason="InternalError")
@@ -196,13 +199,14 @@ async def test_rows_counted_while_the_patch_waits_are_written_next_and_hold_the_
     agg.add(ROW, "log", 0, 10, "t")
     await flush(writer, agg, 100.0)
     gate = asyncio.Event()
-    real_patch = kube.patch_finding_status
+    real_patch = kube.patch_finding
 
-    async def slow_patch(namespace, name, status, since=None, resource_version=""):
+    async def slow_patch(namespace, name, make_patch, since=None):
+        patch = make_patch()  # the budget let it go: its body is made, then the call takes its time
         await gate.wait()
-        return await real_patch(namespace, name, status, since, resource_version)
+        return await real_patch(namespace, name, lambda: patch, since)
 
-    kube.patch_finding_status = slow_patch
+    kube.patch_finding = slow_patch
     agg.add(ROW, "log", 10, 20, "t")
     writer.flush(agg, now=101.0)
     await asyncio.sleep(0.01)
@@ -216,6 +220,43 @@ async def test_rows_counted_while_the_patch_waits_are_written_next_and_hold_the_
     assert agg.resume_seq("log", 30) == 20  # a crash now must read the third row again
     await flush(writer, agg, 102.0)
     assert kube.objects[name]["status"]["count"] == 3 and agg.resume_seq("log", 30) == 30
+
+
+async def test_a_write_waiting_for_the_budget_carries_what_was_counted_while_it_waited(setup):
+    """The body is made when the budget lets the write go: one create, one PATCH, each with every row counted
+    until then, and nothing left dirty (made when queued, each would have needed another write)."""
+    kube, _, writer, agg = setup
+    gate = asyncio.Event()
+    real_create, real_patch = kube.create_finding, kube.patch_finding
+
+    async def create_after_budget(namespace, make_body):
+        await gate.wait()
+        return await real_create(namespace, make_body)
+
+    async def patch_after_budget(namespace, name, make_patch, since=None):
+        await gate.wait()
+        return await real_patch(namespace, name, make_patch, since)
+
+    kube.create_finding, kube.patch_finding = create_after_budget, patch_after_budget
+    for start in range(0, 30, 10):
+        agg.add(ROW, "log", start, start + 10, "t")
+        writer.flush(agg, now=100.0 + start)  # the create was queued by the first flush, and waits
+        await asyncio.sleep(0)
+    gate.set()
+    assert await writer.settle(agg)  # nothing counted is left unwritten
+    [obj] = kube.objects.values()
+    assert obj["status"]["count"] == 3 and [c for c, _ in kube.calls] == ["create"]
+    gate.clear()
+    for start in range(30, 60, 10):
+        agg.add(ROW, "log", start, start + 10, "t")
+        writer.flush(agg, now=200.0 + start)  # the PATCH was queued by the first flush, and waits
+        await asyncio.sleep(0)
+    gate.set()
+    assert await writer.settle(agg)
+    [obj] = kube.objects.values()
+    assert [c for c, _ in kube.calls] == ["create", "patch"]
+    assert obj["status"]["count"] == 6 and obj["status"]["shards"]["default"]["checkpoints"] == {"log": 60}
+    assert agg.resume_seq("log", 60) == 60
 
 
 async def test_events_beyond_the_first_few_per_interval_are_folded_into_one_summary():

@@ -134,9 +134,8 @@ class Writer:
         it first (or this create was retried): its parts are then added to ours, to be patched."""
         if self.notifier is not None:
             finding.alert = "pending"  # sent again after a restart until every receiver took it
-        body = self._body(finding)
         try:
-            obj = await self.kube.create_finding(self.namespace, body)
+            obj = await self.kube.create_finding(self.namespace, lambda: self._body(finding))
         except ApiException as exc:
             finding.unwritten()
             finding.alert = ""  # the creator's to tell
@@ -156,12 +155,16 @@ class Writer:
     async def _patch(self, finding: FindingState) -> None:
         """Write this shard's part and the sum over the finding's object as last read; when another
         shard wrote meanwhile (409 Conflict on the resourceVersion), read it again and retry."""
+
+        def patch() -> dict[str, Any]:  # made when the budget lets the write go: everything counted until then
+            body: dict[str, Any] = {"status": finding.snapshot().model_dump(mode="json", exclude_none=True)}
+            if finding.resource_version:
+                body["metadata"] = {"resourceVersion": finding.resource_version}
+            return body
+
         for attempt in range(1, MAX_CONFLICTS + 1):
-            status = finding.snapshot().model_dump(mode="json", exclude_none=True)
             try:
-                obj = await self.kube.patch_finding_status(
-                    self.namespace, finding.name, status, finding.since, finding.resource_version
-                )
+                obj = await self.kube.patch_finding(self.namespace, finding.name, patch, finding.since)
             except ApiException as exc:
                 finding.unwritten()
                 if exc.status == 404:  # deleted by another shard (TTL): created again by the next write
@@ -207,7 +210,7 @@ class Writer:
 
     async def _record_sent(self, finding: FindingState) -> None:
         try:
-            await self.kube.patch_finding_status(self.namespace, finding.name, {"alert": "sent"})
+            await self.kube.patch_finding(self.namespace, finding.name, lambda: {"status": {"alert": "sent"}})
         except ApiException as exc:  # still "pending" in the cluster: sent once more after a restart
             self.logger.warning(
                 "recording the alert for %s as sent failed: %s %s", finding.name, exc.status, exc.reason

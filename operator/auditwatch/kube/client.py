@@ -18,10 +18,12 @@ from kubernetes.client.exceptions import ApiException
 from auditwatch.api.models import GROUP, HUNT_LABEL, VERSION
 from auditwatch.kube.budget import Priority, WriteBudget
 
-__all__ = ["ApiException", "Kube", "PostEvent", "load_config", "own_findings"]
+__all__ = ["ApiException", "Kube", "MakeBody", "PostEvent", "load_config", "own_findings"]
 
 # (object reference, event type, reason, message) -> posted; kopf.event in the operator, a list in tests.
 PostEvent = Callable[[dict[str, Any], str, str, str], None]
+# A write's body, made when the write budget lets the write go (not while it waits).
+MakeBody = Callable[[], dict[str, Any]]
 
 
 def load_config() -> None:
@@ -51,11 +53,12 @@ class Kube:
         async with self.budget.slot("event", Priority.EVENT):
             self._post(obj, kind, reason, message)
 
-    async def create_finding(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Create a finding, its status (count, checkpoints) included: findings have no status subresource."""
+    async def create_finding(self, namespace: str, body: MakeBody) -> dict[str, Any]:
+        """Create a finding, its status (count, checkpoints) included: findings have no status subresource.
+        ``body()`` is called when the write budget lets the create go, so it carries what is counted then."""
         async with self.budget.slot("finding_create", Priority.NEW):
             return await _call(
-                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", body
+                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", body()
             )
 
     async def get_finding(self, namespace: str, name: str) -> dict[str, Any]:
@@ -63,14 +66,12 @@ class Kube:
             self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "detectionfindings", name
         )
 
-    async def patch_finding_status(
-        self, namespace: str, name: str, status: dict[str, Any], since: float | None = None, resource_version: str = ""
+    async def patch_finding(
+        self, namespace: str, name: str, patch: MakeBody, since: float | None = None
     ) -> dict[str, Any]:
-        """A merge patch of the finding's status (part of the object: no subresource); with
-        ``resource_version``, refused (409) if the object changed since."""
-        body: dict[str, Any] = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
+        """A merge patch of a finding (its status: no subresource), made by ``patch()`` when the write budget
+        lets it go; a ``metadata.resourceVersion`` in it makes the API server refuse it (409) if the object
+        changed since."""
         async with self.budget.slot("finding_status", Priority.UPDATE, since):
             return await _call(
                 self.custom.patch_namespaced_custom_object,
@@ -79,7 +80,7 @@ class Kube:
                 namespace,
                 "detectionfindings",
                 name,
-                body,
+                patch(),
             )
 
     async def list_findings(self, namespace: str, detection: str) -> list[dict[str, Any]]:
