@@ -10,6 +10,7 @@ contribution is not yet written to its finding, nor past the first line of a win
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,10 @@ from auditwatch.runtime.readers import Subscription
 from auditwatch.runtime.services import Logger, Services
 from auditwatch.sources import Position
 from auditwatch.times import parse_duration
+
+# Evaluation hands the event loop back at least this often: a 1 MiB chunk evaluated at once held up
+# the writes and watches for hundreds of ms with the whole pack (bench/operator_bench.py, loop lag).
+SLICE_SECONDS = 0.002
 
 
 class Generation:
@@ -110,11 +115,15 @@ class Generation:
         async for chunk in source.chunks():
             wall = datetime.now(UTC)
             now = wall.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            held = time.perf_counter()
             for start, end, record in evaluator.records(chunk.data, chunk.origin, chunk.decoded):
                 seen = record.get(TIME_FIELD, [now])[0]
                 for row, events in stream.add(record, name, chunk.seq + start, wall.timestamp()):
                     self.rows += 1
                     aggregator.add(row, name, chunk.seq + start, chunk.seq + end, seen, events)
+                if time.perf_counter() - held > SLICE_SECONDS:  # mid-chunk: read_seq stays at its start
+                    await asyncio.sleep(0)
+                    held = time.perf_counter()
             self.read_seq[name] = chunk.seq + len(chunk.data)
             source.forget(self._resume_seq(name))  # the source may forget what is before it
             await asyncio.sleep(0)
