@@ -76,8 +76,8 @@ class Settings(BaseModel):
     finding_write_seconds: Seconds = 1.0  # at most one write per finding per this long
     finding_event_seconds: Seconds = 60.0  # at most one FindingUpdated Event per finding per this long
     # Every API write waits for one budget (kube/budget.py): kube-controller-manager's client limits.
-    write_qps: Annotated[float, Field(gt=0)] = 20.0
-    write_burst: Annotated[int, Field(ge=1)] = 30
+    write_qps: Annotated[float, Field(gt=0)] = 50.0  # chosen from bench/write_cost_bench.py (kube/budget.py)
+    write_burst: Annotated[int, Field(ge=1)] = 100
     write_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # Mirror each detection's findings into an OpenReports Report (findings/report.py), at most this often.
     reports: bool = False

@@ -62,14 +62,15 @@ def _add_write_options(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="N",
         help="API writes per second, all detections together: finding creates and updates, detection "
-        "statuses, Events (default 20, as kube-controller-manager's clients; new findings go first, "
-        "counts are written less often under pressure, never lost)",
+        "statuses, Events, per replica (default 50: about 40%% of a core of a small kube-apiserver at "
+        "full use, README 'What a finding write costs'; new findings go first, counts are written less often "
+        "under pressure, never lost)",
     )
     p.add_argument(
         "--write-burst",
         type=int,
         metavar="N",
-        help="writes allowed at once above the rate after a quiet spell (default 30)",
+        help="writes allowed at once above the rate after a quiet spell (default 100)",
     )
     p.add_argument("--write-concurrency", type=int, metavar="N", help="API writes under way at once (default 4)")
     p.add_argument(
