@@ -4,13 +4,16 @@ Starts the local control plane, installs the CRDs and RBAC, and per step: applie
 seed first, then the imported ESCU pack, every source pointed at one file; the `iplocation` ones
 with a generated GeoIP database), runs `auditwatch run` under the operator's own credentials,
 appends generated audit lines at a fixed rate (2% anonymous from 40 source IPs, plus one new source
-IP a second), and polls the seed's findings every 0.2 s. Per step it prints: lines/s offered,
-whether the operator kept up, new-finding and count latency p50/p99 (line written -> visible in
-`kubectl get findings`), operator CPU and peak RSS, API writes/s by kind counted from the API
-server's own audit log (the operator's user, ResponseComplete), findings and Events.
+IP a second), and polls the seed's findings (and its copies') every 0.2 s. Per step it prints:
+lines/s offered, whether the operator kept up, new-finding and count latency p50/p99 (line written ->
+visible in `kubectl get findings`), operator CPU and peak RSS, the event loop's lag (from the
+operator's metrics), API writes/s by kind counted from the API server's own audit log (the
+operator's user, ResponseComplete), findings and Events.
 
-    python bench/operator_bench.py                          # steps 1:20000 and 18:20000, 30 s each
+    python bench/operator_bench.py                          # the seed, 17 copies, the pack: 30 s each
     python bench/operator_bench.py --step 18:5000 --seconds 60
+    python bench/operator_bench.py --step 17x:5000          # 17 copies of the seed: 17 findings per IP
+    python bench/operator_bench.py --write-qps 50           # the operator's write budget
     python bench/operator_bench.py --flood                  # 1,000,000 anonymous lines from 100,000 IPs
 """
 
@@ -29,13 +32,14 @@ import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from auditwatch.devcluster import DevCluster
-from auditwatch.devcluster.cluster import OPERATOR_USER
+from auditwatch.devcluster.cluster import OPERATOR_USER, free_port
 from generate import make_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +48,14 @@ TICK = 0.05  # lines are appended every TICK seconds
 MAX_FINDINGS = 1000  # the seed's maxFindings (the default)
 
 
-def detections(n: int, log: Path) -> list[dict]:
-    """The seed, then ESCU's Kubernetes detections, all reading ``log``."""
+def detections(n: int, log: Path, copies: bool) -> list[dict]:
+    """The seed, then ESCU's Kubernetes detections (or copies of the seed), all reading ``log``."""
     bodies = [yaml.safe_load(SEED.read_text())]
-    for path in sorted((ROOT / "manifests" / "detections" / "escu").glob("*.yaml")):
+    for i in range(2, n + 1) if copies else ():
+        doc = yaml.safe_load(SEED.read_text())
+        doc["metadata"]["name"] += f"-{i}"
+        bodies.append(doc)
+    for path in [] if copies else sorted((ROOT / "manifests" / "detections" / "escu").glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         if doc.get("kind") == "AuditDetection":
             doc["metadata"]["name"] = "escu-" + doc["metadata"]["name"]
@@ -112,6 +120,9 @@ class Api:
         return self.get("/apis/auditwatch.io/v1alpha1/namespaces/auditwatch/detectionfindings"
                         f"?labelSelector=auditwatch.io/detection%3D{detection}")["items"]  # fmt: skip
 
+    def all_findings(self) -> list[dict]:
+        return self.get("/apis/auditwatch.io/v1alpha1/namespaces/auditwatch/detectionfindings")["items"]
+
     def detection(self, name: str) -> dict:
         return self.get(f"/apis/auditwatch.io/v1alpha1/namespaces/auditwatch/auditdetections/{name}")
 
@@ -154,36 +165,47 @@ def api_writes(audit_log: Path, since: str, until: str) -> tuple[Counter[str], C
 
 
 class Poller(threading.Thread):
-    """Lists the seed's findings every 0.2 s: when each anonymous line's count, and each new IP's
-    finding, became visible."""
+    """Lists the findings of the seed (and of its copies) every 0.2 s: when each anonymous line's count,
+    and each new IP's finding, became visible."""
 
-    def __init__(self, api: Api, detection: str, written: dict[str, list[float]], settle: float) -> None:
+    def __init__(self, api: Api, seeds: list[str], written: dict[str, list[float]], settle: float) -> None:
         super().__init__(daemon=True)
-        self.api, self.detection, self.written, self.settle = api, detection, written, settle
-        self.counts: dict[str, int] = {}
+        self.api, self.seeds, self.written, self.settle = api, seeds, written, settle
+        self.counts: dict[tuple[str, str], int] = {}  # (detection, source IP) -> count seen
         self.count_latency: list[float] = []
-        self.new_latency: list[float] = []
+        self.new_latency: list[float] = []  # the first burst's findings (40 IPs in the first second)
+        self.burst_shown = 0.0  # when the last of the first burst's findings was seen
+        self.fresh: list[tuple[float, float]] = []  # the new attackers' (one IP a second): (first line, latency)
         self.stop_at = float("inf")  # the poller ends once counts are exact, or ``settle`` s after this
 
     def run(self) -> None:
+        seeds = set(self.seeds)
         while time.monotonic() < self.stop_at + self.settle:
             now = time.monotonic()
-            for f in self.api.findings(self.detection):
-                ip, count = f["spec"]["key"].get("src_ip", ""), f.get("status", {}).get("count", 0)
-                times = self.written.get(ip, [])
-                if ip not in self.counts and times:  # the finding exists
-                    self.new_latency.append(now - times[0])
-                before = self.counts.get(ip, 0)
+            for f in self.api.all_findings():
+                if f["spec"]["detection"] not in seeds:
+                    continue
+                key = (f["spec"]["detection"], f["spec"]["key"].get("src_ip", ""))
+                count = f.get("status", {}).get("count", 0)
+                times = self.written.get(key[1], [])
+                if key not in self.counts and times:  # the finding exists
+                    if key[1].startswith("198.51."):
+                        self.fresh.append((times[0], now - times[0]))
+                    else:
+                        self.new_latency.append(now - times[0])
+                        self.burst_shown = now
+                before = self.counts.get(key, 0)
                 self.count_latency.extend(now - t for t in times[before:count])
-                self.counts[ip] = max(before, count)
+                self.counts[key] = max(before, count)
             if now > self.stop_at and self.exact():
                 return
             time.sleep(0.2)
 
     def exact(self) -> bool:
-        """Every finding there will be (one per IP, up to the cap) exists, with every line counted."""
+        """Every finding there will be (one per IP and detection, up to the cap) exists, with every line counted."""
         counts, written = self.counts, self.written
-        return len(counts) == min(len(written), MAX_FINDINGS) and all(counts[ip] == len(written[ip]) for ip in counts)
+        expected = min(len(written), MAX_FINDINGS) * len(self.seeds)
+        return len(counts) == expected and all(n == len(written[ip]) for (_, ip), n in counts.items())
 
 
 def append_lines(log: Path, rate: int, seconds: float, flood: bool, written: dict[str, list[float]]) -> int:
@@ -212,11 +234,47 @@ def append_lines(log: Path, rate: int, seconds: float, flood: bool, written: dic
     return offered
 
 
-def start_operator(c: DevCluster, geo: str) -> subprocess.Popen[bytes]:
+@dataclass(frozen=True)
+class Step:
+    n: int  # detections
+    rate: int  # lines/s
+    copies: bool = False  # copies of the seed, not the seed and ESCU's pack
+    flood: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Step:
+        n, rate = text.split(":")
+        return cls(int(n.rstrip("x")), int(rate), copies=n.endswith("x"))
+
+    def __str__(self) -> str:
+        if self.flood:
+            return "flood"
+        return f"{self.n} copies of the seed" if self.copies else f"{self.n} detection(s)"
+
+
+def start_operator(c: DevCluster, geo: str, write_qps: float | None, metrics: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KUBECONFIG": str(c.operator_kubeconfig)}
+    budget = ["--write-qps", str(write_qps), "--write-burst", str(round(write_qps * 1.5))] if write_qps else []
     return subprocess.Popen([sys.executable, "-m", "auditwatch", "run", "--liveness", "", "--webhook-listen=",
-                             "--allow-path", str(c.audit_dir), "--geoip-db", geo],
+                             "--allow-path", str(c.audit_dir), "--geoip-db", geo, *budget,
+                             "--metrics-listen", f"127.0.0.1:{metrics}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def loop_lag(port: int) -> str:
+    """The operator's event-loop lag from its metrics: the p99 bucket bound and the largest."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = resp.read().decode()
+    buckets, largest = [], 0.0
+    for line in text.splitlines():
+        if line.startswith("auditwatch_event_loop_lag_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("auditwatch_event_loop_lag_max_seconds "):
+            largest = float(line.rsplit(" ", 1)[1])
+    total = buckets[-1][1] if buckets else 0
+    p99 = next((bound for bound, n in buckets if n >= 0.99 * total), float("nan"))
+    return f"p99 <= {p99 * 1000:.0f} ms, largest {largest * 1000:.0f} ms ({total:.0f} wake-ups)"
 
 
 def wait_ready(api: Api, name: str) -> None:
@@ -239,28 +297,29 @@ def now_stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def run_step(c: DevCluster, api: Api, n: int, rate: int, seconds: float, geo: str, log: Path, flood: bool) -> None:
+def run_step(c: DevCluster, api: Api, step: Step, seconds: float, geo: str, log: Path, write_qps: float | None) -> None:
     log.touch()
-    bodies = detections(n, log)
+    bodies = detections(step.n, log, step.copies)
     for body in bodies:
         c.kubectl("apply", "-f", "-", input=json.dumps(body))
-    seed = bodies[0]["metadata"]["name"]
-    op = start_operator(c, geo)
+    seeds = [b["metadata"]["name"] for b in bodies] if step.copies else [bodies[0]["metadata"]["name"]]
+    port = free_port()
+    op = start_operator(c, geo, write_qps, port)
     try:
-        wait_ready(api, seed)
+        wait_ready(api, seeds[0])
         written: dict[str, list[float]] = defaultdict(list)
-        poller = Poller(api, seed, written, settle=180 if flood else 60)
+        poller = Poller(api, seeds, written, settle=180 if step.flood else 60)
         since, cpu0, started = now_stamp(), cpu_seconds(op.pid), time.monotonic()
         poller.start()
-        offered = append_lines(log, rate, seconds, flood, written)
+        offered = append_lines(log, step.rate, seconds, step.flood, written)
         elapsed = time.monotonic() - started
         poller.stop_at = time.monotonic()
         poller.join()
         caught_up = time.monotonic() - poller.stop_at
         cpu = (cpu_seconds(op.pid) - cpu0) / (time.monotonic() - started) * 100
-        rss, until = peak_rss_mb(op.pid), now_stamp()
+        rss, until, lag = peak_rss_mb(op.pid), now_stamp(), loop_lag(port)
         time.sleep(2)  # the last writes reach the audit log
-        report(api, seed, n, flood, offered, elapsed, written, poller, caught_up, cpu, rss,
+        report(api, seeds[0], step, offered, elapsed, written, poller, caught_up, cpu, rss, lag,
                api_writes(c.audit_log, since, until))  # fmt: skip
     finally:  # the detections go while the operator runs, so that it removes their finalizers
         c.kubectl("delete", "auditdetections", "-n", "auditwatch", "--all", "--timeout=60s")
@@ -273,8 +332,7 @@ def run_step(c: DevCluster, api: Api, n: int, rate: int, seconds: float, geo: st
 def report(
     api: Api,
     seed: str,
-    n: int,
-    flood: bool,
+    step: Step,
     offered: int,
     elapsed: float,
     written: dict[str, list[float]],
@@ -282,7 +340,8 @@ def report(
     caught_up: float,
     cpu: float,
     rss: float,
-    writes: tuple[Counter[str], int],
+    lag: str,
+    writes: tuple[Counter[str], Counter[str], float],
 ) -> None:
     kinds, peak, window = writes
     status = api.detection(seed).get("status", {})
@@ -294,31 +353,36 @@ def report(
     new, counts = poller.new_latency, poller.count_latency
     anonymous = sum(map(len, written.values()))
     print(
-        f"\n{'flood' if flood else f'{n} detection(s)'}: {offered / elapsed:,.0f} lines/s offered for "
+        f"\n{step}: {offered / elapsed:,.0f} lines/s offered for "
         f"{elapsed:.0f} s ({anonymous:,} anonymous from {len(written):,} IPs)"
     )
-    state = "exact" if exact else "not yet all written"
+    state = "exact" if poller.exact() else f"not all exact ({len(poller.counts)} findings seen)"
     print(f"  kept up: {'yes' if caught_up < 5 else 'no'} (counts {state} {caught_up:.1f} s after the last line)")
-    print(f"  new finding visible p50 {quantile(new, 50):.2f} s, p99 {quantile(new, 99):.2f} s ({len(new)} findings)")
+    fresh = [latency for first, latency in poller.fresh if first > poller.burst_shown]
+    print(f"  first burst's findings visible p50 {quantile(new, 50):.2f} s, p99 {quantile(new, 99):.2f} s "
+          f"({len(new)} findings); then a new attacker's p50 {quantile(fresh, 50):.2f} s, p99 "
+          f"{quantile(fresh, 99):.2f} s ({len(fresh)})")  # fmt: skip
     print(f"  count visible p50 {quantile(counts, 50):.2f} s, p99 {quantile(counts, 99):.2f} s")
-    print(f"  operator CPU {cpu:.0f}%, peak RSS {rss:.0f} MB")
+    print(f"  operator CPU {cpu:.0f}%, peak RSS {rss:.0f} MB; event loop lag {lag}")
     busiest = ", ".join(f"{k} {v}" for k, v in peak.most_common())
     print(f"  API writes {sum(kinds.values()) / window:.1f}/s over {window:.0f} s (busiest second: {busiest}): "
           + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))  # fmt: skip
     print(
         f"  seed: {len(findings)} findings, {counters.get('findingsDropped', 0):,} rows over the cap, counts "
         f"exact: {exact}, largest finding {biggest / 1024:.1f} KiB; {len(events)} Events, "
-        f"{counters.get('eventsFolded', 0)} folded; writes {status.get('writes')}"
+        f"{counters.get('eventsFolded', 0)} folded; writes {status.get('shards', {}).get('default', {}).get('writes')}"
     )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--step", action="append", metavar="N:RATE", help="N detections at RATE lines/s (repeatable)")
+    ap.add_argument("--step", action="append", metavar="N[x]:RATE",
+                    help="N detections at RATE lines/s (repeatable); Nx: N copies of the seed")  # fmt: skip
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--write-qps", type=float, help="the operator's write budget (default: the operator's)")
     ap.add_argument("--flood", action="store_true", help="then 1,000,000 anonymous lines from 100,000 IPs at 20,000/s")
     args = ap.parse_args()
-    steps = [tuple(map(int, s.split(":"))) for s in args.step or ["1:20000", "18:20000"]]
+    steps = [Step.parse(s) for s in args.step or ["1:20000", "17x:5000", "17x:20000", "18:5000", "18:20000"]]
     with tempfile.TemporaryDirectory() as tmp, DevCluster() as c:
         c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
         c.kubectl("wait", "--for=condition=Established", "crd/detectionfindings.auditwatch.io")
@@ -326,10 +390,12 @@ def main() -> None:
             c.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / name))
         api, geo = Api(c), geoip_db(Path(tmp))
         print(f"machine: {os.cpu_count()} cores, {platform_name()}")
-        for i, (n, rate) in enumerate(steps):
-            run_step(c, api, n, rate, args.seconds, geo, c.audit_dir / f"bench-{i}.log", flood=False)
+        print(f"write budget: {args.write_qps or 'the default'} writes/s")
+        for i, step in enumerate(steps):
+            run_step(c, api, step, args.seconds, geo, c.audit_dir / f"bench-{i}.log", args.write_qps)
         if args.flood:
-            run_step(c, api, 1, 20_000, 50, geo, c.audit_dir / "bench-flood.log", flood=True)
+            flood = Step(1, 20_000, flood=True)
+            run_step(c, api, flood, 50, geo, c.audit_dir / "bench-flood.log", args.write_qps)
 
 
 def platform_name() -> str:
