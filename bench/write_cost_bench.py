@@ -36,27 +36,32 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "auditwatch"
 
 
-def finding(i: int, count: int) -> dict:
-    """A finding as the seed detection writes one: its key, values and latest rows (about 1.5 KB)."""
+def finding(i: int, count: int, detection: str = "bench", shards: tuple[str, ...] = ("default",)) -> dict:
+    """A finding as the seed detection writes one: its key, values and latest rows (about 1.5 KB), and each
+    shard's part."""
     ip = f"198.51.{i // 256}.{i % 256}"
     row = {"user": "system:anonymous", "src_ip": ip, "verb": "get", "requestURI": f"/api/v1/pods?i={count}",
            "userAgent": "kubectl/v1.36.0", "responseStatus.code": "403"}  # fmt: skip
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "DetectionFinding",
-        "metadata": {"name": f"bench-{i:05d}", "namespace": NAMESPACE, "labels": {f"{GROUP}/detection": "bench"}},
+        "metadata": {
+            "name": f"{detection}-{i:05d}",
+            "namespace": NAMESPACE,
+            "labels": {f"{GROUP}/detection": detection},
+        },
         "spec": {
-            "detection": "bench",
+            "detection": detection,
             "key": {"user": "system:anonymous", "src_ip": ip},
             "message": f"Anonymous requests from {ip}",
             "severity": "high",
             "riskScore": 49,
         },
-        "status": status(row, count),
+        "status": status(row, count, shards),
     }
 
 
-def status(row: dict, count: int) -> dict:
+def status(row: dict, count: int, shards: tuple[str, ...] = ("default",)) -> dict:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {
         "count": count,
@@ -65,7 +70,7 @@ def status(row: dict, count: int) -> dict:
         "writtenAt": stamp,
         "values": {k: [v] for k, v in row.items()},
         "latest": [row] * 5,
-        "shards": {"default": {"count": count, "lastSeen": stamp, "checkpoints": {"audit": count * 4000}}},
+        "shards": {s: {"count": count, "lastSeen": stamp, "checkpoints": {"audit": count * 4000}} for s in shards},
     }
 
 
@@ -100,10 +105,10 @@ def percent(before: tuple[float, float, float], after: tuple[float, float, float
     return 100 * (after[0] - before[0]) / wall, 100 * (after[1] - before[1]) / wall
 
 
-async def create_all(kube: Kube, n: int) -> None:
+async def create_all(kube: Kube, n: int, detection: str = "bench", shards: tuple[str, ...] = ("default",)) -> None:
     async def one(i: int) -> None:
         try:
-            await kube.create_finding(NAMESPACE, lambda: finding(i, 1))
+            await kube.create_finding(NAMESPACE, lambda: finding(i, 1, detection, shards))
         except ApiException as exc:
             if exc.status != 409:
                 raise
