@@ -4,8 +4,8 @@ Starts the local control plane, applies the seed detection (``maxFindings: 10000
 file), creates ``--findings`` findings of it as the operator writes them (each with three shards'
 parts, values and latest rows: about 2.5 KB), then starts ``--replicas`` replicas (``auditwatch run
 --shard cp-N``, as the DaemonSet runs them: each adopts every finding at start and watches the findings
-through kopf). Prints each replica's RSS once it is Ready and settled, against the same replicas with
-no findings: the per-finding cost of the aggregator's state and kopf's watch.
+through kopf). Prints how long the replicas took to adopt them (each says so in its part of the
+detection's status) and each replica's RSS then, against the same replicas with no findings.
 
     python bench/findings_memory.py                     # 10,000 findings, 3 replicas
     python bench/findings_memory.py --findings 2000
@@ -28,10 +28,11 @@ import yaml
 from auditwatch.devcluster import DevCluster
 from auditwatch.kube.budget import WriteBudget
 from auditwatch.kube.client import Kube
-from operator_bench import SEED, Api, platform_name, wait_ready
+from operator_bench import SEED, Api, cpu_seconds, platform_name
 from write_cost_bench import create_all
 
 NAMESPACE = "auditwatch"
+DETECTION = "kubernetes-aws-detect-suspicious-kubectl-calls"
 
 
 def rss_mb(pid: int) -> float:
@@ -50,11 +51,25 @@ def replicas(c: DevCluster, n: int, audit_dir: Path) -> list[subprocess.Popen[by
     return [subprocess.Popen([*run, str(audit_dir), *s], env=env, stdout=quiet, stderr=quiet) for s in shards]
 
 
-def measure(c: DevCluster, api: Api, n: int, audit_dir: Path, settle: float) -> list[float]:
-    ops = replicas(c, n, audit_dir)
+def measure(
+    c: DevCluster, api: Api, n: int, audit_dir: Path, findings: int, settle: float, timeout: float
+) -> list[float]:
+    """Each replica's RSS once every one says (in its part of the status) it adopted ``findings``, or at the
+    timeout (then what each said)."""
+    ops, started = replicas(c, n, audit_dir), time.monotonic()
     try:
-        wait_ready(api, "kubernetes-aws-detect-suspicious-kubectl-calls")
-        time.sleep(settle)  # every replica has adopted the findings and its watch has listed them
+        names = [f"cp-{i}" for i in range(n)] or ["default"]
+        while time.monotonic() - started < timeout:
+            time.sleep(5)  # a status of this run's replicas, not the last run's
+            shards = api.detection(DETECTION).get("status", {}).get("shards", {})
+            adopted = [shards.get(s, {}).get("counters", {}).get("findings", -1) for s in names]
+            if adopted == [findings] * len(names):
+                print(f"  every replica adopted {findings:,} findings {time.monotonic() - started:.0f} s after start")
+                time.sleep(settle)
+                break
+        else:
+            cpu = [f"{cpu_seconds(op.pid) / timeout * 100:.0f}%" for op in ops]
+            print(f"  not adopted within {timeout:.0f} s (the status says {adopted}); CPU {', '.join(cpu)}")
         return [rss_mb(op.pid) for op in ops]
     finally:
         for op in ops:
@@ -67,7 +82,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--findings", type=int, default=10_000)
     ap.add_argument("--replicas", type=int, default=3, help="0: one replica without a shard (no findings watch)")
-    ap.add_argument("--settle", type=float, default=20, help="seconds after Ready before measuring")
+    ap.add_argument("--settle", type=float, default=10, help="seconds after the adoption before measuring")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for the adoption")
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp, DevCluster() as c:
@@ -83,7 +99,7 @@ def main() -> None:
         c.kubectl("apply", "-f", "-", input=json.dumps(seed))
         api = Api(c)
         print(f"machine: {os.cpu_count()} cores, {platform_name()}; {args.replicas} replicas")
-        empty = measure(c, api, args.replicas, audit_dir, args.settle)
+        empty = measure(c, api, args.replicas, audit_dir, 0, args.settle, args.timeout)
         print(f"no findings: RSS {', '.join(f'{r:.0f}' for r in empty)} MB", flush=True)
         from kubernetes import config
 
@@ -92,7 +108,7 @@ def main() -> None:
         kube = Kube(WriteBudget(qps=1000, burst=1000), post=lambda *_: None)  # the operator's write path, no budget
         asyncio.run(create_all(kube, args.findings, seed["metadata"]["name"], shards))
         print(f"{args.findings:,} findings created in {time.monotonic() - started:.0f} s", flush=True)
-        full = measure(c, api, args.replicas, audit_dir, args.settle)
+        full = measure(c, api, args.replicas, audit_dir, args.findings, args.settle, args.timeout)
         per = [(f - e) * 1024 / args.findings for f, e in zip(full, empty, strict=True)]
         print(f"{args.findings:,} findings: RSS {', '.join(f'{r:.0f}' for r in full)} MB "
               f"({', '.join(f'{p:.1f}' for p in per)} KB per finding)")  # fmt: skip
