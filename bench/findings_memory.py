@@ -4,7 +4,7 @@ Starts the local control plane, applies the seed detection (``maxFindings: 10000
 file), creates ``--findings`` findings of it as the operator writes them (each with three shards'
 parts, values and latest rows: about 2.5 KB), then starts ``--replicas`` replicas (``auditwatch run
 --shard cp-N``, as the DaemonSet runs them: each adopts every finding at start and watches the findings
-through kopf). Prints how long the replicas took to adopt them (each says so in its part of the
+from then on: kube/watch.py). Prints how long the replicas took to adopt them (each says so in its part of the
 detection's status) and each replica's RSS then, against the same replicas with no findings.
 
     python bench/findings_memory.py                     # 10,000 findings, 3 replicas

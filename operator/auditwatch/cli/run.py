@@ -114,11 +114,9 @@ def run_command(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from auditwatch.runtime import handlers  # registers the handlers
+    import auditwatch.runtime.handlers  # noqa: F401 (registers the handlers)
 
     settings = make_settings(args)
-    if settings.sharded:
-        handlers.follow_peer_writes()
     alerts = None
     if args.alerts:
         from auditwatch.findings.alerts import AlertConfigError, load_config

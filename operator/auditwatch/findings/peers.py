@@ -3,7 +3,7 @@
 Every shard writes its part of a finding with the object's resourceVersion as the precondition
 (writer.py). Knowing that version only from its own writes, a replica met a 409 Conflict, then a
 read and a second write, on about every other write when three replicas counted the same finding
-(bench/ha_bench.py). With the watch (kopf's, runtime/handlers.py) each replica holds the finding as last
+(bench/ha_bench.py). With the watch (kube/watch.py) each replica holds the finding as last
 written by anyone, and a conflict is left for writes that really cross.
 """
 

@@ -70,17 +70,5 @@ async def run_detection(
     await DetectionRuntime(memo.services, body, logger).run(stopped)
 
 
-def follow_peer_writes() -> None:
-    """With shards (`auditwatch run --shard`): watch findings, so that each replica writes its part over
-    the others' latest writes (findings/peers.py). One replica alone would only see its own writes.
-    Registered as a kopf indexer that indexes nothing: called at once for every event, and silent where
-    an event handler logs a line per call."""
-    kopf.index(GROUP, VERSION, "detectionfindings")(finding_written)
-
-
-def finding_written(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.services.peers.seen(dict(body))
-
-
 def post_event(obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, obj), type=kind, reason=reason, message=message)

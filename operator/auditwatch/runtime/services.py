@@ -20,6 +20,7 @@ from auditwatch.findings.alerts import AlertConfig, Notifier
 from auditwatch.findings.peers import PeerWrites
 from auditwatch.kube.budget import WriteBudget
 from auditwatch.kube.client import Kube, PostEvent
+from auditwatch.kube.watch import FindingsWatch
 from auditwatch.runtime.metrics import Metrics
 from auditwatch.runtime.readers import Readers
 from auditwatch.runtime.shards import ShardLeases
@@ -38,6 +39,7 @@ class Services:
     webhooks: WebhookServer | None = None
     notifier: Notifier | None = None
     peers: PeerWrites | None = None  # fed by the findings watch (with shards)
+    watch: FindingsWatch | None = None
     leases: ShardLeases | None = None  # this replica's shard Lease, and what it sees of the others'
     _renewing: asyncio.Task[None] | None = None
     _probing: asyncio.Task[None] | None = None  # the event loop's lag (metrics.loop_lag)
@@ -56,9 +58,12 @@ class Services:
         s = settings
         budget = WriteBudget(s.write_qps, s.write_burst, s.write_concurrency)
         readers = Readers(settings, webhooks)
-        peers = leases = renewing = None
+        peers = watch = leases = renewing = None
         if s.sharded:
             peers = PeerWrites()
+            loop = asyncio.get_running_loop()
+            watch = FindingsWatch(s.namespaces, lambda obj: loop.call_soon_threadsafe(peers.seen, obj))
+            watch.start()
             leases = ShardLeases(Kube(budget, post), s.own_namespace, s.shard, s.pod, s.shard_lease_seconds)
             renewing = asyncio.create_task(leases.run())
         notifier = None
@@ -71,7 +76,9 @@ class Services:
         if s.metrics_listen:
             metrics.serve(s.metrics_listen)
             logger.info("Prometheus metrics at http://%s/metrics", s.metrics_listen)
-        return cls(settings, budget, post, readers, metrics, webhooks, notifier, peers, leases, renewing, probing)
+        return cls(
+            settings, budget, post, readers, metrics, webhooks, notifier, peers, watch, leases, renewing, probing
+        )
 
     def kube(self) -> Kube:
         """An API client for one detection; all of them share the write budget."""
@@ -82,6 +89,8 @@ class Services:
             await self.webhooks.stop()
         if self.notifier is not None:
             await self.notifier.stop()
+        if self.watch is not None:
+            self.watch.stop()
         for task in (self._renewing, self._probing):
             if task is not None:
                 task.cancel()
