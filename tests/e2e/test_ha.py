@@ -234,6 +234,72 @@ def test_a_silent_replica_is_named_until_its_pod_is_gone(ha, tmp_path):
         ha.kubectl("delete", "pod", "-n", NAMESPACE, pod, "--ignore-not-found")
 
 
+def test_a_shard_gone_long_enough_is_retired_and_back_under_its_name_counts_nothing_twice(ha, tmp_path):
+    """A node replaced (its Pod deleted, so its Lease) is retired after --retire-shards-after by the live
+    replica with the smallest shard name: its parts of the finding and of the status move into their
+    retired totals, the count unchanged. A node made again under the same name takes its parts back
+    (positions and checkpoints) and counts nothing twice, only what came after."""
+    api, agent, pod = Api(ha), "e2e-ha-retire", "auditwatch-cp-1"
+
+    def owner():
+        ha.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NAMESPACE},
+            "spec": {"serviceAccountName": "auditwatch", "automountServiceAccountToken": False,
+                     "containers": [{"name": "operator", "image": "auditwatch"}]},  # never scheduled: an owner
+        }))  # fmt: skip
+        return {"POD_NAME": pod, "POD_UID": ha.kubectl("get", "pod", "-n", NAMESPACE, pod, "-o",
+                                                       "jsonpath={.metadata.uid}").stdout}  # fmt: skip
+
+    args = ["--shard-lease-seconds", "8", "--retire-shards-after", "4"]
+    replicas = [replica(ha, 0, tmp_path / "r0", args), replica(ha, 1, tmp_path / "r1", args, owner())]
+    for op in replicas:
+        op.start()
+    try:
+        api.apply(detection(agent, AGENT_SEARCH.format(agent=agent), Path("/var/log/kubernetes/audit/audit.log"),
+                            group_by=["user"]))  # fmt: skip
+        wait_for(lambda: set(api.get("auditdetection", agent).get("status", {}).get("shards", {})) >= {"cp-0", "cp-1"},
+                 timeout=60, what="both shards")  # fmt: skip
+        for n in range(10):
+            api.request(f"/version?retire={n}", agent, server=1)  # into cp-1's log
+        counted = len(api.audit_events(anonymous_with_agent(agent)))
+        _counted(api, agent, counted)
+        replicas[1].stop()
+        ha.kubectl("delete", "pod", "-n", NAMESPACE, pod, "--wait")  # the node gone: its Lease with it
+
+        def retired():
+            status = api.get("auditdetection", agent).get("status", {})
+            [finding] = api.findings(agent)
+            return "cp-1" not in status["shards"] and "cp-1" not in finding["status"]["shards"] and finding
+
+        finding = wait_for(retired, timeout=60, what=lambda: f"cp-1 retired: {api.findings(agent)}")
+        assert finding["status"]["count"] == finding["status"]["retired"]["count"] == counted
+        status = api.get("auditdetection", agent)["status"]
+        assert status["retired"]["shards"]["cp-1"]["sources"][0]["seq"] > 0  # where cp-1 would resume
+        assert status["counters"]["matched"] == counted  # the retired counters are in the total
+
+        replicas[1] = replica(ha, 1, tmp_path / "r1-back", args, owner())  # a new node, the same name
+        replicas[1].start()
+        for n in range(5):
+            api.request(f"/version?back={n}", agent, server=1)
+        now_counted = len(api.audit_events(anonymous_with_agent(agent)))
+        assert now_counted > counted
+        _counted(api, agent, now_counted)
+
+        def reclaimed():
+            [finding] = api.findings(agent)
+            return "cp-1" not in finding["status"].get("retired", {}).get("shards", {}) and finding
+
+        finding = wait_for(reclaimed, timeout=30, what=lambda: f"cp-1 back: {api.findings(agent)}")
+        assert finding["status"]["shards"]["cp-1"]["count"] == finding["status"]["count"] == now_counted
+        assert finding["status"]["retired"]["count"] == 0
+        time.sleep(3)  # nothing counted twice later either
+        assert total(api, agent) == now_counted
+    finally:
+        for op in replicas:
+            op.stop()
+        ha.kubectl("delete", "pod", "-n", NAMESPACE, pod, "--ignore-not-found")
+
+
 class Spread:
     """A TCP proxy that spreads connections over backends in turn, as a Service's virtual IP does (TLS
     passes through: each replica serves the webhook's certificate); a backend that refuses is skipped,

@@ -393,6 +393,11 @@ class CounterStatus(Model):
     eventsPosted: int = 0
     eventsFolded: Annotated[int, Field(description="Findings created or updated without an Event of their own.")] = 0
 
+    def plus(self, other: CounterStatus, sign: int = 1) -> CounterStatus:
+        """These counters with ``other``'s added (``sign`` -1: taken away, never below 0)."""
+        theirs = other.model_dump()
+        return CounterStatus(**{k: max(0, v + sign * theirs[k]) for k, v in self.model_dump().items()})
+
 
 class WriteStatus(Model):
     """How far behind the API writes are: counts wait for the operator's write budget, never lost."""
@@ -414,6 +419,27 @@ class ShardStatus(Model):
     writes: WriteStatus = Field(default_factory=WriteStatus)
 
 
+MAX_RETIRED = 16
+
+
+class RetiredShards(Model):
+    """Shards gone long enough to be retired (runtime/retire.py): their counters kept in the total, the
+    latest retired shards' parts kept whole, so a shard that comes back under its name resumes from its
+    positions."""
+
+    counters: Annotated[CounterStatus, Field(description="All retired shards' counters together.")] = Field(
+        default_factory=CounterStatus
+    )
+    shards: Annotated[
+        dict[ShardName, ShardStatus],
+        Field(max_length=MAX_RETIRED, description="The latest retired shards' parts, as they were last written."),
+    ] = Field(default_factory=dict)
+    retiredAt: Annotated[
+        dict[ShardName, Annotated[str, Field(max_length=64)]],
+        Field(max_length=MAX_RETIRED, description="When each of those shards was retired."),
+    ] = Field(default_factory=dict)
+
+
 class AuditDetectionStatus(Model):
     observedGeneration: int = 0
     conditions: Annotated[
@@ -429,6 +455,7 @@ class AuditDetectionStatus(Model):
         dict[ShardName, ShardStatus],
         Field(max_length=64, description="Each shard's part: a shard reads one audit log (a node, a webhook replica)."),
     ] = Field(default_factory=dict)
+    retired: RetiredShards | None = None
 
 
 class ObjectMeta(BaseModel):
@@ -486,6 +513,20 @@ class FindingPart(Model):
     ] = Field(default_factory=dict)
 
 
+class RetiredParts(Model):
+    """The parts of shards gone long enough to be retired: counted in the total, and the latest retired
+    shards' parts kept whole, so a shard that comes back under its name takes its part back (its
+    checkpoints: nothing counted twice)."""
+
+    count: Annotated[int, Field(ge=0, description="All retired parts together.")] = 0
+    firstSeen: Annotated[str, Field(max_length=64)] = ""
+    lastSeen: Annotated[str, Field(max_length=64)] = ""
+    shards: Annotated[
+        dict[ShardName, FindingPart],
+        Field(max_length=MAX_RETIRED, description="The latest retired parts, whole."),
+    ] = Field(default_factory=dict)
+
+
 class DetectionFindingStatus(Model):
     count: Annotated[int, Field(description="All shards' parts together.")] = 0
     firstSeen: Annotated[str, Field(max_length=64)] = ""
@@ -510,6 +551,7 @@ class DetectionFindingStatus(Model):
         dict[ShardName, FindingPart],
         Field(max_length=64, description="Each shard's part (one per audit log: a node, a webhook replica)."),
     ] = Field(default_factory=dict)
+    retired: RetiredParts | None = None
     alert: Annotated[
         Literal["pending", "sent"] | None,
         Field(description="The creation notice to the alert receivers: pending until every one took it."),

@@ -30,6 +30,10 @@ class Settings(BaseModel):
     # A sharded replica renews its shard's Lease every quarter of this; one not renewed for this long is
     # silent (runtime/shards.py). The Lease goes with this replica's Pod, named by the downward API.
     shard_lease_seconds: Annotated[float, Field(ge=4)] = 40.0
+    # A shard without a Lease (its Pod deleted: a node replaced) for this long has its parts of findings
+    # and of detections' status moved into their retired totals (runtime/retire.py), so that the 64
+    # shards a status holds are not used up by nodes long gone.
+    retire_shards_seconds: Annotated[float, Field(ge=1)] = 3600.0
     pod: tuple[str, str] | None = Field(
         default_factory=lambda: (
             (os.environ["POD_NAME"], os.environ["POD_UID"])
@@ -75,7 +79,7 @@ class Settings(BaseModel):
     expire_seconds: Seconds = 60.0  # findings past their TTL are looked for this often
     finding_write_seconds: Seconds = 1.0  # at most one write per finding per this long
     finding_event_seconds: Seconds = 60.0  # at most one FindingUpdated Event per finding per this long
-    # Every API write waits for one budget (kube/budget.py): kube-controller-manager's client limits.
+    # Every API write waits for one budget (kube/budget.py).
     write_qps: Annotated[float, Field(gt=0)] = 50.0  # chosen from bench/write_cost_bench.py (kube/budget.py)
     write_burst: Annotated[int, Field(ge=1)] = 100
     write_concurrency: Annotated[int, Field(ge=1, le=64)] = 4

@@ -102,6 +102,17 @@ def _add_shard_options(p: argparse.ArgumentParser) -> None:
         "as node leases)",
     )
     p.add_argument(
+        "--retire-shards-after",
+        dest="retire_shards_seconds",
+        type=float,
+        metavar="S",
+        help="a shard with no Lease for S seconds (its Pod deleted: a control-plane node replaced, a webhook "
+        "replica scaled away) is retired by the live replica with the smallest shard name: its parts of "
+        "findings and of detections' status move into their retired totals (counts unchanged), keeping "
+        "the last 16 retired shards whole so one that comes back under its name resumes without "
+        "counting again (default: 3600)",
+    )
+    p.add_argument(
         "--host-root",
         metavar="DIR",
         help="read file sources below DIR: where the node's file system is mounted when not at / "

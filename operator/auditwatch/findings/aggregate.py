@@ -27,8 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from auditwatch.api.models import DEFAULT_SHARD, DetectionFindingStatus, FindingPart
+from auditwatch.api.models import DEFAULT_SHARD, DetectionFindingStatus, FindingPart, RetiredParts
 from auditwatch.audit.decode import epoch_seconds
+from auditwatch.findings.retire import reclaim_finding, retired_parts
 from auditwatch.times import utc_now
 
 MAX_VALUES = 20
@@ -74,6 +75,7 @@ class FindingState:
     uid: str = ""  # set once the object exists in the cluster
     shard: str = DEFAULT_SHARD  # this replica's part is count, first/last seen and checkpoints above
     others: dict[str, dict[str, Any]] = field(default_factory=dict)  # other shards' parts, as last read
+    retired: RetiredParts = field(default_factory=RetiredParts)  # gone shards' parts (retire.py), as last read
     resource_version: str = ""  # of the object as last read or written: the precondition of the next write
     since: float = 0.0  # monotonic time of the first count not yet written (the write's place in the budget)
     written_at: float = 0.0
@@ -85,8 +87,12 @@ class FindingState:
 
     @property
     def dirty(self) -> bool:
-        """Counted in memory, not yet in any write."""
-        return bool(self.pending)
+        """Counted in memory, not yet in any write; or this shard's part to take back from the retired."""
+        return bool(self.pending) or self.shard in self.retired.shards
+
+    def reclaim(self) -> dict[str, Any] | None:
+        """The patch of the retired parts that takes this shard's out, when it is there (retire.py)."""
+        return reclaim_finding(self.retired, self.shard)
 
     def snapshot(self) -> DetectionFindingStatus:
         """The status to write now, validated by its model (which copies the lists). Rows counted while
@@ -114,32 +120,39 @@ class FindingState:
 
     @property
     def total(self) -> int:
-        """All shards' parts: this one's as counted, the others' as last read."""
-        return self.count + sum(int(p.get("count") or 0) for p in self.others.values())
+        """All shards' parts: this one's as counted, the others' and the retired ones as last read (this
+        shard's retired part, if any, is in its count: it takes it back)."""
+        retired = self.retired.count - (p.count if (p := self.retired.shards.get(self.shard)) else 0)
+        return self.count + sum(int(p.get("count") or 0) for p in self.others.values()) + retired
 
     @property
     def seen_first(self) -> str:
         """The first event any shard counted."""
-        return _earliest(self.first_seen, *(p.get("firstSeen") or "" for p in self.others.values()))
+        others = (p.get("firstSeen") or "" for p in self.others.values())
+        return _earliest(self.first_seen, self.retired.firstSeen, *others)
 
     @property
     def seen_last(self) -> str:
         """The last event any shard counted."""
-        return max([self.last_seen, *(str(p.get("lastSeen") or "") for p in self.others.values())])
+        others = (str(p.get("lastSeen") or "") for p in self.others.values())
+        return max([self.last_seen, self.retired.lastSeen, *others])
 
     def absorb(self, obj: dict[str, Any], own: bool = False) -> None:
         """Take the other shards' parts, the values and latest rows from the object as read from the
         cluster; with ``own``, this shard's part too, added to what is counted in memory (a finding
-        this replica had let go of, say by TTL, that another replica kept)."""
+        this replica had let go of, say by TTL, that another replica kept; or its retired part, when the
+        shard comes back under its name)."""
         self.uid = obj["metadata"]["uid"]
         self.resource_version = obj["metadata"].get("resourceVersion", "")
         status = obj.get("status") or {}
         parts = _parts(status)
         self.others = {k: v for k, v in parts.items() if k != self.shard}
+        self.retired = retired_parts(status)
         for k, seen in (status.get("values") or {}).items():
             self.remember(k, seen)
         self.latest = [*self.latest, *(r for r in status.get("latest") or [] if r not in self.latest)][:MAX_LATEST]
-        if own and (part := parts.get(self.shard)):
+        back = self.retired.shards.get(self.shard)
+        if own and (part := parts.get(self.shard) or (back and back.model_dump())):
             self.count += int(part.get("count") or 0)
             self.first_seen = _earliest(self.first_seen, part.get("firstSeen") or "")
             self.last_seen = max(self.last_seen, part.get("lastSeen") or "")
@@ -294,7 +307,7 @@ def newer(version: str, than: str) -> bool:
 
 def _parts(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The shards' parts of a finding's status; one written before shards existed is the default shard's."""
-    if "shards" in status or not status.get("count"):
+    if "shards" in status or "retired" in status or not status.get("count"):
         return dict(status.get("shards") or {})
     keys = ("count", "firstSeen", "lastSeen", "checkpoints")
     return {DEFAULT_SHARD: {k: status[k] for k in keys if k in status}}

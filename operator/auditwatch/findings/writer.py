@@ -158,6 +158,8 @@ class Writer:
 
         def patch() -> dict[str, Any]:  # made when the budget lets the write go: everything counted until then
             body: dict[str, Any] = {"status": finding.snapshot().model_dump(mode="json", exclude_none=True)}
+            if (back := finding.reclaim()) is not None:  # this shard's retired part, taken back (retire.py)
+                body["status"]["retired"] = back
             if finding.resource_version:
                 body["metadata"] = {"resourceVersion": finding.resource_version}
             return body

@@ -129,8 +129,17 @@ class Kube:
                 await _call(self.custom.create_namespaced_custom_object, *args, body)
 
     async def patch_detection_status(
-        self, namespace: str, name: str, status: dict[str, Any], since: float | None = None
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        since: float | None = None,
+        resource_version: str = "",
     ) -> None:
+        """A merge patch of a detection's status; with ``resource_version``, refused (409) if it changed."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         async with self.budget.slot("detection_status", Priority.UPDATE, since):
             await _call(
                 self.custom.patch_namespaced_custom_object_status,
@@ -139,7 +148,7 @@ class Kube:
                 namespace,
                 "auditdetections",
                 name,
-                {"status": status},
+                body,
             )
 
     async def renew_lease(self, namespace: str, body: dict[str, Any]) -> None:

@@ -28,9 +28,11 @@ from auditwatch.api.models import (
     WriteStatus,
 )
 from auditwatch.engine.evaluate import Counters
+from auditwatch.findings.retire import reclaim_detection, retired_shards
 from auditwatch.rules.validate import Verdict, validate
 from auditwatch.runtime import status
 from auditwatch.runtime.generation import Generation, Tally
+from auditwatch.runtime.retire import retire_gone_shards
 from auditwatch.runtime.services import Logger, Services
 from auditwatch.runtime.shards import unread
 
@@ -46,7 +48,9 @@ class DetectionRuntime:
         self.name, self.namespace = meta["name"], meta["namespace"]
         self.shard = settings.shard
         saved = _saved_status(body.get("status"), logger)
-        mine = saved.shards.get(self.shard) or ShardStatus()
+        # A shard back under its name after it was retired resumes from its retired part (findings/retire.py).
+        back = saved.retired.shards.get(self.shard) if saved.retired else None
+        mine = saved.shards.get(self.shard) or back or ShardStatus()
         self.positions: dict[str, SourceStatus] = {s.name: s for s in mine.sources}
         c = mine.counters
         # What this shard counted, carried across generations: the evaluator's counters are shared with
@@ -123,6 +127,17 @@ class DetectionRuntime:
                 if now - last_status >= s.status_seconds and _idle(chores, "status"):
                     last_status = now
                     chores["status"] = asyncio.create_task(self._report(verdict, number, gen))
+                    if self.services.leases is not None and _idle(chores, "retire"):
+                        chores["retire"] = asyncio.create_task(
+                            retire_gone_shards(
+                                self.kube,
+                                dict(self.body),
+                                self.services.leases,
+                                s.retire_shards_seconds,
+                                gen.aggregator,
+                                self.logger,
+                            )
+                        )
         finally:
             await asyncio.gather(*chores.values(), return_exceptions=True)
             await gen.stop()
@@ -171,12 +186,15 @@ class DetectionRuntime:
         problems = unread(shards, self.services.leases)
         ready = all(source.ready for source in gen.sources.values()) and not problems
         errors = "; ".join(problems)
+        retired = retired_shards(self.body.get("status") or {})
+        total = _sum(p.counters for p in shards.values()).plus(retired.counters)
+        also = None
+        if (back := reclaim_detection(retired, self.shard)) is not None:  # this shard's, taken back
+            total, also = total.plus(back[0].counters, -1), {"retired": back[1]}
         # Each replica writes its own part (a merge patch: the others' stay as they are).
-        reported = status.running(
-            verdict, number, ready, errors, _sum(p.counters for p in shards.values()), {self.shard: mine}
-        )
+        reported = status.running(verdict, number, ready, errors, total, {self.shard: mine})
         self.services.metrics.report(self.namespace, self.name, mine)
-        await self.status.write(reported)
+        await self.status.write(reported, also)
 
     def _other_shards(self) -> dict[str, ShardStatus]:
         """The other shards' parts, as kopf's live view of the detection shows them."""
@@ -202,11 +220,10 @@ def _idle(chores: dict[str, asyncio.Task[Any]], name: str) -> bool:
 
 
 def _sum(parts: Iterable[CounterStatus]) -> CounterStatus:
-    total: dict[str, int] = {}
+    total = CounterStatus()
     for part in parts:
-        for field, value in part.model_dump().items():
-            total[field] = total.get(field, 0) + value
-    return CounterStatus(**total)
+        total = total.plus(part)
+    return total
 
 
 def _saved_status(saved: Any, logger: logging.Logger | logging.LoggerAdapter[Any]) -> AuditDetectionStatus:

@@ -52,6 +52,7 @@ class ShardLeases:
         # shard -> the Lease's resourceVersion, when this replica saw it change (monotonic, and UTC to tell);
         # None until listed
         self._seen: dict[str, tuple[str, float, str]] | None = None
+        self._gone: dict[str, float] = {}  # shard -> when this replica first saw it without a Lease
         self._failing = ""
 
     def liveness(self, shard: str, now: float | None = None) -> Liveness:
@@ -64,6 +65,23 @@ class ShardLeases:
         _, changed, _ = self._seen[shard]
         now = time.monotonic() if now is None else now
         return "live" if now - changed <= self.lease_seconds else "silent"
+
+    def gone_for(self, shard: str, now: float | None = None) -> float:
+        """Seconds this replica has seen ``shard`` without a Lease (0 while it has one, or before the
+        first listing): since start-up at most, so a restart makes the shard wait again."""
+        now = time.monotonic() if now is None else now
+        if self.liveness(shard, now) != "gone":
+            self._gone.pop(shard, None)
+            return 0.0
+        return now - self._gone.setdefault(shard, now)
+
+    def retires(self, now: float | None = None) -> bool:
+        """Whether this replica retires gone shards (runtime/retire.py): the live shard with the smallest
+        name, as every replica sees the Leases, so that one replica does it."""
+        if self._seen is None:
+            return False
+        live = [s for s in [*self._seen, self.shard] if self.liveness(s, now) == "live"]
+        return min(live) == self.shard
 
     def ages(self, now: float | None = None) -> dict[str, float]:
         """Seconds since this replica saw each shard's Lease change (none before the first listing)."""

@@ -103,12 +103,13 @@ class StatusWriter:
         # have waited as long (with "now" it would starve behind a backlog of finding writes).
         self._written_at = time.monotonic()
 
-    async def write(self, status: AuditDetectionStatus) -> None:
+    async def write(self, status: AuditDetectionStatus, also: dict[str, Any] | None = None) -> None:
+        """Write ``status``, with the fields of ``also`` (a merge patch's, nulls included) beside it."""
         for i, cond in enumerate(status.conditions):
             before = self._conditions.get(cond.type)
             if before is not None and before.status == cond.status:
                 status.conditions[i] = cond.model_copy(update={"lastTransitionTime": before.lastTransitionTime})
-        body = status.model_dump(mode="json", exclude_unset=True)
+        body = {**status.model_dump(mode="json", exclude_unset=True), **(also or {})}
         if body == self._written:
             return
         try:

@@ -1,0 +1,167 @@
+"""Retiring gone shards' parts (findings/retire.py, runtime/retire.py): counts never change, a status stays
+under its caps however many nodes come and go, and a shard back under its name counts nothing twice."""
+
+import logging
+
+import pytest
+
+from auditwatch.api.models import (
+    MAX_RETIRED,
+    AuditDetectionStatus,
+    CounterStatus,
+    DetectionFindingStatus,
+    FindingPolicy,
+    RetiredParts,
+    RetiredShards,
+    ShardStatus,
+    SourceStatus,
+)
+from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.retire import reclaim_detection, retire_detection, retire_finding
+from auditwatch.findings.writer import Writer
+from auditwatch.runtime.retire import retire_gone_shards
+from auditwatch.runtime.shards import ShardLeases
+from fake_kube import FakeKube, merge_patch
+
+DETECTION = {"apiVersion": "auditwatch.io/v1alpha1", "kind": "AuditDetection",
+             "metadata": {"name": "seed", "namespace": "sec", "uid": "d-uid"}}  # fmt: skip
+ROW = {"user": "system:anonymous", "src_ip": "10.0.0.1"}
+LOG = logging.getLogger("test")
+
+
+def part(count, seen, checkpoint=0):
+    return {"count": count, "firstSeen": seen, "lastSeen": seen, "checkpoints": {"log": checkpoint or count}}
+
+
+def total(status):
+    """What a finding's count must be: its live parts and its retired ones."""
+    return sum(p["count"] for p in status.get("shards", {}).values()) + status.get("retired", {}).get("count", 0)
+
+
+def test_retiring_moves_a_part_into_the_retired_total_and_the_count_stays():
+    status = {"count": 6, "shards": {"cp-0": part(1, "2026-01-01T00:00:00Z"), "cp-1": part(5, "2026-01-02T00:00:00Z")}}
+    assert retire_finding(status, ["cp-9"]) is None  # nothing of that shard here: no write
+    after = merge_patch(status, retire_finding(status, ["cp-1"]))
+    DetectionFindingStatus.model_validate(after)  # as the CRD's schema takes it
+    assert after["shards"] == {"cp-0": part(1, "2026-01-01T00:00:00Z")} and total(after) == after["count"] == 6
+    assert after["retired"]["shards"] == {"cp-1": part(5, "2026-01-02T00:00:00Z")}
+    assert (after["retired"]["firstSeen"], after["retired"]["lastSeen"]) == ("2026-01-02T00:00:00Z",) * 2
+
+
+def test_a_hundred_rolling_upgrades_keep_a_finding_under_its_caps_and_its_count():
+    """Three control-plane nodes replaced 100 times, each new node with a new name: at most 3 live parts and
+    16 retired ones, whatever the number of upgrades; the total is every part ever counted."""
+    status, counted = {}, 0
+    for upgrade in range(100):
+        nodes = [f"cp-{upgrade}-{i}" for i in range(3)]
+        seen = f"2026-01-01T00:{upgrade // 60:02d}:{upgrade % 60:02d}Z"
+        status = merge_patch(status, {"shards": {n: part(upgrade + i + 1, seen) for i, n in enumerate(nodes)}})
+        counted += sum(upgrade + i + 1 for i in range(3))
+        status = merge_patch(status, retire_finding(status, nodes) or {})
+        status["count"] = total(status)
+        DetectionFindingStatus.model_validate(status)
+        assert not status["shards"] and len(status["retired"]["shards"]) == min(3 * (upgrade + 1), MAX_RETIRED)
+    assert status["count"] == counted
+    assert min(status["retired"]["shards"]) >= "cp-94"  # the latest retired parts are the ones kept whole
+
+
+def test_a_detection_status_keeps_the_latest_retired_shards_and_every_counter():
+    status = {}
+    for i in range(40):
+        shard = f"cp-{i:02d}"
+        mine = ShardStatus(sources=[SourceStatus(name="log", seq=i)], counters=CounterStatus(lines=10, matched=i))
+        status = merge_patch(status, {"shards": {shard: mine.model_dump(mode="json", exclude_unset=True)}})
+        status = merge_patch(status, retire_detection(status, [shard]))
+        AuditDetectionStatus.model_validate(status)
+    retired = RetiredShards.model_validate(status["retired"])
+    assert not status["shards"] and retired.counters.lines == 400 and retired.counters.matched == sum(range(40))
+    assert len(retired.shards) == len(retired.retiredAt) <= MAX_RETIRED and "cp-39" in retired.shards
+    back, patch = reclaim_detection(retired, "cp-39")
+    assert back.sources[0].seq == 39  # where that shard's replica resumes
+    after = RetiredShards.model_validate(merge_patch(status["retired"], patch))
+    assert "cp-39" not in after.shards and after.counters.lines == 390 and after.counters.matched == sum(range(39))
+    assert reclaim_detection(retired, "cp-00") is None  # retired before 16 others: in the totals only
+
+
+@pytest.mark.asyncio
+async def test_a_shard_back_under_its_name_takes_its_part_back_and_counts_nothing_twice():
+    kube = FakeKube()
+    policy = FindingPolicy(severity="low", riskScore=20)
+    first = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-1")
+    first.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=7)
+    writer = Writer(kube, DETECTION, policy, LOG)
+    writer.flush(first, 100.0)
+    await writer.settle(first)
+    [(name, obj)] = kube.objects.items()
+    kube.objects[name] = obj = merge_patch(obj, {"status": retire_finding(obj["status"], ["cp-1"])})
+    assert obj["status"]["count"] == 7 and "cp-1" not in obj["status"]["shards"]
+
+    back = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-1")  # its replica, back
+    back.load(obj)
+    finding = back.findings[name]
+    assert (finding.count, finding.total, finding.dirty) == (7, 7, True)  # its part, to take back
+    assert back.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=7) == "skipped"  # read again: in already
+    assert back.add(ROW, "log", 100, 150, "2026-01-01T00:01:00Z", events=2) == "updated"
+    writer = Writer(kube, DETECTION, policy, LOG)
+    writer.flush(back, 200.0)
+    await writer.settle(back)
+    status = kube.objects[name]["status"]
+    assert status["shards"]["cp-1"]["count"] == 9 and status["count"] == total(status) == 9
+    assert status["retired"] == {"count": 0, "firstSeen": "2026-01-01T00:00:00Z", "lastSeen": "2026-01-01T00:00:00Z",
+                                 "shards": {}}  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_a_retirement_that_crosses_the_shard_s_return_is_undone_by_its_next_write():
+    kube = FakeKube()
+    live = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-1")
+    live.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=3)
+    writer = Writer(kube, DETECTION, FindingPolicy(severity="low", riskScore=20), LOG)
+    writer.flush(live, 100.0)
+    await writer.settle(live)
+    [(name, obj)] = kube.objects.items()
+    retired = merge_patch(obj, {"status": retire_finding(obj["status"], ["cp-1"])})
+    retired["metadata"]["resourceVersion"] = "99"
+    live.observe(retired)  # seen on the watch while cp-1 still counts
+    assert live.findings[name].total == 3 and live.findings[name].dirty  # not counted twice meanwhile
+    kube.objects[name] = retired
+    writer.flush(live, 200.0)
+    await writer.settle(live)
+    status = kube.objects[name]["status"]
+    assert status["shards"]["cp-1"]["count"] == 3 and status["retired"]["count"] == 0 and status["count"] == 3
+
+
+@pytest.mark.asyncio
+async def test_one_replica_retires_a_shard_gone_long_enough_findings_first():
+    kube, calls = FakeKube(), []
+    live = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-0")
+    live.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=3)
+    writer = Writer(kube, DETECTION, FindingPolicy(severity="low", riskScore=20), LOG)
+    writer.flush(live, 100.0)
+    await writer.settle(live)
+    [(name, obj)] = kube.objects.items()
+    kube.objects[name] = merge_patch(obj, {"status": {"count": 8, "shards": {"cp-2": part(5, "2026-01-01T00:00:00Z")}}})
+
+    async def list_findings(namespace, detection):
+        return list(kube.objects.values())
+
+    async def patch_detection_status(namespace, name, status, since=None, resource_version=""):
+        calls.append((status, resource_version))
+
+    kube.list_findings, kube.patch_detection_status = list_findings, patch_detection_status
+    body = {**DETECTION, "metadata": {**DETECTION["metadata"], "resourceVersion": "7"},
+            "status": {"shards": {"cp-0": {}, "cp-1": {}, "cp-2": {"counters": {"lines": 4}}}}}  # fmt: skip
+    leases = ShardLeases(kube, "auditwatch", "cp-0", None, lease_seconds=40)
+    leases.observe([("cp-0", "1"), ("cp-1", "1")], now=0.0)
+    assert await retire_gone_shards(kube, body, leases, 3600, live, LOG) == []  # gone for 0 s so far
+    leases._gone["cp-2"] -= 3600  # as if seen gone an hour ago
+    other = ShardLeases(kube, "auditwatch", "cp-1", None, lease_seconds=40)
+    other.observe([("cp-0", "1"), ("cp-1", "1")])
+    assert not other.retires() and leases.retires()  # the smallest live shard's replica does it
+    assert await retire_gone_shards(kube, body, leases, 3600, live, LOG) == ["cp-2"]
+    status = kube.objects[name]["status"]
+    assert set(status["shards"]) == {"cp-0"} and status["retired"]["count"] == 5 and status["count"] == 8
+    assert live.findings[name].resource_version == kube.objects[name]["metadata"]["resourceVersion"]
+    [(patch, version)] = calls
+    assert version == "7" and patch["shards"] == {"cp-2": None} and patch["retired"]["counters"]["lines"] == 4
+    assert RetiredParts.model_validate(status["retired"]).shards["cp-2"].count == 5
