@@ -19,6 +19,7 @@ from auditwatch.api.models import (
 from auditwatch.findings.aggregate import Aggregator
 from auditwatch.findings.retire import reclaim_detection, retire_detection, retire_finding
 from auditwatch.findings.writer import Writer
+from auditwatch.kube.client import ApiException
 from auditwatch.runtime.retire import retire_gone_shards
 from auditwatch.runtime.shards import ShardLeases
 from fake_kube import FakeKube, merge_patch
@@ -165,3 +166,37 @@ async def test_one_replica_retires_a_shard_gone_long_enough_findings_first():
     [(patch, version)] = calls
     assert version == "7" and patch["shards"] == {"cp-2": None} and patch["retired"]["counters"]["lines"] == 4
     assert RetiredParts.model_validate(status["retired"]).shards["cp-2"].count == 5
+
+
+@pytest.mark.asyncio
+async def test_a_status_written_by_another_replica_meanwhile_is_read_again():
+    """Every replica writes the detection's status each second, and kopf's view of it lags: a 409 on the
+    status move reads the status again and retries, as for findings."""
+    kube, calls = FakeKube(), []
+    stale = {**DETECTION, "metadata": {**DETECTION["metadata"], "resourceVersion": "7"},
+             "status": {"shards": {"cp-0": {}, "cp-2": {"counters": {"lines": 4}}}}}  # fmt: skip
+    fresh = {**stale, "metadata": {**stale["metadata"], "resourceVersion": "9"},
+             "status": {"shards": {"cp-0": {}, "cp-2": {"counters": {"lines": 6}}}}}  # fmt: skip
+
+    async def list_findings(namespace, detection):
+        return []
+
+    async def get_detection(namespace, name):
+        return fresh
+
+    async def patch_detection_status(namespace, name, status, since=None, resource_version=""):
+        calls.append((resource_version, status["retired"]["counters"]["lines"]))
+        if resource_version != "9":
+            raise ApiException(status=409, reason="Conflict")
+
+    kube.list_findings, kube.get_detection, kube.patch_detection_status = (
+        list_findings,
+        get_detection,
+        patch_detection_status,
+    )
+    leases = ShardLeases(kube, "auditwatch", "cp-0", None, lease_seconds=40)
+    leases.observe([("cp-0", "1")], now=0.0)
+    leases.gone_for("cp-2")
+    leases._gone["cp-2"] -= 3600
+    assert await retire_gone_shards(kube, stale, leases, 3600, Aggregator("seed", ["user"], "", 10), LOG) == ["cp-2"]
+    assert calls == [("7", 4), ("9", 6)]  # the move made again from the status as it is

@@ -128,6 +128,9 @@ class Kube:
                     raise
                 await _call(self.custom.create_namespaced_custom_object, *args, body)
 
+    async def get_detection(self, namespace: str, name: str) -> dict[str, Any]:
+        return await _call(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "auditdetections", name)
+
     async def patch_detection_status(
         self,
         namespace: str,

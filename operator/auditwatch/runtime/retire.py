@@ -4,8 +4,7 @@ One replica retires (``ShardLeases.retires``): a shard in the detection's status
 without a Lease for ``retire_shards_seconds`` has its part of every finding of the detection moved
 first, then its part of the detection's status, so a replica stopped in between finds the shard in
 the status again and finishes. Each move is one PATCH under the object's resourceVersion, through the
-write budget: a finding another shard wrote meanwhile is read again; a status kopf's view of which
-is stale is left for the next round.
+write budget: an object another replica wrote meanwhile (409) is read again.
 """
 
 from __future__ import annotations
@@ -35,15 +34,24 @@ async def retire_gone_shards(
     moved = 0
     for obj in await kube.list_findings(namespace, name):
         moved += await _retire_finding(kube, obj, gone, aggregator)
-    patch = retire_detection(status, gone)
-    if patch is not None:
+    version, written = meta["resourceVersion"], False
+    for _ in range(MAX_CONFLICTS):  # every replica writes the status each second: read it again on a conflict
+        patch = retire_detection(status, gone)
+        if patch is None:
+            break
         try:
-            await kube.patch_detection_status(namespace, name, patch, resource_version=meta["resourceVersion"])
+            await kube.patch_detection_status(namespace, name, patch, resource_version=version)
+            written = True
+            break
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            return []  # kopf's view was behind: the next round reads the status again
-    logger.info("retired shard(s) %s of %s/%s: %d finding part(s) moved", ", ".join(gone), namespace, name, moved)
+            fresh = await kube.get_detection(namespace, name)
+            status, version = fresh.get("status") or {}, fresh["metadata"]["resourceVersion"]
+    else:
+        return []  # the next round tries again
+    if moved or written:  # else kopf's view of the detection was behind: retired already
+        logger.info("retired shard(s) %s of %s/%s: %d finding part(s) moved", ", ".join(gone), namespace, name, moved)
     return gone
 
 
