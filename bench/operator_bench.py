@@ -177,6 +177,7 @@ class Poller(threading.Thread):
         self.burst_shown = 0.0  # when the last of the first burst's findings was seen
         self.fresh: list[tuple[float, float]] = []  # the new attackers' (one IP a second): (first line, latency)
         self.stop_at = float("inf")  # the poller ends once counts are exact, or ``settle`` s after this
+        self.behind: list[int] = []  # the seed's reader: bytes written to its file and not yet read (its status)
 
     def run(self) -> None:
         seeds = set(self.seeds)
@@ -197,6 +198,10 @@ class Poller(threading.Thread):
                 before = self.counts.get(key, 0)
                 self.count_latency.extend(now - t for t in times[before:count])
                 self.counts[key] = max(before, count)
+            if now < self.stop_at:
+                shards = self.api.detection(self.seeds[0]).get("status", {}).get("shards", {})
+                sources = shards.get("default", {}).get("sources") or [{}]
+                self.behind.append(int((sources[0].get("file") or {}).get("lagBytes", 0)))
             if now > self.stop_at and self.exact():
                 return
             time.sleep(0.2)
@@ -309,10 +314,11 @@ def run_step(c: DevCluster, api: Api, step: Step, seconds: float, geo: str, log:
         wait_ready(api, seeds[0])
         written: dict[str, list[float]] = defaultdict(list)
         poller = Poller(api, seeds, written, settle=180 if step.flood else 60)
-        since, cpu0, started = now_stamp(), cpu_seconds(op.pid), time.monotonic()
+        since, cpu0, started, size = now_stamp(), cpu_seconds(op.pid), time.monotonic(), log.stat().st_size
         poller.start()
         offered = append_lines(log, step.rate, seconds, step.flood, written)
         elapsed = time.monotonic() - started
+        bytes_per_s = (log.stat().st_size - size) / elapsed
         poller.stop_at = time.monotonic()
         poller.join()
         caught_up = time.monotonic() - poller.stop_at
@@ -320,7 +326,7 @@ def run_step(c: DevCluster, api: Api, step: Step, seconds: float, geo: str, log:
         rss, until, lag = peak_rss_mb(op.pid), now_stamp(), loop_lag(port)
         time.sleep(2)  # the last writes reach the audit log
         report(api, seeds[0], step, offered, elapsed, written, poller, caught_up, cpu, rss, lag,
-               api_writes(c.audit_log, since, until))  # fmt: skip
+               api_writes(c.audit_log, since, until), bytes_per_s)  # fmt: skip
     finally:  # the detections go while the operator runs, so that it removes their finalizers
         c.kubectl("delete", "auditdetections", "-n", "auditwatch", "--all", "--timeout=60s")
         op.terminate()
@@ -342,6 +348,7 @@ def report(
     rss: float,
     lag: str,
     writes: tuple[Counter[str], Counter[str], float],
+    bytes_per_s: float,
 ) -> None:
     kinds, peak, window = writes
     status = api.detection(seed).get("status", {})
@@ -364,6 +371,10 @@ def report(
           f"{quantile(fresh, 99):.2f} s ({len(fresh)})")  # fmt: skip
     print(f"  count visible p50 {quantile(counts, 50):.2f} s, p99 {quantile(counts, 99):.2f} s")
     print(f"  operator CPU {cpu:.0f}%, peak RSS {rss:.0f} MB; event loop lag {lag}")
+    behind = [b / bytes_per_s for b in poller.behind] if bytes_per_s else []
+    print(f"  the shared reader behind the file (the seed's status; each detection's queue holds 8 chunks "
+          f"more): p50 {quantile(behind, 50):.2f} s, p99 {quantile(behind, 99):.2f} s, "
+          f"max {max(behind, default=0):.2f} s of lines")  # fmt: skip
     busiest = ", ".join(f"{k} {v}" for k, v in peak.most_common())
     print(f"  API writes {sum(kinds.values()) / window:.1f}/s over {window:.0f} s (busiest second: {busiest}): "
           + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))  # fmt: skip

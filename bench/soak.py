@@ -228,6 +228,8 @@ def main() -> None:
             traffic.running.clear()
             took = exact_after(c, aside, 120)
             node, event = next(generation) % 3, next(events)
+            if event == "restart-apiserver":  # not API server 0: the local garbage collector talks to it only
+                node = node or 2
             at = f"{time.monotonic() - started:5.0f} s"
             print(f"{at}: seed exact {waited(took, 120)}; then {event} on node {node}", flush=True)
             if event == "replace":
@@ -244,9 +246,9 @@ def main() -> None:
             elif event == "kill":
                 replicas[node].stop(kill=True)
                 replicas[node].start()
-            else:  # not API server 0: the local controller manager (its garbage collector) talks to that one only
-                c.stop_process(c.apiserver(node or 2))
-                c.start_process(c.apiserver(node or 2))
+            else:
+                c.stop_process(c.apiserver(node))
+                c.start_process(c.apiserver(node))
             traffic.running.set()
             next_event = time.monotonic() + args.cycle
         traffic.running.clear()

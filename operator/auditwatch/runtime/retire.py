@@ -2,17 +2,19 @@
 
 One replica retires (``ShardLeases.retires``): a shard in the detection's status that it has seen
 without a Lease for ``retire_shards_seconds`` has its part of every finding of the detection moved
-first, then its part of the detection's status, so a replica stopped in between finds the shard in
-the status again and finishes. Each move is one PATCH under the object's resourceVersion, through the
+first, then, once no finding holds a part of it, its part of the detection's status: a replica
+stopped in between, or a finding other replicas kept writing, finds the shard in the status again
+next time. Each move is one PATCH under the object's resourceVersion, through the
 write budget: an object another replica wrote meanwhile (409) is read again.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from typing import Any, Literal
 
-from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.aggregate import Aggregator, newer
 from auditwatch.findings.retire import retire_detection, retire_finding
 from auditwatch.kube.client import ApiException, Kube
 from auditwatch.runtime.shards import ShardLeases
@@ -31,9 +33,13 @@ async def retire_gone_shards(
         return []
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    moved = 0
-    for obj in await kube.list_findings(namespace, name):
-        moved += await _retire_finding(kube, obj, gone, aggregator)
+    outcomes = [await _retire_finding(kube, obj, gone, aggregator) for obj in await kube.list_findings(namespace, name)]
+    if "kept" in outcomes:  # the status keeps the shards until no finding has a part of them
+        logger.info(
+            "shard(s) %s of %s/%s: findings written meanwhile, retired next time", ", ".join(gone), namespace, name
+        )
+        return []
+    moved = outcomes.count("moved")
     version, written = meta["resourceVersion"], False
     for _ in range(MAX_CONFLICTS):  # every replica writes the status each second: read it again on a conflict
         patch = retire_detection(status, gone)
@@ -55,25 +61,40 @@ async def retire_gone_shards(
     return gone
 
 
-async def _retire_finding(kube: Kube, obj: dict[str, Any], gone: list[str], aggregator: Aggregator) -> int:
-    """Move the gone shards' parts of one finding (1 when it had some); the object as written goes to the
-    aggregator, so this replica's next write of it holds."""
+async def _retire_finding(
+    kube: Kube, obj: dict[str, Any], gone: list[str], aggregator: Aggregator
+) -> Literal["moved", "none", "kept"]:
+    """Move the gone shards' parts of one finding: "moved", "none" (it had none, or is gone), or "kept"
+    (other replicas' writes won every attempt). The object as written goes to the aggregator, so this
+    replica's next write of it holds."""
     meta = obj["metadata"]
     for _ in range(MAX_CONFLICTS):
-        patch = retire_finding(obj.get("status") or {}, gone)
-        if patch is None:
-            return 0
-        body: dict[str, Any] = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
+        if retire_finding(obj.get("status") or {}, gone) is None:
+            return "none"
         try:
-            written = await kube.patch_finding(meta["namespace"], meta["name"], body.copy)
+            move = functools.partial(_move, obj, gone, aggregator)
+            written = await kube.patch_finding(meta["namespace"], meta["name"], move)
         except ApiException as exc:
             if exc.status == 404:
-                return 0
+                return "none"
             if exc.status != 409:
                 raise
             obj = await kube.get_finding(meta["namespace"], meta["name"])
             meta = obj["metadata"]
             continue
         aggregator.observe(written)
-        return 1
-    return 0
+        return "moved"
+    return "kept"
+
+
+def _move(obj: dict[str, Any], gone: list[str], aggregator: Aggregator) -> dict[str, Any]:
+    """The move's PATCH, made when the write budget lets it go: from the finding as this replica holds it
+    then (the findings watch keeps it current, so the precondition mostly holds while the other
+    replicas write it every second), else as listed."""
+    meta = obj["metadata"]
+    status, version = obj.get("status") or {}, meta["resourceVersion"]
+    held = aggregator.findings.get(meta["name"])
+    if held is not None and held.uid == meta["uid"] and newer(held.resource_version, version):
+        status = {"shards": held.others, "retired": held.retired.model_dump(mode="json")}
+        version = held.resource_version
+    return {"metadata": {"resourceVersion": version}, "status": retire_finding(status, gone) or {}}
