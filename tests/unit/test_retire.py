@@ -35,6 +35,36 @@ def part(count, seen, checkpoint=0):
     return {"count": count, "firstSeen": seen, "lastSeen": seen, "checkpoints": {"log": checkpoint or count}}
 
 
+async def write_all(kube, aggregator, now):
+    """What ``aggregator`` counted, written by its replica's writer."""
+    writer = Writer(kube, DETECTION, FindingPolicy(severity="low", riskScore=20), LOG)
+    writer.flush(aggregator, now)
+    await writer.settle(aggregator)
+
+
+async def counted(kube, shard, events):
+    """The replica of ``shard`` after counting ``events`` of one finding and writing it: its aggregator
+    and the finding's name."""
+    aggregator = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard=shard)
+    aggregator.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=events)
+    await write_all(kube, aggregator, 100.0)
+    [name] = kube.objects
+    return aggregator, name
+
+
+def cp2_gone_an_hour(kube):
+    """cp-0's view of the Leases: cp-0 alone, cp-2's gone for an hour."""
+    leases = ShardLeases(kube, "auditwatch", "cp-0", None, lease_seconds=40)
+    leases.observe([("cp-0", "1")], now=0.0)
+    leases.gone_for("cp-2")
+    leases._gone["cp-2"] -= 3600
+    return leases
+
+
+def detection(shards):
+    return {**DETECTION, "metadata": {**DETECTION["metadata"], "resourceVersion": "7"}, "status": {"shards": shards}}
+
+
 def total(status):
     """What a finding's count must be: its live parts and its retired ones."""
     return sum(p["count"] for p in status.get("shards", {}).values()) + status.get("retired", {}).get("count", 0)
@@ -88,13 +118,8 @@ def test_a_detection_status_keeps_the_latest_retired_shards_and_every_counter():
 @pytest.mark.asyncio
 async def test_a_shard_back_under_its_name_takes_its_part_back_and_counts_nothing_twice():
     kube = FakeKube()
-    policy = FindingPolicy(severity="low", riskScore=20)
-    first = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-1")
-    first.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=7)
-    writer = Writer(kube, DETECTION, policy, LOG)
-    writer.flush(first, 100.0)
-    await writer.settle(first)
-    [(name, obj)] = kube.objects.items()
+    _, name = await counted(kube, "cp-1", 7)
+    obj = kube.objects[name]
     kube.objects[name] = obj = merge_patch(obj, {"status": retire_finding(obj["status"], ["cp-1"])})
     assert obj["status"]["count"] == 7 and "cp-1" not in obj["status"]["shards"]
 
@@ -104,9 +129,7 @@ async def test_a_shard_back_under_its_name_takes_its_part_back_and_counts_nothin
     assert (finding.count, finding.total, finding.dirty) == (7, 7, True)  # its part, to take back
     assert back.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=7) == "skipped"  # read again: in already
     assert back.add(ROW, "log", 100, 150, "2026-01-01T00:01:00Z", events=2) == "updated"
-    writer = Writer(kube, DETECTION, policy, LOG)
-    writer.flush(back, 200.0)
-    await writer.settle(back)
+    await write_all(kube, back, 200.0)
     status = kube.objects[name]["status"]
     assert status["shards"]["cp-1"]["count"] == 9 and status["count"] == total(status) == 9
     assert status["retired"] == {"count": 0, "firstSeen": "2026-01-01T00:00:00Z", "lastSeen": "2026-01-01T00:00:00Z",
@@ -116,19 +139,14 @@ async def test_a_shard_back_under_its_name_takes_its_part_back_and_counts_nothin
 @pytest.mark.asyncio
 async def test_a_retirement_that_crosses_the_shard_s_return_is_undone_by_its_next_write():
     kube = FakeKube()
-    live = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-1")
-    live.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=3)
-    writer = Writer(kube, DETECTION, FindingPolicy(severity="low", riskScore=20), LOG)
-    writer.flush(live, 100.0)
-    await writer.settle(live)
-    [(name, obj)] = kube.objects.items()
+    live, name = await counted(kube, "cp-1", 3)
+    obj = kube.objects[name]
     retired = merge_patch(obj, {"status": retire_finding(obj["status"], ["cp-1"])})
     retired["metadata"]["resourceVersion"] = "99"
     live.observe(retired)  # seen on the watch while cp-1 still counts
     assert live.findings[name].total == 3 and live.findings[name].dirty  # not counted twice meanwhile
     kube.objects[name] = retired
-    writer.flush(live, 200.0)
-    await writer.settle(live)
+    await write_all(kube, live, 200.0)
     status = kube.objects[name]["status"]
     assert status["shards"]["cp-1"]["count"] == 3 and status["retired"]["count"] == 0 and status["count"] == 3
 
@@ -136,13 +154,10 @@ async def test_a_retirement_that_crosses_the_shard_s_return_is_undone_by_its_nex
 @pytest.mark.asyncio
 async def test_one_replica_retires_a_shard_gone_long_enough_findings_first():
     kube, calls = FakeKube(), []
-    live = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-0")
-    live.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=3)
-    writer = Writer(kube, DETECTION, FindingPolicy(severity="low", riskScore=20), LOG)
-    writer.flush(live, 100.0)
-    await writer.settle(live)
-    [(name, obj)] = kube.objects.items()
-    kube.objects[name] = merge_patch(obj, {"status": {"count": 8, "shards": {"cp-2": part(5, "2026-01-01T00:00:00Z")}}})
+    live, name = await counted(kube, "cp-0", 3)
+    kube.objects[name] = merge_patch(
+        kube.objects[name], {"status": {"count": 8, "shards": {"cp-2": part(5, "2026-01-01T00:00:00Z")}}}
+    )
 
     async def list_findings(namespace, detection):
         return copy.deepcopy(list(kube.objects.values()))
@@ -151,8 +166,7 @@ async def test_one_replica_retires_a_shard_gone_long_enough_findings_first():
         calls.append((status, resource_version))
 
     kube.list_findings, kube.patch_detection_status = list_findings, patch_detection_status
-    body = {**DETECTION, "metadata": {**DETECTION["metadata"], "resourceVersion": "7"},
-            "status": {"shards": {"cp-0": {}, "cp-1": {}, "cp-2": {"counters": {"lines": 4}}}}}  # fmt: skip
+    body = detection({"cp-0": {}, "cp-1": {}, "cp-2": {"counters": {"lines": 4}}})
     leases = ShardLeases(kube, "auditwatch", "cp-0", None, lease_seconds=40)
     leases.observe([("cp-0", "1"), ("cp-1", "1")], now=0.0)
     assert await retire_gone_shards(kube, body, leases, 3600, live, LOG) == []  # gone for 0 s so far
@@ -174,8 +188,7 @@ async def test_a_status_written_by_another_replica_meanwhile_is_read_again():
     """Every replica writes the detection's status each second, and kopf's view of it lags: a 409 on the
     status move reads the status again and retries, as for findings."""
     kube, calls = FakeKube(), []
-    stale = {**DETECTION, "metadata": {**DETECTION["metadata"], "resourceVersion": "7"},
-             "status": {"shards": {"cp-0": {}, "cp-2": {"counters": {"lines": 4}}}}}  # fmt: skip
+    stale = detection({"cp-0": {}, "cp-2": {"counters": {"lines": 4}}})
     fresh = {**stale, "metadata": {**stale["metadata"], "resourceVersion": "9"},
              "status": {"shards": {"cp-0": {}, "cp-2": {"counters": {"lines": 6}}}}}  # fmt: skip
 
@@ -195,10 +208,7 @@ async def test_a_status_written_by_another_replica_meanwhile_is_read_again():
         get_detection,
         patch_detection_status,
     )
-    leases = ShardLeases(kube, "auditwatch", "cp-0", None, lease_seconds=40)
-    leases.observe([("cp-0", "1")], now=0.0)
-    leases.gone_for("cp-2")
-    leases._gone["cp-2"] -= 3600
+    leases = cp2_gone_an_hour(kube)
     assert await retire_gone_shards(kube, stale, leases, 3600, Aggregator("seed", ["user"], "", 10), LOG) == ["cp-2"]
     assert calls == [("7", 4), ("9", 6)]  # the move made again from the status as it is
 
@@ -208,13 +218,10 @@ async def test_the_status_keeps_a_shard_while_a_finding_still_holds_a_part_of_it
     """Found by the soak run: the finding's move lost every attempt to the other replicas' writes, the
     status moved anyway, and the finding's part was never retired (the next rounds look at the status)."""
     kube, calls = FakeKube(), []
-    live = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-0")
-    live.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=3)
-    writer = Writer(kube, DETECTION, FindingPolicy(severity="low", riskScore=20), LOG)
-    writer.flush(live, 100.0)
-    await writer.settle(live)
-    [(name, obj)] = kube.objects.items()
-    kube.objects[name] = merge_patch(obj, {"status": {"count": 8, "shards": {"cp-2": part(5, "2026-01-01T00:00:00Z")}}})
+    live, name = await counted(kube, "cp-0", 3)
+    kube.objects[name] = merge_patch(
+        kube.objects[name], {"status": {"count": 8, "shards": {"cp-2": part(5, "2026-01-01T00:00:00Z")}}}
+    )
     patch_finding = kube.patch_finding
 
     async def busy(namespace, name, make_patch, since=None):  # another replica wrote first, every time
@@ -228,12 +235,7 @@ async def test_the_status_keeps_a_shard_while_a_finding_still_holds_a_part_of_it
         calls.append(status)
 
     kube.list_findings, kube.patch_detection_status, kube.patch_finding = list_findings, patch_detection_status, busy
-    body = {**DETECTION, "metadata": {**DETECTION["metadata"], "resourceVersion": "7"},
-            "status": {"shards": {"cp-0": {}, "cp-2": {}}}}  # fmt: skip
-    leases = ShardLeases(kube, "auditwatch", "cp-0", None, lease_seconds=40)
-    leases.observe([("cp-0", "1")], now=0.0)
-    leases.gone_for("cp-2")
-    leases._gone["cp-2"] -= 3600
+    body, leases = detection({"cp-0": {}, "cp-2": {}}), cp2_gone_an_hour(kube)
     assert await retire_gone_shards(kube, body, leases, 3600, live, LOG) == []
     assert calls == [] and "cp-2" in kube.objects[name]["status"]["shards"]
     kube.patch_finding = patch_finding  # the writes calm down: the next round retires it
@@ -246,12 +248,7 @@ async def test_the_move_is_made_from_the_finding_as_the_watch_last_showed_it():
     """Listed a while ago, written by the others since: the move's PATCH takes the precondition and the
     parts from the finding as this replica holds it when the budget lets the write go, not a 409 and a read."""
     kube = FakeKube()
-    live = Aggregator("seed", ["user", "src_ip"], "", max_findings=10, shard="cp-0")
-    live.add(ROW, "log", 0, 100, "2026-01-01T00:00:00Z", events=3)
-    writer = Writer(kube, DETECTION, FindingPolicy(severity="low", riskScore=20), LOG)
-    writer.flush(live, 100.0)
-    await writer.settle(live)
-    [name] = kube.objects
+    live, name = await counted(kube, "cp-0", 3)
     kube.watchers.append(live.observe)
 
     async def cp2_writes(count):  # cp-2's replica, before it went; the watch shows each write
@@ -269,12 +266,7 @@ async def test_the_move_is_made_from_the_finding_as_the_watch_last_showed_it():
         pass
 
     kube.list_findings, kube.patch_detection_status = list_findings, patch_detection_status
-    body = {**DETECTION, "metadata": {**DETECTION["metadata"], "resourceVersion": "7"},
-            "status": {"shards": {"cp-0": {}, "cp-2": {}}}}  # fmt: skip
-    leases = ShardLeases(kube, "auditwatch", "cp-0", None, lease_seconds=40)
-    leases.observe([("cp-0", "1")], now=0.0)
-    leases.gone_for("cp-2")
-    leases._gone["cp-2"] -= 3600
+    body, leases = detection({"cp-0": {}, "cp-2": {}}), cp2_gone_an_hour(kube)
     kube.calls.clear()
     assert await retire_gone_shards(kube, body, leases, 3600, live, LOG) == ["cp-2"]
     assert kube.calls == [("patch", name)]  # no conflict, no read

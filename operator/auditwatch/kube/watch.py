@@ -84,14 +84,11 @@ class FindingsWatch:
                     version = self._now(namespace)
                     self._from_now[namespace].set()
                 version = self._stream(namespace, w, version)
-            except ApiException as exc:
-                if exc.status == 410:  # expired: writes in between cost a conflict each, no more
+            except Exception as exc:  # also connection refused or reset: the API server restarting
+                if isinstance(exc, ApiException) and exc.status == 410:  # expired: costs conflicts, no more
                     log.info("findings watch in %s: version %s expired, watching from now", namespace or "*", version)
                     version = ""
                     continue
-                log.warning("findings watch in %s: %s; again in %.0f s", namespace or "*", exc, RETRY_SECONDS)
-                self._stopped.wait(RETRY_SECONDS)
-            except Exception as exc:  # connection refused or reset: the API server restarting
                 log.warning("findings watch in %s: %s; again in %.0f s", namespace or "*", exc, RETRY_SECONDS)
                 self._stopped.wait(RETRY_SECONDS)
 

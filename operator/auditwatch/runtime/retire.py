@@ -11,16 +11,14 @@ write budget: an object another replica wrote meanwhile (409) is read again.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any, Literal
 
 from auditwatch.findings.aggregate import Aggregator, newer
 from auditwatch.findings.retire import retire_detection, retire_finding
+from auditwatch.findings.writer import MAX_CONFLICTS
 from auditwatch.kube.client import ApiException, Kube
+from auditwatch.runtime.services import Logger
 from auditwatch.runtime.shards import ShardLeases
-
-Logger = logging.Logger | logging.LoggerAdapter[Any]
-MAX_CONFLICTS = 10
 
 
 async def retire_gone_shards(
