@@ -7,11 +7,23 @@ import pytest
 
 from auditwatch.api.models import Source, SourceStatus
 from auditwatch.api.settings import Settings
+from auditwatch.engine.worker import Recipe
 from auditwatch.runtime.readers import Readers
 from auditwatch.sources import file as file_source
+from auditwatch.spl import plan_search
+from corpus import SHIPPED, detection_plan, generated_events, lines_of
 from factory import checkpoint
 
 pytestmark = pytest.mark.asyncio
+
+
+async def stop(task: asyncio.Task, sub) -> None:
+    """Stop a reader; the last one out waits for the shared tail to stop (its worker process killed)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    shared = sub.shared._task
+    if not sub.shared.subscribers and shared is not None:
+        await asyncio.gather(shared, return_exceptions=True)
 
 
 class Collector:
@@ -38,8 +50,7 @@ class Collector:
         return [line for line, _ in self.lines]
 
     async def stop(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
+        await stop(self.task, self.sub)
 
 
 @pytest.fixture
@@ -186,3 +197,61 @@ async def test_a_status_saved_before_positions_had_sub_objects_resumes_where_it_
     assert await resumed.wait(5) == [b"old%d" % i for i in range(5, 10)]  # 5 bytes a line: 5 were read
     assert resumed.lines[0][1] == 525  # the seq runs on from the saved one
     await resumed.stop()
+
+
+class Matcher:
+    """Reads a subscription as a detection does: the worker's matches, else its own evaluation."""
+
+    def __init__(self, sub, recipe) -> None:
+        self.sub, self.evaluator = sub, recipe.evaluator()
+        self.records: list[tuple[int, dict]] = []
+        self.read, self.by_worker, self.here = 0, 0, 0
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for d in self.sub.chunks():
+            if d.evaluated is not None:
+                self.by_worker += 1
+                found = d.evaluated.records
+            else:
+                self.here += 1
+                found = list(self.evaluator.records(d.data, d.origin, d.decoded))
+            self.records += [(d.seq + start, record) for start, _, record in found]
+            self.read = d.seq + len(d.data)
+
+    async def wait(self, size: int) -> None:
+        for _ in range(1000):
+            if self.read >= size:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"read {self.read} of {size} bytes")
+
+    async def stop(self) -> None:
+        await stop(self.task, self.sub)
+
+
+@pytest.mark.parametrize("worker", [True, False])
+async def test_each_subscriber_gets_its_own_matches_and_one_that_joins_later_evaluates_what_it_catches_up(
+    tmp_path, worker
+):
+    log = tmp_path / "audit.log"
+    data = lines_of(generated_events(5, 6000), 5)
+    third, two_thirds = (data.index(b"\n", len(data) * k // 3) + 1 for k in (1, 2))
+    log.write_bytes(data[:third])
+    r = Readers(Settings(poll_seconds=0.01, allow_paths=("/",), evaluation_worker=worker))
+    seed, gets = Recipe(detection_plan(SHIPPED[0])), Recipe(plan_search("verb=get | stats count BY user.username"))
+    early = Matcher(r.subscribe(source(log), None, seed), seed)
+    await early.wait(third)
+    late = Matcher(r.subscribe(source(log), None, gets), gets)
+    for end in (two_thirds, len(data)):  # the late one catches up on its own, then joins
+        with open(log, "ab") as f:
+            f.write(data[f.tell() : end])
+        await early.wait(end)
+        await late.wait(end)
+    for matcher, recipe in ((early, seed), (late, gets)):
+        expected = [(start, record) for start, _, record in recipe.evaluator().records(data, str(log))]
+        assert matcher.records == expected and expected
+    assert late.here > 0 and late.sub.joined_at is not None
+    assert (early.by_worker > 0 and late.by_worker > 0) == worker and (early.here == 0) == worker
+    await early.stop()
+    await late.stop()

@@ -73,6 +73,9 @@ class Settings(BaseModel):
     # Where the node's file system is, when not at / (a node's root mounted elsewhere; the local HA control
     # plane's nodes): file sources' paths and allow_paths are read below it.
     host_root: str = ""
+    # Each shared reader's chunks are evaluated in a worker process of its own (engine/worker.py), so that
+    # evaluation holds neither the event loop nor the GIL that writes and watches need; off: on the loop.
+    evaluation_worker: bool = True
     poll_seconds: Seconds = 0.1  # a file tail at the end of its file looks again after this long
     flush_seconds: Seconds = 0.25  # due findings are written this often
     status_seconds: Seconds = 1.0  # a detection's status is written at most this often

@@ -51,6 +51,15 @@ def register(sub: Any) -> None:
         help="FilterLogEvents calls per CloudWatch log group, however many detections read it (default 1; "
         "the quota is per account and region, 5/s, and shared with every other reader of the account)",
     )
+    p.add_argument(
+        "--no-evaluation-worker",
+        dest="evaluation_worker",
+        action="store_false",
+        default=None,
+        help="evaluate on the operator's event loop instead of in one worker process per source read (the "
+        "default: evaluation then holds neither the loop nor the GIL that writes and watches need, at the "
+        "cost of a process of about 40 MB per source)",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     settings_options(p)
     p.set_defaults(func=run_command)

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from auditwatch.api.models import AuditDetectionSpec, SourceStatus
-from auditwatch.engine.evaluate import Counters, Evaluator
+from auditwatch.audit.decode import Record
+from auditwatch.engine.evaluate import Counters
+from auditwatch.engine.pipeline import EngineError
 from auditwatch.engine.stream import TIME_FIELD, RowStream
+from auditwatch.engine.worker import Recipe
 from auditwatch.findings.aggregate import Aggregator
 from auditwatch.findings.report import ReportMirror
 from auditwatch.findings.writer import Writer
 from auditwatch.ir.plan import Plan
 from auditwatch.ir.planner import recorded_fields
 from auditwatch.kube.client import Kube
-from auditwatch.runtime.readers import Subscription
+from auditwatch.runtime.readers import Delivery, Subscription
 from auditwatch.runtime.services import Logger, Services
 from auditwatch.sources import Position
 from auditwatch.times import parse_duration
@@ -70,7 +74,8 @@ class Generation:
             ReportMirror(kube, detection, finding, logger, settings.report_seconds) if settings.reports else None
         )
         self.ttl = parse_duration(finding.ttl)
-        self.evaluator = Evaluator(plan, extra_fields=frozenset([TIME_FIELD]), geoip_db=settings.geoip_db)
+        self.recipe = Recipe(plan, frozenset([TIME_FIELD]), settings.geoip_db)
+        self.evaluator = self.recipe.evaluator()  # for what the source's worker did not evaluate
         self.evaluator.counters = counters  # the detection's, carried across generations
         self.stream = RowStream(self.evaluator.pipeline, parse_duration(spec.window))
         self._source_specs, self._saved, self._readers = spec.sources, saved, services.readers
@@ -89,9 +94,8 @@ class Generation:
         if self.peers is not None:
             self.peers.follow(self.namespace, self.name, self.aggregator)
         self.writer.resume_alerts(self.aggregator)
-        prefilter = self.evaluator.prefilter
         self.sources = {
-            s.name: self._readers.subscribe(s, self._saved.get(s.name), prefilter) for s in self._source_specs
+            s.name: self._readers.subscribe(s, self._saved.get(s.name), self.recipe) for s in self._source_specs
         }
         self._tasks = [asyncio.create_task(self._read(name, src)) for name, src in self.sources.items()]
 
@@ -111,12 +115,12 @@ class Generation:
             source.close()
 
     async def _read(self, name: str, source: Subscription) -> None:
-        evaluator, stream, aggregator = self.evaluator, self.stream, self.aggregator
+        stream, aggregator = self.stream, self.aggregator
         async for chunk in source.chunks():
             wall = datetime.now(UTC)
             now = wall.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             held = time.perf_counter()
-            for start, end, record in evaluator.records(chunk.data, chunk.origin, chunk.decoded):
+            for start, end, record in self._records(chunk):
                 seen = record.get(TIME_FIELD, [now])[0]
                 for row, events in stream.add(record, name, chunk.seq + start, wall.timestamp()):
                     self.rows += 1
@@ -127,6 +131,16 @@ class Generation:
             self.read_seq[name] = chunk.seq + len(chunk.data)
             source.forget(self._resume_seq(name))  # the source may forget what is before it
             await asyncio.sleep(0)
+
+    def _records(self, chunk: Delivery) -> Iterable[tuple[int, int, Record]]:
+        """The chunk's matched records, as the source's worker evaluated them or evaluated here."""
+        done, counters = chunk.evaluated, self.evaluator.counters
+        if done is None:
+            return self.evaluator.records(chunk.data, chunk.origin, chunk.decoded)
+        if done.error:
+            raise EngineError(done.error)
+        counters.add(done.counters, line_offset=counters.lines)
+        return done.records
 
     def _resume_seq(self, name: str) -> int:
         """Where a restart must read ``name`` from: no unwritten finding, no window being filled, is lost."""

@@ -13,6 +13,11 @@ own seq space, so its findings' checkpoints and its saved position stay exact:
 - Its position for a seq is found through the private tail before the join, through the shared tail
   after; the shared tail forgets only what no subscriber may still resume from.
 - Leaving (a spec change, a deletion) closes one subscription; the tail stops with the last one.
+
+The shared chunks are evaluated for every member at once in the tail's worker process (engine/worker.py)
+and each member is handed its own matches; a member that joined while its chunk was being evaluated,
+and the private tails that catch up, evaluate on the event loop (as everything does with
+``--no-evaluation-worker``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,7 +35,8 @@ from auditwatch.api.models import Source as SourceSpec
 from auditwatch.api.models import SourceKind, SourceStatus
 from auditwatch.api.settings import Settings
 from auditwatch.engine.evaluate import Decoded
-from auditwatch.engine.prefilter import MAX_LITERALS, Prefilter
+from auditwatch.engine.prefilter import MAX_LITERALS, Prefilter, derive
+from auditwatch.engine.worker import Evaluated, Recipe, Worker
 from auditwatch.sources import Chunk, Position, Tail
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from auditwatch.sources.file import FilePosition, FileTail
@@ -43,12 +50,14 @@ OpenTail = Callable[[Any], Tail]  # a tail from a position of its kind (None: wh
 
 @dataclass(frozen=True)
 class Delivery:
-    """Whole lines for one subscriber: ``seq`` in its own seq space; ``decoded`` shared with the others."""
+    """Whole lines for one subscriber: ``seq`` in its own seq space; ``decoded`` shared with the others,
+    ``evaluated`` by the worker for this subscriber (None: evaluate ``data`` here)."""
 
     data: bytes
     seq: int
     origin: str
-    decoded: Decoded | None
+    decoded: Decoded | None = None
+    evaluated: Evaluated | None = None
 
 
 class Readers:
@@ -59,13 +68,15 @@ class Readers:
         self.shared: dict[tuple[str, ...], SharedTail] = {}
         self.log_groups: dict[tuple[str, str], LogGroup] = {}  # one call budget per log group
 
-    def subscribe(self, spec: SourceSpec, saved: SourceStatus | None, prefilter: Prefilter | None) -> Subscription:
-        """Read ``spec`` from the position ``saved`` records (none: where a new detection starts)."""
+    def subscribe(self, spec: SourceSpec, saved: SourceStatus | None, recipe: Recipe | None) -> Subscription:
+        """Read ``spec`` from the position ``saved`` records (none: where a new detection starts), for the
+        evaluator ``recipe`` makes (none: every line, not evaluated)."""
         key, open_tail, start = OPENERS[spec.kind](self, spec, saved)
         shared = self.shared.get(key)
         if shared is None or shared.broken:
-            shared = self.shared[key] = SharedTail(open_tail, lambda: self._drop(key, shared))
-        return shared.subscribe(start, prefilter)
+            worker = self.settings.evaluation_worker
+            shared = self.shared[key] = SharedTail(open_tail, lambda: self._drop(key, shared), worker)
+        return shared.subscribe(start, recipe)
 
     def _drop(self, key: tuple[str, ...], shared: SharedTail | None) -> None:
         if self.shared.get(key) is shared:
@@ -117,8 +128,8 @@ OPENERS: dict[SourceKind, Opener] = {"file": _open_file, "webhook": _open_webhoo
 class SharedTail:
     """One tail of one source and the subscribers it hands chunks to."""
 
-    def __init__(self, open_tail: OpenTail, on_empty: Callable[[], None]) -> None:
-        self.open_tail, self.on_empty = open_tail, on_empty
+    def __init__(self, open_tail: OpenTail, on_empty: Callable[[], None], worker: bool = True) -> None:
+        self.open_tail, self.on_empty, self.use_worker = open_tail, on_empty, worker
         self.tail: Tail | None = None
         self.members: list[Subscription] = []  # joined: take the shared chunks
         self.subscribers: list[Subscription] = []  # all, catching up or joined
@@ -126,8 +137,8 @@ class SharedTail:
         self.broken = False
         self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self, start: Position | None, prefilter: Prefilter | None) -> Subscription:
-        sub = Subscription(self, start, prefilter)
+    def subscribe(self, start: Position | None, recipe: Recipe | None) -> Subscription:
+        sub = Subscription(self, start, recipe)
         self.subscribers.append(sub)
         if self.tail is None:  # the first: the tail starts where it resumes, at shared seq 0
             self.tail = self.open_tail(None if start is None else _with_seq(start, 0))
@@ -167,25 +178,39 @@ class SharedTail:
 
     async def _run(self) -> None:
         assert self.tail is not None
+        worker = Worker() if self.use_worker else None
         try:
+            if worker is not None:
+                await worker.start()
             async for chunk in self.tail.chunks():
-                decoded = Decoded(chunk.data, self.union)
-                for sub in list(self.members):
-                    await sub.queue.put((chunk.data, chunk.seq, chunk.origin, decoded))
+                decoded, evaluated = None, {}
+                recipes = {m.key: m.recipe for m in self.members if m.recipe is not None}
+                if worker is None:
+                    decoded = Decoded(chunk.data, self.union)
+                elif recipes:
+                    evaluated = await worker.evaluate(chunk.data, chunk.origin, self.union, recipes)
+                for sub in list(self.members):  # who joined during the evaluation evaluates the chunk itself
+                    delivery = Delivery(chunk.data, chunk.seq, chunk.origin, decoded, evaluated.get(sub.key))
+                    await sub.queue.put(delivery)
         except Exception as exc:  # every subscriber's reader raises it, and restarts from its checkpoint
             self.broken = True
             for sub in self.subscribers:
                 sub.failure = exc
                 sub.drain()
                 sub.queue.put_nowait(None)
+        finally:
+            if worker is not None:
+                await worker.close()
 
 
 class Subscription:
     """One detection's reading of a shared source: chunks, positions and errors in its own seq space."""
 
-    def __init__(self, shared: SharedTail, start: Position | None, prefilter: Prefilter | None) -> None:
-        self.shared, self.start, self.prefilter = shared, start, prefilter
-        self.queue: asyncio.Queue[tuple[bytes, int, str, Decoded] | None] = asyncio.Queue(QUEUE_CHUNKS)
+    def __init__(self, shared: SharedTail, start: Position | None, recipe: Recipe | None) -> None:
+        self.shared, self.start, self.recipe = shared, start, recipe
+        self.key = next(_keys)  # the worker's name for this subscriber
+        self.prefilter = derive(recipe.plan) if recipe else None
+        self.queue: asyncio.Queue[Delivery | None] = asyncio.Queue(QUEUE_CHUNKS)
         self.private: Tail | None = None  # the tail that catches up, until the join
         self.joined_at: int | None = None  # shared seq of the first byte taken from the shared tail
         self.delta = 0  # own seq - shared seq, from the join on
@@ -234,7 +259,7 @@ class Subscription:
         try:
             async for chunk in chunks:
                 if chunk.data:
-                    yield Delivery(chunk.data, chunk.seq, chunk.origin, None)
+                    yield Delivery(chunk.data, chunk.seq, chunk.origin)
                 if self.failure is not None:
                     raise self.failure
                 tail = self.shared.tail
@@ -253,13 +278,11 @@ class Subscription:
             if item is None:
                 assert self.failure is not None
                 raise self.failure
-            data, seq, origin, shared = item
-            decoded: Decoded | None = shared
-            if seq + len(data) <= self.joined_at:
+            if item.seq + len(item.data) <= self.joined_at:
                 continue  # read by this subscriber before it joined
-            if seq < self.joined_at:  # the join is a line start inside this chunk
-                data, seq, decoded = data[self.joined_at - seq :], self.joined_at, None
-            yield Delivery(data, seq + self.delta, origin, decoded)
+            if item.seq < self.joined_at:  # the join is a line start inside this chunk: evaluated here
+                item = Delivery(item.data[self.joined_at - item.seq :], self.joined_at, item.origin)
+            yield dataclasses.replace(item, seq=item.seq + self.delta)
 
     def _shared_from(self, seq: int) -> bool:
         """Whether own ``seq`` was read from the shared tail (at or after the join), not the private one."""
@@ -289,6 +312,9 @@ class Subscription:
         with contextlib.suppress(asyncio.QueueEmpty):
             while True:
                 self.queue.get_nowait()
+
+
+_keys = itertools.count()
 
 
 def _with_seq(position: Position, seq: int) -> Position:
