@@ -21,8 +21,10 @@ writes its part and the sum computed from the object as last read, with that obj
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -64,7 +66,8 @@ class FindingState:
     first_seen: str = ""
     last_seen: str = ""
     values: dict[str, list[str]] = field(default_factory=dict)
-    latest: list[dict[str, str]] = field(default_factory=list)
+    rendered: list[dict[str, str]] = field(default_factory=list)  # the latest rows as text, newest first
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_LATEST))  # rows since, as counted
     checkpoints: dict[str, int] = field(default_factory=dict)  # persisted: seq counted through
     counted: dict[str, int] = field(default_factory=dict)  # in memory: seq counted through
     # First line start, per source, of the contributions not yet written (pending) and of those in the
@@ -84,6 +87,15 @@ class FindingState:
     alert: Literal["", "pending", "sent"] = ""
     alerted_at: float = float("-inf")  # monotonic time of the last notice
     alerted_count: int = 0  # the count the last notice said
+
+    @property
+    def latest(self) -> list[dict[str, str]]:
+        """The ``MAX_LATEST`` latest rows as text, newest first (made into text when asked for, so the rows
+        counted between two writes cost no more than a reference each)."""
+        if self.recent:
+            self.rendered = [*map(_row_text, self.recent), *self.rendered][:MAX_LATEST]
+            self.recent.clear()
+        return self.rendered
 
     @property
     def dirty(self) -> bool:
@@ -150,7 +162,8 @@ class FindingState:
         self.retired = retired_parts(status)
         for k, seen in (status.get("values") or {}).items():
             self.remember(k, seen)
-        self.latest = [*self.latest, *(r for r in status.get("latest") or [] if r not in self.latest)][:MAX_LATEST]
+        latest = self.latest
+        self.rendered = [*latest, *(r for r in status.get("latest") or [] if r not in latest)][:MAX_LATEST]
         back = self.retired.shards.get(self.shard)
         if own and (part := parts.get(self.shard) or (back and back.model_dump())):
             self.count += int(part.get("count") or 0)
@@ -179,6 +192,8 @@ class FindingState:
         if field not in self.values and len(self.values) >= MAX_FIELDS:
             return
         kept = self.values.setdefault(field, [])
+        if len(kept) >= MAX_VALUES:
+            return
         for text in texts:
             if text not in kept and len(kept) < MAX_VALUES:
                 kept.append(text)
@@ -260,8 +275,7 @@ class Aggregator:
         for k, v in row.items():
             if k != "count":
                 finding.remember(k, (_text(t) for t in (v if isinstance(v, list) else [v])))
-        latest = {k: _text(v) for k, v in list(row.items())[:MAX_FIELDS]}
-        finding.latest = [latest, *finding.latest][:MAX_LATEST]
+        finding.recent.appendleft(dict(itertools.islice(row.items(), MAX_FIELDS)))
         if not finding.pending:
             finding.since = time.monotonic()
         finding.pending.setdefault(source, line_start)
@@ -316,6 +330,10 @@ def _parts(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _earliest(*times: str) -> str:
     """The earliest of RFC 3339 times, the empty ones left out ('' when all are)."""
     return min((t for t in times if t), default="")
+
+
+def _row_text(row: dict[str, Any]) -> dict[str, str]:
+    return {k: _text(v) for k, v in row.items()}
 
 
 def _text(value: Any) -> str:
