@@ -127,16 +127,32 @@ class Api:
         return self.get(f"/apis/auditwatch.io/v1alpha1/namespaces/auditwatch/auditdetections/{name}")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def machine_jiffies() -> tuple[int, int]:
+    """The machine's CPU time so far (every core): busy, and in all."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)  # idle and iowait are not busy
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def workers(pid: int) -> list[int]:
+    """The operator's child processes: its evaluation workers."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def api_writes(audit_log: Path, since: str, until: str) -> tuple[Counter[str], Counter[str], float]:
@@ -176,14 +192,21 @@ class Poller(threading.Thread):
         self.new_latency: list[float] = []  # the first burst's findings (40 IPs in the first second)
         self.burst_shown = 0.0  # when the last of the first burst's findings was seen
         self.fresh: list[tuple[float, float]] = []  # the new attackers' (one IP a second): (first line, latency)
+        self.started = 0.0  # wall time of the step's first line
         self.stop_at = float("inf")  # the poller ends once counts are exact, or ``settle`` s after this
         self.behind: list[int] = []  # the seed's reader: bytes written to its file and not yet read (its status)
+        # Every detection's findings: (wall time first listed, wall time of its first event: status.firstSeen).
+        self.visible: dict[tuple[str, str], tuple[float, float]] = {}
 
     def run(self) -> None:
         seeds = set(self.seeds)
         while time.monotonic() < self.stop_at + self.settle:
-            now = time.monotonic()
+            now, wall = time.monotonic(), time.time()
             for f in self.api.all_findings():
+                first = f.get("status", {}).get("firstSeen")
+                name = (f["spec"]["detection"], json.dumps(f["spec"]["key"], sort_keys=True))
+                if first and name not in self.visible:
+                    self.visible[name] = (wall, datetime.fromisoformat(first).timestamp())
                 if f["spec"]["detection"] not in seeds:
                     continue
                 key = (f["spec"]["detection"], f["spec"]["key"].get("src_ip", ""))
@@ -205,6 +228,14 @@ class Poller(threading.Thread):
             if now > self.stop_at and self.exact():
                 return
             time.sleep(0.2)
+
+    def pack(self, started: float) -> tuple[list[float], float, list[float]]:
+        """Every detection's findings: the latencies of the first burst's (a first event in the step's first
+        second), when the last of them showed, and the latencies of those first seen after that."""
+        burst = [(shown, first) for shown, first in self.visible.values() if started <= first < started + 1]
+        written = max((shown for shown, _ in burst), default=started)
+        after = [shown - first for shown, first in self.visible.values() if first > written]
+        return [shown - first for shown, first in burst], written - started, after
 
     def exact(self) -> bool:
         """Every finding there will be (one per IP and detection, up to the cap) exists, with every line counted."""
@@ -257,11 +288,13 @@ class Step:
         return f"{self.n} copies of the seed" if self.copies else f"{self.n} detection(s)"
 
 
-def start_operator(c: DevCluster, geo: str, write_qps: float | None, metrics: int) -> subprocess.Popen[bytes]:
+def start_operator(
+    c: DevCluster, geo: str, write_qps: float | None, metrics: int, options: list[str]
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KUBECONFIG": str(c.operator_kubeconfig)}
     budget = ["--write-qps", str(write_qps), "--write-burst", str(round(write_qps * 1.5))] if write_qps else []
     return subprocess.Popen([sys.executable, "-m", "auditwatch", "run", "--liveness", "", "--webhook-listen=",
-                             "--allow-path", str(c.audit_dir), "--geoip-db", geo, *budget,
+                             "--allow-path", str(c.audit_dir), "--geoip-db", geo, *budget, *options,
                              "--metrics-listen", f"127.0.0.1:{metrics}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
@@ -302,28 +335,46 @@ def now_stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def run_step(c: DevCluster, api: Api, step: Step, seconds: float, geo: str, log: Path, write_qps: float | None) -> None:
+def run_step(
+    c: DevCluster,
+    api: Api,
+    step: Step,
+    seconds: float,
+    geo: str,
+    log: Path,
+    write_qps: float | None,
+    options: list[str],
+) -> None:
     log.touch()
     bodies = detections(step.n, log, step.copies)
     for body in bodies:
         c.kubectl("apply", "-f", "-", input=json.dumps(body))
     seeds = [b["metadata"]["name"] for b in bodies] if step.copies else [bodies[0]["metadata"]["name"]]
     port = free_port()
-    op = start_operator(c, geo, write_qps, port)
+    op = start_operator(c, geo, write_qps, port, options)
     try:
         wait_ready(api, seeds[0])
         written: dict[str, list[float]] = defaultdict(list)
         poller = Poller(api, seeds, written, settle=180 if step.flood else 60)
-        since, cpu0, started, size = now_stamp(), cpu_seconds(op.pid), time.monotonic(), log.stat().st_size
+        kids = workers(op.pid)
+        since, started, size = now_stamp(), time.monotonic(), log.stat().st_size
+        cpu0 = cpu_seconds([op.pid]), cpu_seconds(kids)
         poller.start()
+        poller.started, machine0 = time.time(), machine_jiffies()
         offered = append_lines(log, step.rate, seconds, step.flood, written)
         elapsed = time.monotonic() - started
         bytes_per_s = (log.stat().st_size - size) / elapsed
         poller.stop_at = time.monotonic()
         poller.join()
         caught_up = time.monotonic() - poller.stop_at
-        cpu = (cpu_seconds(op.pid) - cpu0) / (time.monotonic() - started) * 100
-        rss, until, lag = peak_rss_mb(op.pid), now_stamp(), loop_lag(port)
+        took, machine = time.monotonic() - started, machine_jiffies()
+        busy = (machine[0] - machine0[0]) / (machine[1] - machine0[1]) * 100
+        cpu = ((cpu_seconds([op.pid]) - cpu0[0]) / took * 100, (cpu_seconds(kids) - cpu0[1]) / took * 100)
+        rss, until, lag = (
+            (peak_rss_mb([op.pid]), peak_rss_mb(kids)),
+            now_stamp(),
+            f"{loop_lag(port)}; machine {busy:.0f}% busy",
+        )
         time.sleep(2)  # the last writes reach the audit log
         report(api, seeds[0], step, offered, elapsed, written, poller, caught_up, cpu, rss, lag,
                api_writes(c.audit_log, since, until), bytes_per_s)  # fmt: skip
@@ -344,8 +395,8 @@ def report(
     written: dict[str, list[float]],
     poller: Poller,
     caught_up: float,
-    cpu: float,
-    rss: float,
+    cpu: tuple[float, float],
+    rss: tuple[float, float],
     lag: str,
     writes: tuple[Counter[str], Counter[str], float],
     bytes_per_s: float,
@@ -363,6 +414,10 @@ def report(
         f"\n{step}: {offered / elapsed:,.0f} lines/s offered for "
         f"{elapsed:.0f} s ({anonymous:,} anonymous from {len(written):,} IPs)"
     )
+    burst, burst_written, after = poller.pack(poller.started)
+    print(f"  every detection: the first burst's {len(burst)} findings visible p50 {quantile(burst, 50):.2f} s, "
+          f"p99 {quantile(burst, 99):.2f} s, all {burst_written:.1f} s after the first line; then new findings "
+          f"p50 {quantile(after, 50):.2f} s, p99 {quantile(after, 99):.2f} s ({len(after)})")  # fmt: skip
     state = "exact" if poller.exact() else f"not all exact ({len(poller.counts)} findings seen)"
     print(f"  kept up: {'yes' if caught_up < 5 else 'no'} (counts {state} {caught_up:.1f} s after the last line)")
     fresh = [latency for first, latency in poller.fresh if first > poller.burst_shown]
@@ -370,7 +425,8 @@ def report(
           f"({len(new)} findings); then a new attacker's p50 {quantile(fresh, 50):.2f} s, p99 "
           f"{quantile(fresh, 99):.2f} s ({len(fresh)})")  # fmt: skip
     print(f"  count visible p50 {quantile(counts, 50):.2f} s, p99 {quantile(counts, 99):.2f} s")
-    print(f"  operator CPU {cpu:.0f}%, peak RSS {rss:.0f} MB; event loop lag {lag}")
+    print(f"  operator CPU {cpu[0]:.0f}% + evaluation worker {cpu[1]:.0f}%, peak RSS {rss[0]:.0f} MB + "
+          f"{rss[1]:.0f} MB; event loop lag {lag}")  # fmt: skip
     behind = [b / bytes_per_s for b in poller.behind] if bytes_per_s else []
     print(f"  the shared reader behind the file (the seed's status; each detection's queue holds 8 chunks "
           f"more): p50 {quantile(behind, 50):.2f} s, p99 {quantile(behind, 99):.2f} s, "
@@ -392,7 +448,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--write-qps", type=float, help="the operator's write budget (default: the operator's)")
     ap.add_argument("--flood", action="store_true", help="then 1,000,000 anonymous lines from 100,000 IPs at 20,000/s")
+    ap.add_argument("--no-evaluation-worker", action="store_true", help="the operator evaluates on its event loop")
     args = ap.parse_args()
+    options = ["--no-evaluation-worker"] if args.no_evaluation_worker else []
     steps = [Step.parse(s) for s in args.step or ["1:20000", "17x:5000", "17x:20000", "18:5000", "18:20000"]]
     with tempfile.TemporaryDirectory() as tmp, DevCluster() as c:
         c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
@@ -403,10 +461,10 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} cores, {platform_name()}")
         print(f"write budget: {args.write_qps or 'the default'} writes/s")
         for i, step in enumerate(steps):
-            run_step(c, api, step, args.seconds, geo, c.audit_dir / f"bench-{i}.log", args.write_qps)
+            run_step(c, api, step, args.seconds, geo, c.audit_dir / f"bench-{i}.log", args.write_qps, options)
         if args.flood:
             flood = Step(1, 20_000, flood=True)
-            run_step(c, api, flood, 50, geo, c.audit_dir / "bench-flood.log", args.write_qps)
+            run_step(c, api, flood, 50, geo, c.audit_dir / "bench-flood.log", args.write_qps, options)
 
 
 def platform_name() -> str:
