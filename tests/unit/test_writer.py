@@ -5,11 +5,14 @@ import copy
 import logging
 
 import pytest
+import urllib3
 
 from auditwatch.api.models import FindingPolicy
 from auditwatch.findings.aggregate import Aggregator
 from auditwatch.findings.peers import PeerWrites
 from auditwatch.findings.writer import EVENTS_PER_WINDOW, Writer
+from auditwatch.kube.budget import WriteBudget
+from auditwatch.kube.client import UNREACHABLE, ApiException, Kube
 from fake_kube import FakeKube
 
 pytestmark = pytest.mark.asyncio
@@ -286,3 +289,42 @@ async def test_the_findings_watch_reaches_the_running_generation_of_the_finding_
     other["metadata"]["labels"] = {"auditwatch.io/detection": "another"}
     other["metadata"]["resourceVersion"] = "1000"
     assert not peers.seen(other) and not peers.seen({**other, "metadata": {**obj["metadata"], "namespace": "x"}})
+
+
+async def test_an_expired_finding_whose_deletion_fails_is_expired_again_next_round(setup):
+    kube, _, writer, agg = setup
+    agg.add(ROW, "log", 0, 10, "2020-01-01T00:00:00Z")
+    await flush(writer, agg, 100.0)
+    real = kube.delete_finding
+
+    async def unreachable(*args, **kwargs):
+        raise ApiException(status=UNREACHABLE, reason="API server unreachable")
+
+    kube.delete_finding = unreachable
+    assert await writer.expire(agg, 3600) == 0
+    assert len(agg.findings) == 1 and len(kube.objects) == 1  # kept, in memory and in the cluster
+    kube.delete_finding = real
+    assert await writer.expire(agg, 3600) == 1
+    assert kube.objects == {} and agg.findings == {}
+
+
+class Unreachable:
+    """The kubernetes client's API objects when the API server refuses connections."""
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            raise urllib3.exceptions.MaxRetryError(None, "/apis", "connection refused")
+
+        return call
+
+
+async def test_an_unreachable_api_server_is_an_api_error_that_does_not_pause_the_budget():
+    budget = WriteBudget()
+    kube = Kube(budget, lambda *args: None)
+    kube.custom = Unreachable()
+    with pytest.raises(ApiException) as raised:
+        await kube.patch_detection_status("ns", "d", {"observedGeneration": 1})
+    assert raised.value.status == UNREACHABLE and "unreachable" in raised.value.reason
+    assert budget.paused_until == 0.0 and budget.writes[("detection_status", "ApiException")] == 1
+    with pytest.raises(ApiException):
+        await kube.get_finding("ns", "f")  # reads too

@@ -298,7 +298,13 @@ class Writer:
         deleted = 0
         for finding in gone:
             # Only as last read: a shard that counted since keeps it, and one Event tells of the deletion.
-            if await self.kube.delete_finding(self.namespace, finding.name, finding.resource_version):
+            try:
+                done = await self.kube.delete_finding(self.namespace, finding.name, finding.resource_version)
+            except ApiException as exc:  # kept in memory, so the next round expires it again
+                aggregator.findings.setdefault(finding.name, finding)
+                self.logger.warning("deleting expired finding %s failed: %s %s", finding.name, exc.status, exc.reason)
+                continue
+            if done:
                 deleted += 1
                 self._post(
                     self.detection, "Normal", "FindingExpired", f"{finding.name} not seen for {ttl_seconds:.0f} s"

@@ -12,13 +12,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from auditwatch.api.models import GROUP, HUNT_LABEL, VERSION
 from auditwatch.kube.budget import Priority, WriteBudget
 
-__all__ = ["ApiException", "Kube", "MakeBody", "PostEvent", "load_config", "own_findings"]
+__all__ = ["UNREACHABLE", "ApiException", "Kube", "MakeBody", "PostEvent", "load_config", "own_findings"]
+
+UNREACHABLE = 0  # an ApiException's status when no answer came
 
 # (object reference, event type, reason, message) -> posted; kopf.event in the operator, a list in tests.
 PostEvent = Callable[[dict[str, Any], str, str, str], None]
@@ -40,7 +43,13 @@ def own_findings(detection: str) -> str:
 
 
 async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, *args, **kwargs)
+    """``fn`` in a thread. An API server that cannot be reached (refused, reset, timed out: urllib3's
+    errors) raises an ``ApiException`` with status 0, so that every caller handles it as it handles an
+    answer it cannot use: a write stays pending and is tried again, a status waits for the next one."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except urllib3.exceptions.HTTPError as exc:
+        raise ApiException(status=UNREACHABLE, reason=f"API server unreachable: {exc}") from exc
 
 
 class Kube:

@@ -29,6 +29,7 @@ from auditwatch.api.models import (
 )
 from auditwatch.engine.evaluate import Counters
 from auditwatch.findings.retire import reclaim_detection, retired_shards
+from auditwatch.kube.client import ApiException
 from auditwatch.rules.validate import Verdict, validate
 from auditwatch.runtime import status
 from auditwatch.runtime.generation import Generation, Tally
@@ -121,13 +122,13 @@ class DetectionRuntime:
                 gen.writer.flush(gen.aggregator, now)
                 if gen.report is not None:
                     gen.report.sync(gen.aggregator, now)
-                if now - last_expire >= s.expire_seconds and _idle(chores, "expire"):
+                if now - last_expire >= s.expire_seconds and _idle(chores, "expire", self.logger):
                     last_expire = now
                     chores["expire"] = asyncio.create_task(gen.writer.expire(gen.aggregator, gen.ttl))
-                if now - last_status >= s.status_seconds and _idle(chores, "status"):
+                if now - last_status >= s.status_seconds and _idle(chores, "status", self.logger):
                     last_status = now
                     chores["status"] = asyncio.create_task(self._report(verdict, number, gen))
-                    if self.services.leases is not None and _idle(chores, "retire"):
+                    if self.services.leases is not None and _idle(chores, "retire", self.logger):
                         chores["retire"] = asyncio.create_task(
                             retire_gone_shards(
                                 self.kube,
@@ -207,14 +208,17 @@ class DetectionRuntime:
         return parts
 
 
-def _idle(chores: dict[str, asyncio.Task[Any]], name: str) -> bool:
-    """Whether chore ``name`` is not under way; raises what made its last run fail."""
+def _idle(chores: dict[str, asyncio.Task[Any]], name: str, logger: Logger) -> bool:
+    """Whether chore ``name`` is not under way. An API error of its last run is logged (the next run tries
+    again: each chore starts from what is in the cluster); anything else is raised."""
     task = chores.get(name)
     if task is None:
         return True
     if not task.done():
         return False
-    if (exc := task.exception()) is not None:
+    if isinstance(exc := task.exception(), ApiException):
+        logger.warning("%s: %s %s; trying again", name, exc.status, exc.reason)
+    elif exc is not None:
         raise exc
     return True
 
