@@ -54,6 +54,7 @@ soak: binaries
 
 crds: $(STAMP)
 	$(BIN)/auditwatch crds
+	$(BIN)/auditwatch chart
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

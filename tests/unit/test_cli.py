@@ -14,6 +14,7 @@ def test_every_command_registers_its_parser_and_no_cli_function_is_over_80_lines
         "scan",
         "hunt",
         "crds",
+        "chart",
         "run",
         "demo",
         "cluster",

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from auditwatch import __version__
-from auditwatch.cli import cluster, crds, demo, hunt, import_escu, import_packs, lint, run, scan
+from auditwatch.cli import chart, cluster, crds, demo, hunt, import_escu, import_packs, lint, run, scan
 from auditwatch.cli.common import EXIT_USAGE
 from auditwatch.errors import AuditwatchError
 
-COMMANDS = (scan, hunt, crds, run, demo, cluster, import_escu, import_packs, lint)  # in the order --help lists them
+# in the order --help lists them
+COMMANDS = (scan, hunt, crds, chart, run, demo, cluster, import_escu, import_packs, lint)
 
 
 def build_parser() -> argparse.ArgumentParser:

