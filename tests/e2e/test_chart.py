@@ -37,8 +37,8 @@ def run(helm, *args, check=True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(helm), *map(str, args)], capture_output=True, text=True, check=check)
 
 
-def template(helm, *args) -> list[dict]:
-    out = run(helm, "template", "auditwatch", CHART, "--namespace", "auditwatch", *args).stdout
+def template(helm, *args, release="auditwatch", namespace="auditwatch") -> list[dict]:
+    out = run(helm, "template", release, CHART, "--namespace", namespace, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -87,6 +87,15 @@ def test_the_chart_carries_the_generated_crds(helm):
     crds = by_name(o for o in template(helm, "--include-crds") if o["kind"] == "CustomResourceDefinition")
     generated = by_name(yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*_*.yaml")))
     assert crds == generated and len(crds) == 2
+
+
+def test_another_release_names_its_cluster_wide_objects_after_itself(helm):
+    objects = template(helm, "--set", "mode=webhook", release="team-audit", namespace="audit")
+    cluster_wide = {o["metadata"]["name"] for o in objects if "namespace" not in o["metadata"]}
+    assert cluster_wide == {"team-audit-operator", "team-audit-detection-author"}
+    binding = by_name(objects)[("ClusterRoleBinding", "team-audit-operator")]
+    assert binding["roleRef"]["name"] == "team-audit-operator"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "auditwatch", "namespace": "audit"}]
 
 
 BAD = [
