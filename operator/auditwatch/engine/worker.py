@@ -80,8 +80,12 @@ def serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the operator's to handle; it closes stdin
     calls, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else printed goes to stderr, not into the answers
-    while header := calls.read(4):
-        call = pickle.loads(calls.read(int.from_bytes(header, "big")))
+    while len(header := calls.read(4)) == 4:
+        size = int.from_bytes(header, "big")
+        body = calls.read(size)
+        if len(body) < size:
+            return  # the operator ended while sending: its input ends here
+        call = pickle.loads(body)
         answer = pickle.dumps(evaluate(*call), pickle.HIGHEST_PROTOCOL)
         answers.write(len(answer).to_bytes(4, "big") + answer)
         answers.flush()

@@ -179,15 +179,17 @@ class SharedTail:
     async def _run(self) -> None:
         assert self.tail is not None
         worker = Worker() if self.use_worker else None
+        # The worker starts beside the tail's first read: the tail opens its file at once, so that a new
+        # detection's start (the live file's start) is fixed before a rotation can move it.
+        starting = asyncio.ensure_future(worker.start() if worker is not None else asyncio.sleep(0))
         try:
-            if worker is not None:
-                await worker.start()
             async for chunk in self.tail.chunks():
                 decoded, evaluated = None, {}
                 recipes = {m.key: m.recipe for m in self.members if m.recipe is not None}
                 if worker is None:
                     decoded = Decoded(chunk.data, self.union)
                 elif recipes:
+                    await starting
                     evaluated = await worker.evaluate(chunk.data, chunk.origin, self.union, recipes)
                 for sub in list(self.members):  # who joined during the evaluation evaluates the chunk itself
                     delivery = Delivery(chunk.data, chunk.seq, chunk.origin, decoded, evaluated.get(sub.key))
@@ -199,6 +201,8 @@ class SharedTail:
                 sub.drain()
                 sub.queue.put_nowait(None)
         finally:
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
             if worker is not None:
                 await worker.close()
 
