@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -27,17 +26,8 @@ def chart_command(args: argparse.Namespace) -> int:
 
     from auditwatch.api.chart import values_schema
     from auditwatch.api.crds import crds, render
+    from auditwatch.cli.common import write_generated
 
-    chart = Path(args.directory)
-    files = {Path("crds") / name: render(crd) for name, crd in crds().items()}
-    files[Path("values.schema.json")] = values_schema()
-    if args.check:
-        stale = [p for p, text in files.items() if not (chart / p).exists() or (chart / p).read_text() != text]
-        for path in stale:
-            print(f"auditwatch: {chart / path} differs; run `auditwatch chart`", file=sys.stderr)
-        return 1 if stale else 0
-    for path, text in files.items():
-        (chart / path).parent.mkdir(parents=True, exist_ok=True)
-        (chart / path).write_text(text)
-        print(f"wrote {chart / path}")
-    return 0
+    files = {f"crds/{name}": render(crd) for name, crd in crds().items()}
+    files["values.schema.json"] = values_schema()
+    return write_generated(Path(args.directory), files, args.check, "chart")

@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from auditwatch.errors import AuditwatchError
@@ -199,3 +200,19 @@ def write_manifests(objects: list[dict[str, Any]], origin: str, command: str, ou
             target = out_dir / f"{obj['metadata']['name']}.yaml"
             target.write_text(text)
             print(f"wrote {target}", file=sys.stderr)
+
+
+def write_generated(directory: Path, files: dict[str, str], check: bool, command: str) -> int:
+    """Write generated ``files`` (path under ``directory`` -> text). With ``check``, write nothing and
+    name each file that differs from what would be written: exit status 1."""
+    if check:
+        stale = [n for n, text in files.items() if not (directory / n).exists() or (directory / n).read_text() != text]
+        for name in stale:
+            print(f"auditwatch: {directory / name} differs; run `auditwatch {command}`", file=sys.stderr)
+        return 1 if stale else 0
+    for name, text in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+    return 0

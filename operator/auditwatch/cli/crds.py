@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -22,16 +21,8 @@ def register(sub: Any) -> None:
 def crds_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from auditwatch.api.crds import crds, render, write
+    from auditwatch.api.crds import crds, render
+    from auditwatch.cli.common import write_generated
 
-    directory = Path(args.directory)
-    if args.check:
-        stale = [
-            n for n, c in crds().items() if not (directory / n).exists() or (directory / n).read_text() != render(c)
-        ]
-        for name in stale:
-            print(f"auditwatch: {directory / name} differs from the models; run `auditwatch crds`", file=sys.stderr)
-        return 1 if stale else 0
-    for path in write(directory):
-        print(f"wrote {path}")
-    return 0
+    files = {name: render(crd) for name, crd in crds().items()}
+    return write_generated(Path(args.directory), files, args.check, "crds")
