@@ -98,17 +98,17 @@ def _build(out: Path, log: TextIO) -> None:
     )
     args = ["build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp)]
     args += [f"k8s.io/kubernetes/cmd/{name}" for name in COMMANDS]
-    what = f"{', '.join(COMMANDS)} from k8s.io/kubernetes {KUBERNETES_VERSION} (about 6 minutes on 2 cores) into {out}"
-    _go(args, {}, what, log, cwd=GO_MODULE)
+    what = f"{', '.join(COMMANDS)} from k8s.io/kubernetes {KUBERNETES_VERSION}"
+    _go(args, {}, what, log, cwd=GO_MODULE, note=f"about 6 minutes on 2 cores, into {out}")
     tmp.replace(out) if not out.exists() else shutil.rmtree(tmp)
 
 
-def _go(args: list[str], env: dict[str, str], what: str, log: TextIO, cwd: Path | None = None) -> None:
-    """Run ``go ARGS -v``, printing progress; a failure is a BuildError with the output's tail."""
+def _go(args: list[str], env: dict[str, str], what: str, log: TextIO, cwd: Path | None = None, note: str = "") -> None:
+    """Run ``go ARGS -v`` to build ``what``, printing progress; a failure is a BuildError with the output's tail."""
     go = shutil.which("go")
     if go is None:
-        raise BuildError(f"building {what.split(' (')[0]} needs the Go toolchain (go) on PATH")
-    print(f"auditwatch: building {what} (first run only)", file=log, flush=True)
+        raise BuildError(f"building {what} needs the Go toolchain (go) on PATH")
+    print(f"auditwatch: building {what} (first run only{'; ' + note if note else ''})", file=log, flush=True)
     started = time.monotonic()
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", **env}
     cmd = [go, args[0], "-v", *args[1:]]
