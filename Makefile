@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint binaries bench bench-hunt bench-packs bench-operator bench-writes soak crds clean
+.PHONY: demo test lint binaries image image-tools bench bench-hunt bench-packs bench-operator bench-writes soak crds clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,10 +24,23 @@ lint: $(STAMP)
 binaries: $(STAMP)
 	$(BIN)/auditwatch cluster build
 
+# Debian's buildah, podman, runc and mmdebstrap build and run the operator's image (make image, the e2e
+# tests); installed when missing (as root, as CI runs).
+IMAGE_TOOLS := buildah podman runc mmdebstrap
+image-tools:
+	@for tool in $(IMAGE_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	[ -z "$$missing" ] || apt-get install -y -q $(IMAGE_TOOLS) uidmap >/dev/null \
+	  || (apt-get update -q >/dev/null && apt-get install -y -q $(IMAGE_TOOLS) uidmap >/dev/null)
+
 # The unit tests run twice: once more with the Python candidate search that builds without a C compiler.
-test: lint binaries
+test: lint binaries image-tools
 	AUDITWATCH_NATIVE=0 $(BIN)/pytest -q tests/unit
 	$(BIN)/pytest
+
+# The operator's image from the Dockerfile, without Docker: buildah on a Debian base from mmdebstrap (README).
+IMAGE_ARCHIVE ?= dist/auditwatch-$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml).oci.tar
+image: $(STAMP) image-tools
+	$(BIN)/auditwatch cluster image --output $(IMAGE_ARCHIVE)
 
 bench: $(STAMP)
 	$(BIN)/python bench/seed_vs_jq.py

@@ -1,4 +1,5 @@
-"""``auditwatch cluster``: the local control plane (build its binaries, run it, make webhook certificates)."""
+"""``auditwatch cluster``: the local control plane (build its binaries, run it, make webhook certificates)
+and the operator's image."""
 
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ WEBHOOK_HOSTS = (
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "cluster",
-        help="the local control plane: build its binaries, or run it",
+        help="the local control plane: build its binaries, or run it; build the operator's image",
         description="build: build kube-apiserver, kube-controller-manager and kubectl from the Go module "
         "proxy into the cache (~/.cache/auditwatch, or $AUDITWATCH_CACHE) unless they are there. "
         "up: start etcd, kube-apiserver (RBAC, anonymous auth, audit log) and kube-controller-manager on "
         "loopback and keep them running until Ctrl-C. "
-        "certs: write the audit webhook's CA, serving and client certificates (for kind and the install).",
+        "certs: write the audit webhook's CA, serving and client certificates (for kind and the install). "
+        "image: build the Dockerfile without Docker (buildah, on a Debian base made by mmdebstrap; Debian's "
+        "podman and runc run it) as localhost/auditwatch:VERSION.",
     )
-    p.add_argument("action", choices=("build", "up", "certs"))
+    p.add_argument("action", choices=("build", "up", "certs", "image"))
     p.add_argument(
         "--apiservers",
         type=int,
@@ -46,6 +49,11 @@ def register(sub: Any) -> None:
         help="certs: an IP address or DNS name of the webhook Service for the serving certificate "
         f"(repeatable; default: {', '.join(WEBHOOK_HOSTS)})",
     )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="image: also write the image to FILE, an OCI archive (podman load -i FILE; kind load image-archive)",
+    )
     p.set_defaults(func=cluster_command)
 
 
@@ -58,6 +66,13 @@ def cluster_command(args: argparse.Namespace) -> int:
         if args.action == "build":
             for name, path in ensure_binaries().items():
                 print(f"{name}: {path}")
+            return 0
+        if args.action == "image":
+            from pathlib import Path
+
+            from auditwatch.devcluster.image import build_image
+
+            print(build_image(Path.cwd(), Path(args.output) if args.output else None))
             return 0
         if args.action == "certs":
             return certs(args.workdir or "webhook-certs", args.host or list(WEBHOOK_HOSTS))
