@@ -9,15 +9,19 @@ A replica with a shard also renews its shard's Lease and watches the findings (r
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, cast
 
 import kopf
 
 from auditwatch.api.models import GROUP, VERSION
 from auditwatch.api.settings import Settings
+from auditwatch.engine.candidates import NATIVE
 from auditwatch.kube.client import load_config
 from auditwatch.runtime.detection import DetectionRuntime
 from auditwatch.runtime.services import Services
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 @kopf.on.startup()
@@ -38,6 +42,11 @@ async def configure(
     # with the operator, and not needing list/watch on CRDs and namespaces keeps the RBAC minimal.
     settings.scanning.disabled = True
     load_config()
+    logger.info(
+        "candidate search: native (the C extension)"
+        if NATIVE
+        else "candidate search: Python, several times slower (the C extension was not built, or AUDITWATCH_NATIVE=0)"
+    )
     given = memo.get("settings") or Settings()  # `auditwatch run` passes its own
     memo.services = await Services.start(given, memo.get("alerts"), post_event, logger)
 
@@ -50,8 +59,12 @@ async def stop_services(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster ServiceAccount, else the kubeconfig that $KUBECONFIG names when the operator starts."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    """In a Pod, its ServiceAccount and the API server at $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT,
+    as the Kubernetes client (kube/client.py) and client-go find them; else the kubeconfig $KUBECONFIG names
+    when the operator starts."""
+    if os.path.exists(SERVICE_ACCOUNT_TOKEN):
+        return kopf.login_via_client(**kwargs)
+    return kopf.login_with_kubeconfig(**kwargs)
 
 
 # On deletion kopf sets `stopped` and, without a cancellation backoff, cancels the daemon at once; the
