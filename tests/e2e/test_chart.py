@@ -66,10 +66,34 @@ def test_each_mode_renders_the_objects_of_its_kustomize_install(cluster, helm, m
     expected = by_name(
         o for o in kustomized if o["kind"] not in ("Namespace", "CustomResourceDefinition", "AuditDetection")
     )
-    charted = by_name(map(without_helm_labels, template(helm, *values)))
+    charted = by_name(map(without_helm_labels, (o for o in template(helm, *values) if o["kind"] != "AuditDetection")))
     assert charted.keys() == expected.keys()
     for key, obj in charted.items():
         assert obj == expected[key], key
+
+
+def test_the_detection_packs_are_the_manifests_detections_in_the_release_namespace(helm):
+    def detections(*values):
+        return by_name(o for o in template(helm, *values, namespace="sec") if o["kind"] == "AuditDetection")
+
+    [seed] = yaml.safe_load_all(
+        (ROOT / "manifests/detections/kubernetes-aws-detect-suspicious-kubectl-calls.yaml").read_text()
+    )
+    charted = detections()  # the default: the seed detection only
+    assert list(charted) == [("AuditDetection", seed["metadata"]["name"])]
+    obj = without_helm_labels(charted[("AuditDetection", seed["metadata"]["name"])])
+    assert obj["metadata"].pop("annotations").pop("helm.sh/resource-policy") == "keep"  # uninstall keeps findings
+    assert obj["metadata"].pop("namespace") == "sec"
+    assert obj["spec"] == seed["spec"] and obj["metadata"]["labels"] == {
+        **seed["metadata"]["labels"],
+        "app.kubernetes.io/name": "auditwatch",
+        "app.kubernetes.io/component": "operator",
+    }
+    escu = yaml.safe_load((ROOT / "manifests/detections/escu/kustomization.yaml").read_text())["resources"]
+    both = detections("--set", "detections.escu=true")
+    assert len(both) == len(escu) and charted.keys() <= both.keys()  # the seed's name is ESCU's too: once
+    assert both[("AuditDetection", seed["metadata"]["name"])]["spec"] == seed["spec"]  # as the seed, not ESCU's
+    assert not detections("--set", "detections.seed=false")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -107,6 +131,9 @@ BAD = [
     ({"detectionNamespaces": ["Team_A"]}, "detectionNamespaces"),
     ({"cloudwatch": {"roleArn": "auditwatch-reader"}}, "roleArn"),
     ({"extraArgs": ["reports"]}, "extraArgs"),
+    ({"allowPaths": ["var/log"]}, "allowPaths"),  # a file source's directory is absolute
+    ({"detections": {"sigma": True}}, "sigma"),  # a pack the chart does not carry
+    ({"monitoring": {"prometheusRule": "yes"}}, "prometheusRule"),
 ]
 
 

@@ -16,6 +16,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- range .Values.detectionNamespaces }}
 - --detection-namespace={{ . }}
 {{- end }}
+{{- range .Values.allowPaths }}
+- --allow-path={{ . }}
+{{- end }}
+{{- if .Values.alertsSecret }}
+- --alerts=/etc/auditwatch/alerts/alerts.yaml
+{{- end }}
+{{- if .Values.reports }}
+- --reports
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . }}
 {{- end }}
@@ -65,6 +74,36 @@ securityContext:
   readOnlyRootFilesystem: true
   capabilities:
     drop: [ALL]
+{{- end }}
+
+{{/* The pod template's metadata: its selector label, and Prometheus's scrape annotations when asked. */}}
+{{- define "auditwatch.podMetadata" -}}
+labels:
+  app.kubernetes.io/name: auditwatch
+{{- if .Values.monitoring.scrapeAnnotations }}
+annotations:
+  prometheus.io/scrape: "true"
+  prometheus.io/port: {{ splitList ":" .Values.metricsListen | last | quote }}
+  prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
+{{/* The alerts Secret's mount and volume (alertsSecret). */}}
+{{- define "auditwatch.alertsMount" -}}
+{{- if .Values.alertsSecret }}
+- name: alerts
+  mountPath: /etc/auditwatch/alerts
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "auditwatch.alertsVolume" -}}
+{{- if .Values.alertsSecret }}
+- name: alerts
+  secret:
+    secretName: {{ .Values.alertsSecret }}
+    defaultMode: 0400
+{{- end }}
 {{- end }}
 
 {{/* The webhook server's ports and Secret mounts. */}}

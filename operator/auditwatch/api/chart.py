@@ -55,6 +55,22 @@ class CloudWatch(_Values):
     callsPerSecond: _setting("cloudwatch_calls_per_second") = 1  # type: ignore[valid-type]
 
 
+class Detections(_Values):
+    """The rule packs installed as AuditDetections in the release's namespace (from manifests/detections)."""
+
+    seed: bool = True  # kubernetes-aws-detect-suspicious-kubectl-calls
+    escu: bool = False  # the 17 Kubernetes detections of Splunk's ESCU pack
+
+
+class Monitoring(_Values):
+    """Metrics for Prometheus (--metrics-listen's port): annotations, or the Prometheus Operator's objects."""
+
+    scrapeAnnotations: bool = False  # prometheus.io/scrape on the pods
+    podMonitor: bool = False
+    prometheusRule: bool = False  # the alerts an operator of auditwatch needs (README: Monitoring)
+    grafanaDashboard: bool = False  # a ConfigMap labelled grafana_dashboard=1, for Grafana's sidecar
+
+
 class ChartValues(_Values):
     """values.yaml: each key as the chart's templates read it."""
 
@@ -81,6 +97,11 @@ class ChartValues(_Values):
     detectionNamespaces: list[Name | Literal["*"]] = []
     webhook: Webhook = Webhook()
     cloudwatch: CloudWatch = CloudWatch()
+    allowPaths: list[Annotated[str, Field(pattern=r"^/")]] = []
+    alertsSecret: Name | Literal[""] = ""
+    reports: bool = False
+    detections: Detections = Detections()
+    monitoring: Monitoring = Monitoring()
     extraArgs: list[Annotated[str, Field(pattern=r"^--[a-z]")]] = []
 
     @model_validator(mode="after")
