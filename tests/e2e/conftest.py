@@ -94,14 +94,15 @@ class Operator:
 
 
 OPENREPORTS = "github.com/openreports/reports-api@v0.2.1"  # the OpenReports API module, with its CRDs
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.90.1"  # PodMonitor, PrometheusRule
 
 
-def openreports_crd(workdir: Path) -> Path:
-    """The OpenReports Report CRD, from its Go module (the Go module proxy serves it; cached)."""
+def module_file(module: str, path: str, workdir: Path) -> Path:
+    """A file of a Go module (the Go module proxy serves it; cached): the CRDs other projects publish."""
     env = {**os.environ, "GOMODCACHE": str(Path.home() / ".cache" / "auditwatch" / "gomod")}
-    done = subprocess.run(["go", "mod", "download", "-json", OPENREPORTS], cwd=workdir, env=env, capture_output=True,
+    done = subprocess.run(["go", "mod", "download", "-json", module], cwd=workdir, env=env, capture_output=True,
                           text=True, check=True)  # fmt: skip
-    return Path(json.loads(done.stdout)["Dir"]) / "config" / "crd" / "openreports.io_reports.yaml"
+    return Path(json.loads(done.stdout)["Dir"]) / path
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +113,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
         c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
                   "crd/detectionfindings.auditwatch.io")  # fmt: skip
         c.kubectl("apply", "-k", str(ROOT / "manifests"))
-        c.kubectl("apply", "--server-side", "-f", str(openreports_crd(tmp_path_factory.mktemp("go"))))
+        crd = module_file(OPENREPORTS, "config/crd/openreports.io_reports.yaml", tmp_path_factory.mktemp("go"))
+        c.kubectl("apply", "--server-side", "-f", str(crd))
         yield c
 
 
