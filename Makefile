@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint binaries image image-tools bench bench-hunt bench-packs bench-operator bench-writes soak crds clean
+.PHONY: demo test lint binaries image image-tools bench-image bench bench-hunt bench-packs bench-operator bench-writes soak crds clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,10 @@ test: lint binaries image-tools
 IMAGE_ARCHIVE ?= dist/auditwatch-$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml).oci.tar
 image: $(STAMP) image-tools
 	$(BIN)/auditwatch cluster image --output $(IMAGE_ARCHIVE)
+
+# The image's size packed and unpacked, start to Ready and RSS at rest, run as the DaemonSet's pod runs.
+bench-image: binaries image-tools
+	$(BIN)/python bench/image_bench.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/seed_vs_jq.py
