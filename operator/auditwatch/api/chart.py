@@ -24,7 +24,8 @@ def _setting(name: str) -> Any:
 
 
 class _Values(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt key fails, not silently ignored
+    # A misspelt key fails, not silently ignored; strict, as the schema is ("yes" is no boolean there).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Image(_Values):
