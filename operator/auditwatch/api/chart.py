@@ -87,7 +87,7 @@ class ChartValues(_Values):
     mode: Literal["nodes", "webhook", "eks"] = "nodes"
     image: Image = Image()
     resources: dict[str, dict[str, str | int]] = {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "requests": {"cpu": "100m", "memory": "192Mi"},
         "limits": {"memory": "512Mi"},
     }
     nodeSelector: dict[str, str] = {}
