@@ -95,6 +95,7 @@ class Operator:
 
 OPENREPORTS = "github.com/openreports/reports-api@v0.2.1"  # the OpenReports API module, with its CRDs
 PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.90.1"  # PodMonitor, PrometheusRule
+CERT_MANAGER = "github.com/cert-manager/cert-manager@v1.19.1"  # Certificate
 
 
 def module_file(module: str, path: str, workdir: Path) -> Path:

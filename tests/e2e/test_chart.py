@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from auditwatch.api.chart import ChartValues
 from auditwatch.cli import build_parser
+from auditwatch.cli.cluster import WEBHOOK_HOSTS
 from auditwatch.cli.common import make_settings
 from auditwatch.devcluster.binaries import helm_binary
 
@@ -96,6 +97,15 @@ def test_the_detection_packs_are_the_manifests_detections_in_the_release_namespa
     assert not detections("--set", "detections.seed=false")
 
 
+def test_the_webhook_certificate_from_cert_manager_names_what_auditwatch_cluster_certs_does(helm):
+    [cert] = [o for o in template(helm, "--set", "webhook.certManager.issuer=ca") if o["kind"] == "Certificate"]
+    assert cert["spec"]["secretName"] == "auditwatch-webhook-tls"  # the Secret the pods mount
+    assert cert["spec"]["issuerRef"] == {"name": "ca", "kind": "Issuer"}
+    assert {*cert["spec"]["ipAddresses"], *cert["spec"]["dnsNames"]} == set(WEBHOOK_HOSTS)
+    assert not [o for o in template(helm, "--set", "webhook.certManager.issuer=ca", *MODES["eks"][0])
+                if o["kind"] == "Certificate"]  # fmt: skip
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_each_mode_gives_the_operator_options_it_takes(helm, mode):
     values, _ = MODES[mode]
@@ -134,6 +144,7 @@ BAD = [
     ({"allowPaths": ["var/log"]}, "allowPaths"),  # a file source's directory is absolute
     ({"detections": {"sigma": True}}, "sigma"),  # a pack the chart does not carry
     ({"monitoring": {"prometheusRule": "yes"}}, "prometheusRule"),
+    ({"webhook": {"certManager": {"issuer": "ca", "kind": "VaultIssuer"}}}, "kind"),
 ]
 
 

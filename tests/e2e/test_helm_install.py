@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import (
+    CERT_MANAGER,
     PROMETHEUS_OPERATOR,
     ROOT,
     Api,
@@ -73,18 +74,22 @@ class Release:
         return [d for d in yaml.safe_load_all(out) if d]
 
 
-MONITORING = ("podmonitors", "prometheusrules")  # the Prometheus Operator's CRDs the chart can use
+# The other projects' CRDs the chart can use, from their Go modules: installed first, as where users turn them on.
+CRDS = [
+    *(
+        (PROMETHEUS_OPERATOR, f"example/prometheus-operator-crd/monitoring.coreos.com_{plural}.yaml")
+        for plural in ("podmonitors", "prometheusrules")
+    ),
+    (CERT_MANAGER, "deploy/crds/cert-manager.io_certificates.yaml"),
+]
 
 
 @pytest.fixture(scope="module")
 def release(bare, image, tmp_path_factory):
-    """The chart installed in mode nodes with the webhook's Secrets it names, and its monitoring objects
-    (the Prometheus Operator's CRDs installed first, as where users turn them on)."""
-    for plural in MONITORING:
-        path = f"example/prometheus-operator-crd/monitoring.coreos.com_{plural}.yaml"
-        bare.kubectl(
-            "apply", "--server-side", "-f", str(module_file(PROMETHEUS_OPERATOR, path, tmp_path_factory.mktemp("go")))
-        )
+    """The chart installed in mode nodes with the webhook's Secrets it names, its monitoring objects and
+    the webhook's Certificate (the Secret made here stands in for what cert-manager would issue)."""
+    for module, path in CRDS:
+        bare.kubectl("apply", "--server-side", "-f", str(module_file(module, path, tmp_path_factory.mktemp("go"))))
     bare.kubectl("create", "namespace", NAMESPACE)
     certs = bare.webhook_certs
     bare.kubectl("-n", NAMESPACE, "create", "secret", "tls", "auditwatch-webhook-tls",
@@ -95,7 +100,8 @@ def release(bare, image, tmp_path_factory):
     tag = image.removeprefix("localhost/")
     r.run("install", RELEASE, str(CHART), "-n", NAMESPACE, "--set", f"image.repository=localhost/{tag.split(':')[0]}",
           "--set", f"image.tag={tag.split(':')[1]}", "--set", "monitoring.podMonitor=true",
-          "--set", "monitoring.prometheusRule=true", "--set", "monitoring.grafanaDashboard=true")  # fmt: skip
+          "--set", "monitoring.prometheusRule=true", "--set", "monitoring.grafanaDashboard=true",
+          "--set", "webhook.certManager.issuer=auditwatch-ca")  # fmt: skip
     return r
 
 

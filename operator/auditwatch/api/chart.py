@@ -42,6 +42,13 @@ class WriteBudget(_Values):
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")]
 
 
+class CertManager(_Values):
+    """The webhook's serving certificate issued by cert-manager into tlsSecret (issuer "": from a Secret)."""
+
+    issuer: Name | Literal[""] = ""
+    kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+
+
 class Webhook(_Values):
     tlsSecret: Name = "auditwatch-webhook-tls"
     clientCASecret: Name = "auditwatch-webhook-client-ca"
@@ -49,6 +56,7 @@ class Webhook(_Values):
     serviceClusterIP: Annotated[str, Field(pattern=r"^[0-9a-fA-F.:]+$")] = "10.96.200.200"
     replicas: Annotated[int, Field(ge=1)] = 2
     spoolSize: Quantity = "1Gi"
+    certManager: CertManager = CertManager()
 
 
 class CloudWatch(_Values):
