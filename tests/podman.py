@@ -29,14 +29,13 @@ def pod_template(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 class Pod:
-    """One container of a pod template, run by podman until ``stop``."""
+    """One container of a pod template, run by podman from ``start`` (or entering ``with``) to ``stop``."""
 
     def __init__(self, template: dict[str, Any], image: str, workdir: Path, cluster: Any, namespace: str,
                  host_paths: dict[str, Path], args: list[str], node: str = "cp-0") -> None:  # fmt: skip
         self.template, self.image, self.workdir, self.cluster = template, image, workdir, cluster
         self.namespace, self.host_paths, self.extra_args, self.node = namespace, host_paths, args, node
         self.name = f"auditwatch-{os.getpid()}-{time.monotonic_ns()}"
-        self.started = 0
 
     @property
     def container(self) -> dict[str, Any]:
@@ -101,8 +100,14 @@ class Pod:
         return path
 
     def start(self) -> None:
-        self.started += 1
         subprocess.run(self.command(), check=True, capture_output=True, text=True)
+
+    def __enter__(self) -> Pod:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def exec(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*PODMAN, "exec", self.name, *args], capture_output=True, text=True)
@@ -110,11 +115,6 @@ class Pod:
     def logs(self) -> str:
         done = subprocess.run([*PODMAN, "logs", self.name], capture_output=True, text=True)
         return done.stdout + done.stderr
-
-    def running(self) -> bool:
-        done = subprocess.run([*PODMAN, "inspect", "--format", "{{.State.Running}}", self.name],
-                              capture_output=True, text=True)  # fmt: skip
-        return done.stdout.strip() == "true"
 
     def stop(self) -> None:
         """As the kubelet stops a pod: SIGTERM, then SIGKILL after the grace period; then the container goes."""

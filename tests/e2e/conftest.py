@@ -25,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from auditwatch.devcluster import DevCluster
+from auditwatch.devcluster.binaries import cache_dir
 from auditwatch.devcluster.cluster import free_port
 from awslogs import FaultProxy, aws_env, moto_server
 from receivers import Alertmanager, Recorder
@@ -100,7 +101,7 @@ CERT_MANAGER = "github.com/cert-manager/cert-manager@v1.19.1"  # Certificate
 
 def module_file(module: str, path: str, workdir: Path) -> Path:
     """A file of a Go module (the Go module proxy serves it; cached): the CRDs other projects publish."""
-    env = {**os.environ, "GOMODCACHE": str(Path.home() / ".cache" / "auditwatch" / "gomod")}
+    env = {**os.environ, "GOMODCACHE": str(cache_dir() / "gomod")}
     done = subprocess.run(["go", "mod", "download", "-json", module], cwd=workdir, env=env, capture_output=True,
                           text=True, check=True)  # fmt: skip
     return Path(json.loads(done.stdout)["Dir"]) / path

@@ -97,9 +97,9 @@ def release(bare, image, tmp_path_factory):
     bare.kubectl("-n", NAMESPACE, "create", "secret", "generic", "auditwatch-webhook-client-ca",
                  f"--from-file=ca.crt={certs.ca}")  # fmt: skip
     r = Release(bare)
-    tag = image.removeprefix("localhost/")
-    r.run("install", RELEASE, str(CHART), "-n", NAMESPACE, "--set", f"image.repository=localhost/{tag.split(':')[0]}",
-          "--set", f"image.tag={tag.split(':')[1]}", "--set", "monitoring.podMonitor=true",
+    repository, tag = image.rsplit(":", 1)
+    r.run("install", RELEASE, str(CHART), "-n", NAMESPACE, "--set", f"image.repository={repository}",
+          "--set", f"image.tag={tag}", "--set", "monitoring.podMonitor=true",
           "--set", "monitoring.prometheusRule=true", "--set", "monitoring.grafanaDashboard=true",
           "--set", "webhook.certManager.issuer=auditwatch-ca")  # fmt: skip
     return r
@@ -116,6 +116,22 @@ def daemonset_pod(bare, image, release, tmp_path) -> Pod:
     """The DaemonSet's pod on node cp-0: its hostPath is the control plane's audit directory."""
     template = pod_template(release.manifests(), "DaemonSet")
     return Pod(template, image, tmp_path, bare, NAMESPACE, {AUDIT_DIR: bare.audit_dir}, ports(bare))
+
+
+def until(pod: Pod, check, timeout: float = 60):
+    """``wait_for(check)``, naming the pod's last log lines if it times out."""
+    return wait_for(check, timeout, lambda: pod.logs()[-3000:])
+
+
+def is_ready(api: Api, name: str) -> bool:
+    """The detection's Ready condition is True (as the last operator to run it wrote)."""
+    return ready(api, name).get("status") == "True"
+
+
+def assert_runs_as(pod: Pod, uid: int) -> None:
+    """The container's process runs as ``uid`` with no effective capability."""
+    status = pod.exec("sh", "-c", "grep -E '^(Uid|CapEff)' /proc/1/status").stdout
+    assert "CapEff:\t0000000000000000" in status and f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in status
 
 
 def seed_total_is_exact(api: Api) -> bool:
@@ -148,24 +164,18 @@ def webhook_answers(pod: Pod) -> set[str]:
 
 def test_the_installed_operator_runs_from_its_image_as_the_chart_runs_it(bare, image, release, tmp_path):
     api = Api(bare)
-    pod = daemonset_pod(bare, image, release, tmp_path)
-    pod.start()
-    try:
-        wait_for(lambda: ready(api, SEED).get("status") == "True", 60, lambda: pod.logs()[-3000:])
+    with daemonset_pod(bare, image, release, tmp_path) as pod:
+        until(pod, lambda: is_ready(api, SEED))
         api.anonymous("/api/v1/namespaces/default/secrets", "curl/8.5.0", times=3)
-        wait_for(lambda: seed_total_is_exact(api) and total(api, SEED) >= 3, 60, lambda: pod.logs()[-3000:])
-        logs = pod.logs()
-        assert "candidate search: native" in logs
+        until(pod, lambda: seed_total_is_exact(api) and total(api, SEED) >= 3)
+        assert "candidate search: native" in pod.logs()
         # Read-only root file system, no compiler, uid 0 without capabilities (the DaemonSet's context).
         assert pod.exec("touch", "/opt/auditwatch/x").returncode != 0
         assert pod.exec("sh", "-c", "command -v gcc cc").returncode != 0
-        status = pod.exec("sh", "-c", "grep -E '^(Uid|CapEff)' /proc/1/status").stdout
-        assert "CapEff:\t0000000000000000" in status and "Uid:\t0\t0\t0\t0" in status
+        assert_runs_as(pod, 0)
         # The API server's batches reached the webhook server with the client certificate the chart's Secrets
         # trust (a wrong one: no TLS session, or 403); 503 until a detection reads the webhook (the next test).
         wait_for(lambda: webhook_answers(pod) == {"503"}, 30, lambda: f"{webhook_answers(pod)} {pod.logs()[-2000:]}")
-    finally:
-        pod.stop()
 
 
 def test_the_alert_rules_and_dashboard_query_only_series_the_operator_exports(bare, image, release, tmp_path):
@@ -174,47 +184,34 @@ def test_the_alert_rules_and_dashboard_query_only_series_the_operator_exports(ba
     panels = json.loads(installed["ConfigMap"]["data"]["auditwatch.json"])["panels"]
     queried = {n for e in [r["expr"] for r in rules] + [t["expr"] for p in panels for t in p["targets"]]
                for n in re.findall(r"\bauditwatch_[a-z_]+\b", e)}  # fmt: skip
-    pod = daemonset_pod(bare, image, release, tmp_path)
-    pod.start()
-    try:
-        exported = wait_for(lambda: series_names(metrics_port(pod)), 60, lambda: pod.logs()[-3000:])
-    finally:
-        pod.stop()
+    with daemonset_pod(bare, image, release, tmp_path) as pod:
+        exported = until(pod, lambda: series_names(metrics_port(pod)))
     assert queried and queried <= exported
 
 
 def test_an_upgrade_with_a_changed_value_keeps_positions_and_counts(bare, image, release, tmp_path):
     api = Api(bare)
-    pod = daemonset_pod(bare, image, release, tmp_path)
-    pod.start()
-    try:
-        wait_for(lambda: ready(api, SEED).get("status") == "True", 60, lambda: pod.logs()[-3000:])
+    with daemonset_pod(bare, image, release, tmp_path) as pod:
+        until(pod, lambda: is_ready(api, SEED))
         api.anonymous("/api/v1/namespaces/default/pods", "curl/8.5.0", times=2)
-        wait_for(lambda: total(api, SEED) >= 5, 60, lambda: pod.logs()[-3000:])
+        until(pod, lambda: total(api, SEED) >= 5)
         before = total(api, SEED)
         release.run("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values", "--set", "writeBudget.qps=40")
-    finally:
-        pod.stop()
     # The rollout: a new pod from the upgraded template, reading on from the saved positions.
     upgraded = daemonset_pod(bare, image, release, tmp_path)
     assert "--write-qps=40" in upgraded.container["args"]
-    upgraded.start()
-    try:
-        wait_for(lambda: ready(api, SEED).get("status") == "True", 60, lambda: upgraded.logs()[-3000:])
+    with upgraded:
+        until(upgraded, lambda: is_ready(api, SEED))
         api.anonymous("/api/v1/namespaces/default/pods", "curl/8.5.0", times=2)
-        wait_for(lambda: total(api, SEED) >= before + 2, 60, lambda: upgraded.logs()[-3000:])
+        until(upgraded, lambda: total(api, SEED) >= before + 2)
         wait_for(lambda: seed_total_is_exact(api), 30)
-    finally:
-        upgraded.stop()
 
 
 def test_the_webhook_statefulset_runs_non_root_from_the_same_image(bare, image, release, tmp_path):
     """Mode webhook's pod (uid 65532, no capabilities, read-only root): the API server's batches, over mTLS,
     into a detection that reads the webhook source."""
     api = Api(bare)
-    rendered = subprocess.run([str(release.helm), "template", RELEASE, str(CHART), "-n", NAMESPACE,
-                               "--set", "mode=webhook", "--set", f"image.tag={image.split(':')[1]}"],
-                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    rendered = release.run("template", RELEASE, str(CHART), "-n", NAMESPACE, "--set", "mode=webhook")
     template = pod_template([d for d in yaml.safe_load_all(rendered) if d], "StatefulSet")
     pod = Pod(template, image, tmp_path, bare, NAMESPACE, {}, ports(bare), node="")
     hook = detection("webhook-anonymous", 'user.username="system:anonymous" userAgent="helm-e2e/1" '
@@ -222,9 +219,8 @@ def test_the_webhook_statefulset_runs_non_root_from_the_same_image(bare, image, 
                      Path("/unused"))  # fmt: skip
     hook["spec"]["sources"] = [{"name": "webhook", "webhook": {}}]
     api.apply(hook)
-    pod.start()
-    try:
-        wait_for(lambda: ready(api, "webhook-anonymous").get("status") == "True", 60, lambda: pod.logs()[-3000:])
+    with pod:
+        until(pod, lambda: is_ready(api, "webhook-anonymous"))
         api.anonymous("/api/v1/namespaces/default/configmaps", "helm-e2e/1", times=3)
 
         def exact() -> bool:
@@ -233,12 +229,9 @@ def test_the_webhook_statefulset_runs_non_root_from_the_same_image(bare, image, 
             sent = len(api.audit_events(anonymous_with_agent("helm-e2e/1")))
             return total(api, "webhook-anonymous") == sent >= 3
 
-        wait_for(exact, 60, lambda: pod.logs()[-3000:])
-        status = pod.exec("sh", "-c", "grep -E '^(Uid|CapEff)' /proc/1/status").stdout
-        assert "CapEff:\t0000000000000000" in status and "Uid:\t65532\t65532\t65532\t65532" in status
+        until(pod, exact)
+        assert_runs_as(pod, 65532)
         bare.kubectl("delete", "auditdetection", "webhook-anonymous", "-n", NAMESPACE, "--timeout=60s")
-    finally:
-        pod.stop()
 
 
 def test_findings_go_with_their_detection_and_uninstall_leaves_only_detections_behind(
@@ -247,22 +240,19 @@ def test_findings_go_with_their_detection_and_uninstall_leaves_only_detections_b
     """A detection deleted while the operator runs takes its findings with it. `helm uninstall` removes every
     other object of the release, and keeps the detections with their findings (helm.sh/resource-policy)."""
     api = Api(bare)
-    pod = daemonset_pod(bare, image, release, tmp_path)  # running, as the DaemonSet's pods are until deleted
-    pod.start()
-    try:
+    # Running, as the DaemonSet's pods are until deleted.
+    with daemonset_pod(bare, image, release, tmp_path) as pod:
         doomed = json.loads(bare.kubectl("get", "auditdetection", SEED, "-n", NAMESPACE, "-o", "json").stdout)
         doomed["metadata"] = {"name": "doomed", "namespace": NAMESPACE}
         api.apply(doomed)
         api.anonymous("/api/v1/namespaces/default/services", "curl/8.5.0")
-        wait_for(lambda: api.findings("doomed") and total(api, SEED) > 0, 60, lambda: pod.logs()[-3000:])
+        until(pod, lambda: api.findings("doomed") and total(api, SEED) > 0)
         bare.kubectl("delete", "auditdetection", "doomed", "-n", NAMESPACE, "--timeout=60s")
         wait_for(lambda: not api.findings("doomed"), 60, "the deleted detection's findings to go")
         wait_for(lambda: seed_total_is_exact(api), 60, "the seed's count to settle")
         kept = total(api, SEED)
         installed = [o for o in release.manifests() if o["kind"] != "AuditDetection"]
         release.run("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=60s")
-    finally:
-        pod.stop()
     left = []
     for obj in installed:
         args = ["get", obj["kind"], obj["metadata"]["name"], "--ignore-not-found", "-o", "name"]

@@ -22,11 +22,12 @@ from auditwatch.devcluster.binaries import BuildError
 
 BASE = "localhost/debian:bookworm-slim"
 TAG = f"localhost/auditwatch:{version('auditwatch')}"
-TOOLS = {"mmdebstrap": "mmdebstrap", "buildah": "buildah", "podman": "podman", "runc": "runc"}
-# runc sets the container's rlimits from the spec, and podman's defaults exceed what it may set here.
+TOOLS = ("buildah", "mmdebstrap", "podman", "runc")  # each its own Debian package
+# podman's default runtime here, crun, refuses this machine's hybrid cgroups.
 PODMAN = ["podman", "--runtime", "runc"]
+# runc sets the container's rlimits from the spec, and podman's defaults exceed what it may set here.
 LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
-# The excludes of the official slim images (/etc/dpkg/dpkg.cfg.d/docker there), kept for later installs.
+# minbase, slimmed with the excludes of the official slim images (kept for later installs in the image).
 SLIM = [
     "--variant=minbase",
     "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",  # else usrmerge, and with it all of Perl, is installed
@@ -38,7 +39,7 @@ SLIM = [
 
 def missing_tools() -> list[str]:
     """The Debian packages to install before an image can be built and run here."""
-    return sorted({package for tool, package in TOOLS.items() if shutil.which(tool) is None})
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
 
 
 def _run(args: list[str], log: TextIO, what: str) -> None:
