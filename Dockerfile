@@ -20,7 +20,8 @@ RUN python3 -m venv /opt/auditwatch \
  && find botocore/data -mindepth 1 -maxdepth 1 -type d -not -regex '.*/\(logs\|sts\|sso\|sso-oidc\)' \
       -exec rm -rf {} + \
  && /opt/auditwatch/bin/python -c "import auditwatch.engine._candidates, boto3; \
-      [boto3.client(s, region_name='us-east-1') for s in ('logs', 'sts', 'sso', 'sso-oidc')]"
+      [boto3.client(s, region_name='us-east-1') for s in ('logs', 'sts', 'sso', 'sso-oidc')]; \
+      import auditwatch.sources.pubsub as p, grpc.aio, google.pubsub_v1.services.subscriber"
 
 FROM debian:bookworm-slim
 RUN apt-get update \

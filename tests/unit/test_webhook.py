@@ -13,7 +13,8 @@ import pytest
 from auditwatch.api.settings import Settings
 from auditwatch.devcluster.certs import make_client_cert, make_webhook_certs
 from auditwatch.devcluster.cluster import free_port
-from auditwatch.sources.webhook import Spool, WebhookServer
+from auditwatch.sources.spool import Spool
+from auditwatch.sources.webhook import WebhookServer
 from factory import checkpoint
 
 

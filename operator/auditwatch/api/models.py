@@ -141,20 +141,46 @@ class CloudWatchSource(Model):
         return self
 
 
-SourceKind = Literal["file", "webhook", "cloudwatch"]
-SOURCE_KINDS: tuple[SourceKind, ...] = ("file", "webhook", "cloudwatch")  # each a member of Source and SourceStatus
+class PubSubSource(Model):
+    """GKE audit logs that a Cloud Logging sink routes to a Pub/Sub topic, pulled from a subscription of it
+    (sources/pubsub.py says how each is counted once); audit Events published as they are are read too."""
+
+    project: Annotated[
+        str,
+        Field(
+            min_length=6,
+            max_length=30,
+            pattern=r"^[a-z][-a-z0-9]*[a-z0-9]$",
+            description="The Google Cloud project of the subscription.",
+        ),
+    ]
+    subscription: Annotated[
+        str,
+        Field(
+            min_length=3,
+            max_length=255,
+            pattern=r"^[A-Za-z][-A-Za-z0-9._~+%]*$",
+            description="The subscription's ID (not its projects/.../subscriptions/... path).",
+        ),
+    ]
+    maxMessages: Annotated[int, Field(ge=1, le=1000, description="Messages asked for in one pull.")] = 1000
+
+
+SourceKind = Literal["file", "webhook", "cloudwatch", "pubsub"]
+# each a member of Source and SourceStatus
+SOURCE_KINDS: tuple[SourceKind, ...] = ("file", "webhook", "cloudwatch", "pubsub")
 
 
 class Source(Model):
-    """One audit-log source; exactly one of file, webhook, cloudwatch."""
+    """One audit-log source; exactly one of file, webhook, cloudwatch, pubsub."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
                     "rule": "(has(self.file) ? 1 : 0) + (has(self.webhook) ? 1 : 0)"
-                    " + (has(self.cloudwatch) ? 1 : 0) == 1",
-                    "message": "a source sets exactly one of file, webhook, cloudwatch",
+                    " + (has(self.cloudwatch) ? 1 : 0) + (has(self.pubsub) ? 1 : 0) == 1",
+                    "message": "a source sets exactly one of file, webhook, cloudwatch, pubsub",
                 }
             ]
         }
@@ -164,6 +190,7 @@ class Source(Model):
     file: FileSource | None = None
     webhook: WebhookSource | None = None
     cloudwatch: CloudWatchSource | None = None
+    pubsub: PubSubSource | None = None
 
     @model_validator(mode="after")
     def one_kind(self) -> Source:
@@ -344,6 +371,22 @@ class CloudWatchStatus(Model):
     tooLate: Annotated[int, Field(ge=0, description="Events seen arriving after maxLateness.")] = 0
 
 
+class PubSubStatus(FilePositionStatus):
+    """Where the spool of a subscription's messages is read up to, and how pulling goes (sources/pubsub.py)."""
+
+    messages: Annotated[int, Field(ge=0, description="Messages pulled, repeats included.")] = 0
+    duplicates: Annotated[int, Field(ge=0, description="Messages dropped as already spooled (redelivered).")] = 0
+    redelivered: Annotated[
+        int, Field(ge=0, description="Messages whose delivery attempt was above 1 (known with a dead-letter policy).")
+    ] = 0
+    dropped: Annotated[int, Field(ge=0, description="Messages that are neither a GKE audit entry nor an Event.")] = 0
+    lastDropped: Annotated[str, Field(max_length=256, description="Why the last dropped message was.")] = ""
+    pulls: Annotated[int, Field(ge=0, description="Pull calls.")] = 0
+    lagSeconds: Annotated[
+        int, Field(ge=0, description="From publishing to spooling, for the oldest message of the last pull.")
+    ] = 0
+
+
 class SourceStatus(Model):
     """Where a source has been read up to, checkpointed with the findings it produced: ``seq`` and the
     position of the source's kind, in the sub-object named as the kind is in the spec."""
@@ -353,6 +396,7 @@ class SourceStatus(Model):
     file: FilePositionStatus | None = None
     webhook: FilePositionStatus | None = None
     cloudwatch: CloudWatchStatus | None = None
+    pubsub: PubSubStatus | None = None
     lastError: Annotated[str, Field(max_length=1024)] = ""
 
     @model_validator(mode="before")

@@ -92,6 +92,9 @@ class Settings(BaseModel):
     # FilterLogEvents calls per log group, however many detections read it: the API's quota is per
     # account and region and shared with every other consumer (5/s by AWS's knowledge center).
     cloudwatch_calls_per_second: Annotated[float, Field(gt=0, le=25)] = 1.0
+    # Messages pulled from a Pub/Sub subscription are appended here (one directory per subscription) before
+    # they are acknowledged; detections tail them. A StatefulSet's volume keeps it across pod replacement.
+    pubsub_spool: str = Field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "auditwatch-pubsub"))
 
     @field_validator("webhook_listen", "metrics_listen")
     @classmethod

@@ -52,6 +52,12 @@ def register(sub: Any) -> None:
         "the quota is per account and region, 5/s, and shared with every other reader of the account)",
     )
     p.add_argument(
+        "--pubsub-spool",
+        metavar="DIR",
+        help="where messages pulled from Pub/Sub subscriptions are kept, before they are acknowledged, for the "
+        "detections to read (default: auditwatch-pubsub in the temporary directory; the GKE install's volume)",
+    )
+    p.add_argument(
         "--no-evaluation-worker",
         dest="evaluation_worker",
         action="store_false",

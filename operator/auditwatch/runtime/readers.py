@@ -29,6 +29,7 @@ import itertools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from auditwatch.api.models import Source as SourceSpec
@@ -41,6 +42,7 @@ from auditwatch.sources import Chunk, Position, Tail
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from auditwatch.sources.file import FilePosition, FileTail
 from auditwatch.sources.paths import under_root
+from auditwatch.sources.pubsub import Puller
 from auditwatch.sources.webhook import WebhookServer
 
 QUEUE_CHUNKS = 8  # chunks (up to 1 MiB each) waiting per subscriber before the shared tail waits for it
@@ -67,6 +69,7 @@ class Readers:
         self.settings, self.webhooks = settings, webhooks
         self.shared: dict[tuple[str, ...], SharedTail] = {}
         self.log_groups: dict[tuple[str, str], LogGroup] = {}  # one call budget per log group
+        self.pullers: dict[tuple[str, str], Puller] = {}  # one puller (and spool) per Pub/Sub subscription
 
     def subscribe(self, spec: SourceSpec, saved: SourceStatus | None, recipe: Recipe | None) -> Subscription:
         """Read ``spec`` from the position ``saved`` records (none: where a new detection starts), for the
@@ -88,6 +91,14 @@ class Readers:
         if group is None:
             group = self.log_groups[region, name] = LogGroup(region, name, self.settings.cloudwatch_calls_per_second)
         return group
+
+    def puller(self, project: str, subscription: str, max_messages: int) -> Puller:
+        """The one Puller (and spool) of a Pub/Sub subscription, however many detections read it."""
+        puller = self.pullers.get((project, subscription))
+        if puller is None:
+            spool = Path(self.settings.pubsub_spool)
+            puller = self.pullers[project, subscription] = Puller(project, subscription, spool, max_messages)
+        return puller
 
 
 # Each opener gives the shared tail's key, how to open a tail of the source (from a position of its kind,
@@ -122,7 +133,21 @@ def _open_cloudwatch(readers: Readers, spec: SourceSpec, saved: SourceStatus | N
     return key, lambda at: CloudWatchTail(group, cw.logStreamPrefix, timing, at), start
 
 
-OPENERS: dict[SourceKind, Opener] = {"file": _open_file, "webhook": _open_webhook, "cloudwatch": _open_cloudwatch}
+def _open_pubsub(readers: Readers, spec: SourceSpec, saved: SourceStatus | None) -> tuple[Any, OpenTail, Any]:
+    ps = spec.pubsub
+    assert ps is not None
+    puller = readers.puller(ps.project, ps.subscription, ps.maxMessages)
+    start = FilePosition.saved(saved.pubsub, saved.seq) if saved else None
+    key = ("pubsub", ps.project, ps.subscription)
+    return key, lambda at: puller.subscribe(at, readers.settings.poll_seconds), start
+
+
+OPENERS: dict[SourceKind, Opener] = {
+    "file": _open_file,
+    "webhook": _open_webhook,
+    "cloudwatch": _open_cloudwatch,
+    "pubsub": _open_pubsub,
+}
 
 
 class SharedTail:

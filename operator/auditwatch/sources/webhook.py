@@ -24,9 +24,8 @@ import hmac
 import logging
 import os
 import ssl
-import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,16 +37,14 @@ from auditwatch.api.settings import Settings
 from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
 from auditwatch.sources.file import FilePosition, FileTail
+from auditwatch.sources.spool import Recent, Spool, newest_lines
 
 # kube-apiserver's batches stay under --audit-webhook-truncate-max-batch-size (10 MB by default).
 MAX_BATCH_BYTES = 64 << 20
 BODY_SECONDS = 30.0  # a body slower than this is answered 408
 MAX_REQUESTS = 32  # requests under way at once; more are answered 429
 IDLE_SECONDS = 15.0  # a kept-alive connection with no request for this long is closed
-DEDUP_WINDOW = 200_000  # (auditID, stage) pairs remembered to drop repeated events
 RELOAD_SECONDS = 10.0  # how often the certificate, key and token files are checked for changes
-SPOOL_FILE_BYTES = 64 << 20  # a path's spool file is rotated past this size
-SPOOL_FILES = 8  # rotated spool files kept per path (a detection further behind loses the oldest)
 log = logging.getLogger(__name__)
 
 
@@ -66,40 +63,6 @@ class WebhookFeed(FileTail):
                 yield chunk
         finally:
             self.server.unsubscribe(self.webhook_path)
-
-
-class Spool:
-    """The batches accepted for one path, appended as lines; rotated by size, the oldest files removed."""
-
-    def __init__(self, directory: Path, file_bytes: int = SPOOL_FILE_BYTES, files: int = SPOOL_FILES) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.file_bytes, self.files = file_bytes, files
-        self.file = directory / "audit.log"
-        self._f = open(self.file, "ab")  # noqa: SIM115 - open as long as the server runs
-        self._size = self._f.tell()
-        self._lock = threading.Lock()  # requests for one path append from several worker threads
-
-    def append(self, line: bytes) -> None:
-        """Write ``line`` durably (blocking: run it in a thread), whole and after the lines before it."""
-        with self._lock:
-            if self._size and self._size + len(line) > self.file_bytes:
-                self._rotate()
-            self._f.write(line)
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._size += len(line)
-
-    def close(self) -> None:
-        self._f.close()
-
-    def _rotate(self) -> None:
-        """As kube-apiserver rotates its log: rename to ``audit-<time>.log``, start a new file."""
-        self._f.close()
-        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{time.time_ns() // 1_000_000 % 1000:03d}"
-        self.file.rename(self.file.with_name(f"audit-{stamp}.log"))
-        self._f, self._size = open(self.file, "ab"), 0  # noqa: SIM115
-        for old in sorted(self.file.parent.glob("audit-*.log"))[: -self.files]:
-            old.unlink()
 
 
 class BadBatch(AuditwatchError, ValueError):
@@ -122,7 +85,7 @@ class WebhookServer:
         self._started_at = 0.0
         self.answers: Counter[int] = Counter()  # HTTP status -> requests answered with it
         self.repeats = 0  # events dropped as already received
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._seen = Recent()  # (auditID, stage) of the events spooled last
         self.under_way = 0
         self._runner: web.AppRunner | None = None
         self._reloader: asyncio.Task[None] | None = None
@@ -263,30 +226,20 @@ class WebhookServer:
         return self._answer(200)
 
     def _seen_before(self, item: Any) -> bool:
-        """Whether an event was received before; a new one is remembered (the oldest forgotten)."""
+        """Whether an event was received before; a new one is remembered."""
         key = _key(item)
-        if key is None:
-            return False  # nothing to know it again by: the evaluator counts it as malformed
-        if key in self._seen:
-            return True
-        self._seen[key] = None
-        if len(self._seen) > DEDUP_WINDOW:
-            self._seen.popitem(last=False)
-        return False
+        return key is not None and self._seen.seen(key)  # no key: the evaluator counts it as malformed
 
     def _forget(self, items: list[Any]) -> None:
-        for item in items:
-            if (key := _key(item)) is not None:
-                self._seen.pop(key, None)
+        self._seen.forget(key for item in items if (key := _key(item)) is not None)
 
     def _remember_spooled(self) -> None:
         """Rebuild the repeat window from the newest spool files, so a batch retried across an operator
         restart is still known."""
         lines: list[bytes] = []
         for directory in self.spool_dir.glob("*/"):
-            for spool in sorted(directory.glob("audit*.log"), key=lambda p: p.stat().st_mtime)[-2:]:
-                lines += spool.read_bytes().splitlines()
-        for line in lines[-DEDUP_WINDOW:]:
+            lines += newest_lines(directory)
+        for line in lines[-self._seen.size :]:
             try:
                 for item in _event_list(line):
                     self._seen_before(item)
