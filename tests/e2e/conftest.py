@@ -94,6 +94,31 @@ class Operator:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("operator-*.log")))
 
 
+class AuditFollower:
+    """The lines kube-apiserver appends to the audit log in ``audit_dir`` (rotated files too), each once."""
+
+    def __init__(self, audit_dir: Path) -> None:
+        self.audit_dir = audit_dir
+        self.offsets: dict[int, int] = {}  # inode -> bytes taken
+
+    def new_lines(self) -> list[bytes]:
+        lines = []
+        for path in sorted(self.audit_dir.glob("audit*.log")):
+            try:
+                with path.open("rb") as f:
+                    # The open file's inode: the name may be another file's by now (a rotation between
+                    # open and stat once shipped a renamed file's bytes as the new one's).
+                    inode = os.fstat(f.fileno()).st_ino
+                    f.seek(self.offsets.get(inode, 0))
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            complete = data[: data.rfind(b"\n") + 1]
+            self.offsets[inode] = self.offsets.get(inode, 0) + len(complete)
+            lines += complete.splitlines()
+        return lines
+
+
 OPENREPORTS = "github.com/openreports/reports-api@v0.2.1"  # the OpenReports API module, with its CRDs
 PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.90.1"  # PodMonitor, PrometheusRule
 CERT_MANAGER = "github.com/cert-manager/cert-manager@v1.19.1"  # Certificate

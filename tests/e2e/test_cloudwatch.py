@@ -4,7 +4,6 @@ server, behind the fault proxy) as EKS ships it, and the same detection reading 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,7 +11,17 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import AGENT_SEARCH, NAMESPACE, ROOT, anonymous_with_agent, detection, ready, total, wait_for
+from conftest import (
+    AGENT_SEARCH,
+    NAMESPACE,
+    ROOT,
+    AuditFollower,
+    anonymous_with_agent,
+    detection,
+    ready,
+    total,
+    wait_for,
+)
 
 from awslogs import REGION, FaultProxy, LogGroupWriter
 
@@ -25,8 +34,7 @@ class Shipper:
     ``kube-apiserver-audit-<hex>`` that are replaced as they grow; every fifth event arrives late."""
 
     def __init__(self, audit_dir: Path, logs: LogGroupWriter) -> None:
-        self.audit_dir, self.logs = audit_dir, logs
-        self.offsets: dict[int, int] = {}  # inode -> bytes shipped
+        self.follower, self.logs = AuditFollower(audit_dir), logs
         self.held: list[tuple[float, int, str]] = []  # (when to ship, timestamp, message)
         self.shipped = 0
         self.stop = threading.Event()
@@ -38,25 +46,13 @@ class Shipper:
     def _run(self) -> None:
         while not self.stop.is_set():
             now_events: list[tuple[int, str]] = []
-            for path in sorted(self.audit_dir.glob("audit*.log")):
-                try:
-                    with path.open("rb") as f:
-                        # The open file's inode: the name may be another file's by now (a rotation
-                        # between open and stat once shipped a renamed file's bytes as the new one's).
-                        inode = os.fstat(f.fileno()).st_ino
-                        f.seek(self.offsets.get(inode, 0))
-                        data = f.read()
-                except FileNotFoundError:
-                    continue
-                complete = data[: data.rfind(b"\n") + 1]
-                self.offsets[inode] = self.offsets.get(inode, 0) + len(complete)
-                for line in complete.splitlines():
-                    event = json.loads(line)
-                    stamp = _ms(event["stageTimestamp"])
-                    if (self.shipped + len(now_events) + len(self.held)) % 5 == 4:
-                        self.held.append((time.time() + HELD_BACK_SECONDS, stamp, line.decode()))
-                    else:
-                        now_events.append((stamp, line.decode()))
+            for line in self.follower.new_lines():
+                event = json.loads(line)
+                stamp = _ms(event["stageTimestamp"])
+                if (self.shipped + len(now_events) + len(self.held)) % 5 == 4:
+                    self.held.append((time.time() + HELD_BACK_SECONDS, stamp, line.decode()))
+                else:
+                    now_events.append((stamp, line.decode()))
             due = [(t, m) for when, t, m in self.held if when <= time.time()]
             self.held = [h for h in self.held if h[0] > time.time()]
             if now_events or due:

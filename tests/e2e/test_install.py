@@ -112,6 +112,28 @@ def test_the_eks_overlay_passes_server_side_dry_run(cluster):
     )
 
 
+def test_the_gke_overlay_passes_server_side_dry_run(cluster):
+    """manifests/gke: the base without hostPath, node selector or webhook; Workload Identity; two replicas
+    that pull the seed's subscription, each spooling on its own volume."""
+    proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests/gke"), "--dry-run=server")
+    assert "statefulset.apps/auditwatch" in proc.stdout and "service/auditwatch-webhook" not in proc.stdout
+    assert "daemonset.apps/auditwatch" not in proc.stdout
+    assert "auditdetection.auditwatch.io/kubernetes-aws-detect-suspicious-kubectl-calls" in proc.stdout
+    rendered = list(yaml.safe_load_all(cluster.kubectl("kustomize", str(ROOT / "manifests/gke")).stdout))
+    [statefulset] = [d for d in rendered if d["kind"] == "StatefulSet"]
+    pod = statefulset["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and not any("hostPath" in v for v in pod["volumes"])
+    args = pod["containers"][0]["args"]
+    assert {"--sources=pubsub", "--webhook-listen=", "--pubsub-spool=/var/spool/auditwatch"} <= set(args)
+    assert [t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]] == ["spool"]
+    [account] = [d for d in rendered if d["kind"] == "ServiceAccount"]
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(".iam.gserviceaccount.com")
+    [seed] = [d for d in rendered if d["kind"] == "AuditDetection"]
+    assert seed["spec"]["sources"] == [
+        {"name": "gke-audit", "pubsub": {"project": "my-gcp-project", "subscription": "auditwatch-gke-audit"}}
+    ]
+
+
 def with_component(cluster, tmp_path, component):
     """The DaemonSet's pod template from an overlay of manifests/ with one component, after the overlay
     passed a server-side dry run."""

@@ -3,9 +3,9 @@
 Read at scrape time from what the operator already keeps: each running detection's last reported
 part of its status (this replica's shard: its counters and sources, as ``kubectl get auditdetection
 -o yaml`` shows them under ``status.shards``; Prometheus sums the replicas), the
-write budget's counts, the webhook server's answers and the CloudWatch log groups' calls. So the
-metrics and the status never disagree, and nothing on the event path is slowed by them. Names follow
-Prometheus's conventions: an ``auditwatch_`` prefix, ``_total`` on counters, base units.
+write budget's counts, the webhook server's answers, the CloudWatch log groups' calls and the Pub/Sub
+subscriptions' pulls. So the metrics and the status never disagree, and nothing on the event path is
+slowed by them. Names follow Prometheus's conventions: an ``auditwatch_`` prefix, ``_total`` on counters, base units.
 """
 
 from __future__ import annotations
@@ -129,6 +129,19 @@ class _Collector(Collector):
             throttles.add_metric([f"{region}:{name}"], group.throttled)
         yield calls
         yield throttles
+        messages = CounterMetricFamily(
+            "auditwatch_pubsub_messages",
+            "Messages pulled from a Pub/Sub subscription: spooled, duplicate (spooled before), dropped (not audit).",
+            labels=["subscription", "result"],
+        )
+        pulls = CounterMetricFamily("auditwatch_pubsub_pulls", "Pull calls.", labels=["subscription"])
+        for puller in list(self.m.readers.pullers.values()):
+            kept = puller.messages - puller.duplicates - puller.dropped
+            for result, n in (("spooled", kept), ("duplicate", puller.duplicates), ("dropped", puller.dropped)):
+                messages.add_metric([puller.path, result], n)
+            pulls.add_metric([puller.path], puller.pulls)
+        yield messages
+        yield pulls
         ages = GaugeMetricFamily(
             "auditwatch_shard_lease_age_seconds",
             "Seconds since this replica saw the shard's Lease renewed; past --shard-lease-seconds the shard is silent.",
@@ -180,7 +193,8 @@ def _sources(detections: list[tuple[tuple[str, str], Any]]) -> Iterator[Metric]:
     )
     lag_seconds = GaugeMetricFamily(
         "auditwatch_source_lag_seconds",
-        "How far behind the clock a CloudWatch source is (promptWithin and settleDelay included).",
+        "How far behind the clock a CloudWatch source is (promptWithin and settleDelay included); for a Pub/Sub"
+        " source, publish to spool of the last pull's oldest message.",
         labels=SOURCE,
     )
     ready = GaugeMetricFamily(
@@ -194,11 +208,12 @@ def _sources(detections: list[tuple[tuple[str, str], Any]]) -> Iterator[Metric]:
     for (namespace, detection), status in detections:
         for source in status.sources:
             labels = [namespace, detection, source.name]
-            file, cloudwatch = source.file or source.webhook, source.cloudwatch  # a series for each, 0 if n/a
+            file = source.file or source.webhook or source.pubsub  # a series for each, 0 if n/a
+            timed = source.cloudwatch or source.pubsub
             lag_bytes.add_metric(labels, file.lagBytes if file else 0)
-            lag_seconds.add_metric(labels, cloudwatch.lagSeconds if cloudwatch else 0)
+            lag_seconds.add_metric(labels, timed.lagSeconds if timed else 0)
             ready.add_metric(labels, 1 if source.lastError else 0)
-            truncated.add_metric(labels, cloudwatch.truncated if cloudwatch else 0)
+            truncated.add_metric(labels, source.cloudwatch.truncated if source.cloudwatch else 0)
     yield lag_bytes
     yield lag_seconds
     yield ready

@@ -1,0 +1,201 @@
+"""GKE without GKE: the local control plane's real audit log published to Pub/Sub (Google's emulator) as a
+Log Router sink publishes GKE's entries, and the seed detection, with only its source changed, read by
+two operator replicas sharing the subscription: each anonymous request counted once through SIGKILLs,
+messages another consumer gives back (redelivery) and the two replicas' shares, as `scan` counts the
+file; a missing subscription named in SourcesReady."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import NAMESPACE, ROOT, Api, AuditFollower, Operator, anonymous_with_agent, ready, total, wait_for
+
+from auditwatch.devcluster import DevCluster
+from factory import auditwatch
+from gcp import PROJECT, Topic, gke_entry, pubsub_emulator
+
+SEED = "kubernetes-aws-detect-suspicious-kubectl-calls"
+SHARDS = ("gke-0", "gke-1")
+ACK_DEADLINE = 30  # a killed replica restarts well within it, and acknowledges again what it had spooled
+
+
+@pytest.fixture(scope="module")
+def gke(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[tuple[DevCluster, str]]:
+    workdir = Path(tempfile.mkdtemp(prefix="auditwatch-gke-"))
+    try:
+        with pubsub_emulator() as host, DevCluster(workdir=workdir) as c:
+            monkeypatch_module.setenv("PUBSUB_EMULATOR_HOST", host)
+            c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+            c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
+                      "crd/detectionfindings.auditwatch.io")  # fmt: skip
+            c.kubectl("apply", "-k", str(ROOT / "manifests"))
+            yield c, host
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+class Sink:
+    """Publishes every line kube-apiserver writes to its audit log as the entry GKE writes for it, as a Log
+    Router sink does; and, as another consumer of the subscription that fails, takes messages now and then
+    and gives them back (a nack: Pub/Sub delivers them again)."""
+
+    def __init__(self, audit_dir: Path, topic: Topic, subscription: str) -> None:
+        self.follower, self.topic, self.subscription = AuditFollower(audit_dir), topic, subscription
+        self.published = self.given_back = 0
+        self.idle = threading.Event()  # set after a pass that found nothing new to publish
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        passes = 0
+        while not self.stop.is_set():
+            lines = self.follower.new_lines()
+            self.topic.publish([json.dumps(gke_entry(json.loads(line))).encode() for line in lines])
+            self.published += len(lines)
+            passes += 1
+            if passes % 4 == 0:
+                self._give_back()
+            (self.idle.set if not lines else self.idle.clear)()
+            self.stop.wait(0.3)
+
+    def _give_back(self) -> None:
+        taken = self.topic.pending(self.subscription)[:20]
+        if taken:
+            path = self.topic.subscriber.subscription_path(PROJECT, self.subscription)
+            self.topic.subscriber.modify_ack_deadline(
+                subscription=path, ack_ids=[m.ack_id for m in taken], ack_deadline_seconds=0
+            )
+            self.given_back += len(taken)
+
+    def caught_up(self) -> bool:
+        """Whether everything written so far is published (a pass since found nothing new)."""
+        self.idle.clear()
+        return self.idle.wait(10)
+
+    def __enter__(self) -> Sink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def replica(c: DevCluster, host: str, i: int, workdir: Path) -> Operator:
+    """A replica of the GKE install: its pod's name as its shard, Pub/Sub sources only, its own spool."""
+    (workdir / f"r{i}").mkdir(exist_ok=True)
+    args = ["--shard", SHARDS[i], "--sources", "pubsub", "--webhook-listen", "",
+            "--pubsub-spool", str(workdir / f"spool-{i}")]  # fmt: skip
+    return Operator(workdir / f"r{i}", args, c.operator_kubeconfig, {"PUBSUB_EMULATOR_HOST": host})
+
+
+def seed_on(subscription: str) -> dict[str, Any]:
+    """The seed detection as shipped, reading the subscription instead of the log file."""
+    obj = yaml.safe_load((ROOT / "manifests/detections" / f"{SEED}.yaml").read_text())
+    pubsub = {"project": PROJECT, "subscription": subscription, "maxMessages": 100}
+    obj["spec"]["sources"] = [{"name": "gke-audit", "pubsub": pubsub}]
+    return obj
+
+
+def test_the_seed_detection_over_pubsub_counts_as_scan_counts_the_file_through_kills_and_two_replicas(gke, tmp_path):
+    c, host = gke
+    api, topic = Api(c), Topic("gke-audit", ACK_DEADLINE)
+    topic.subscription("auditwatch")
+    replicas = [replica(c, host, i, tmp_path) for i in range(2)]
+    stop = threading.Event()
+
+    def traffic() -> None:
+        n = 0
+        while not stop.is_set():
+            api.request(f"/version?gke={n}", "e2e-gke")  # anonymous: counted
+            api.request("/api", "e2e-gke", token=c.admin_token)  # authenticated: not counted
+            n += 1
+            time.sleep(0.02)
+
+    with Sink(c.audit_dir, topic, "auditwatch") as sink:
+        try:
+            for op in replicas:
+                op.start()
+            api.apply(seed_on("auditwatch"))
+            status = lambda: api.get("auditdetection", SEED).get("status", {})  # noqa: E731
+            wait_for(lambda: set(status().get("shards", {})) >= set(SHARDS), timeout=60, what="both shards")
+            sender = threading.Thread(target=traffic)
+            sender.start()
+            try:
+                time.sleep(3)
+                replicas[1].kill()  # SIGKILL mid-stream: what it spooled and had not acknowledged is acked at start
+                time.sleep(2)
+                replicas[1].start()
+                time.sleep(3)
+                replicas[0].kill()
+                replicas[0].start()
+                time.sleep(3)
+            finally:
+                stop.set()
+                sender.join()
+            assert sink.caught_up()
+            expected = len(api.audit_events(anonymous_with_agent()))
+            published = Path(shutil.copytree(c.audit_dir, tmp_path / "published"))
+            wait_for(lambda: total(api, SEED) == expected, timeout=3 * ACK_DEADLINE,
+                     what=lambda: f"the count {total(api, SEED)} == {expected}; {status()}; "
+                     f"{[op.log()[-2000:] for op in replicas]}")  # fmt: skip
+            time.sleep(3)  # and no more: nothing counted twice
+            [finding] = api.findings(SEED)
+            parts = [finding["status"]["shards"][s]["count"] for s in SHARDS]
+            assert finding["status"]["count"] == sum(parts) == expected > 100 and all(parts), parts
+            assert sink.given_back > 0
+            sources = [status()["shards"][s]["sources"][0] for s in SHARDS]
+            assert all(s["pubsub"]["messages"] > 0 and not s["lastError"] for s in sources), sources
+            assert ready(api, SEED).get("status") == "True"
+            findings = api.findings(SEED)
+            c.kubectl("delete", "auditdetection", SEED, "-n", NAMESPACE, "--timeout=60s")  # while its operators run
+        finally:
+            for op in replicas:
+                op.stop()
+
+    # The same detection over the file as it was published, by `scan`: the same rows, summed by finding key.
+    code, out, err = auditwatch("scan", "--detection", str(ROOT / "manifests/detections" / f"{SEED}.yaml"),
+                                *map(str, sorted(published.glob("audit*.log"))))  # fmt: skip
+    assert code == 0, err
+    by_key: Counter[tuple[str, str]] = Counter()
+    for row in map(json.loads, out.splitlines()):
+        by_key[row["user"], row["src_ip"]] += row["count"]
+    assert {(f["spec"]["key"]["user"], f["spec"]["key"]["src_ip"]): f["status"]["count"] for f in findings} == by_key
+
+
+def test_a_subscription_that_does_not_exist_is_named(gke, tmp_path):
+    c, host = gke
+    api, op = Api(c), replica(c, host, 0, tmp_path)
+    obj = seed_on("not-created")
+    obj["metadata"]["name"] = "gke-missing"
+    op.start()
+    try:
+        api.apply(obj)
+
+        def sources_ready() -> dict[str, Any]:
+            conds = api.get("auditdetection", "gke-missing").get("status", {}).get("conditions", [])
+            return next((c for c in conds if c["type"] == "SourcesReady"), {})
+
+        cond = wait_for(lambda: "does not exist" in sources_ready().get("message", "") and sources_ready(),
+                        timeout=60, what=lambda: f"SourcesReady=False: {sources_ready()}")  # fmt: skip
+        assert cond["status"] == "False" and cond["reason"] == "SourceUnavailable"
+        assert f"subscription projects/{PROJECT}/subscriptions/not-created does not exist" in cond["message"]
+    finally:
+        c.kubectl("delete", "auditdetection", "gke-missing", "-n", NAMESPACE, "--timeout=60s")  # its finalizer: kopf's
+        op.stop()
