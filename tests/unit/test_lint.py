@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from auditwatch.rules.lint import lint
 from auditwatch.spl import parse_search, plan
@@ -103,3 +104,15 @@ def test_lint_takes_directories_and_kustomizations_and_passes_over_what_is_no_de
     assert "(DaemonSet, Service): skipped" in skipped[str(root / "manifests/base/daemonset.yaml")]
     assert "(CustomResourceDefinition)" in skipped[str(root / "crds/auditwatch.io_auditdetections.yaml")]
     assert all(line["ready"] for line in lines if "ready" in line)
+
+
+def test_a_pubsub_source_names_the_fields_gke_does_not_log():
+    root = SEED.parents[2]
+    done = subprocess.run([sys.executable, "-m", "auditwatch", "lint", "-o", "json", root / "manifests/gke",
+                           SEED], capture_output=True, text=True, check=False)  # fmt: skip
+    verdicts = {Path(v["file"]).parent.name: v for v in map(json.loads, done.stdout.splitlines()) if "ready" in v}
+    gaps = [d.removeprefix("warning[not-logged]: ") for d in verdicts["gke"]["diagnostics"] if "[not-logged]" in d]
+    assert [gap.split(" ", 1)[0] for gap in gaps] == ["requestURI", "user.uid", "user.groups{}"]
+    assert "system:unauthenticated for system:anonymous" in gaps[2]
+    assert verdicts["gke"]["ready"]
+    assert not [d for d in verdicts["detections"]["diagnostics"] if "[not-logged]" in d]

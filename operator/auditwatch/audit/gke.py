@@ -46,6 +46,16 @@ HTTP_STATUS = {
     16: 401,
 }
 AUDIT_LOG = "type.googleapis.com/google.cloud.audit.AuditLog"
+# Audit Event fields that GKE's entries do not carry, or carry only in part (the table above).
+ABSENT = "is not in GKE's audit entries: always empty"
+NOT_LOGGED = {
+    "requestURI": ABSENT,
+    "user.uid": ABSENT,
+    "user.extra": ABSENT,
+    "impersonatedUser": ABSENT + " (GKE names a delegation in authenticationInfo.serviceAccountDelegationInfo)",
+    "level": ABSENT,
+    "user.groups": "is not in GKE's audit entries: system:unauthenticated for system:anonymous, else empty",
+}
 
 
 def is_gke_entry(value: Any) -> bool:

@@ -15,6 +15,8 @@ Each diagnostic has a code, so that a GitOps step can be strict about some and n
 - ``key-not-output``: a ``groupBy`` field the search does not output: every row gets an empty key.
 - ``never-matches``: a condition that can never hold as written: a Falco rule a macro switches off
   (``k8s_audit_never_true``), a number field tested against text (Sigma's ``responseStatus.code: ALLOW``).
+- ``not-logged``: a field the search reads that a source does not carry: GKE's entries (a ``pubsub``
+  source) have no ``requestURI``, ``user.uid``... (audit/gke.py), so it reads as empty there.
 
 SPL's searches are linted as written (their commands); Sigma and Falco rules through their plan.
 """
@@ -28,6 +30,7 @@ from enum import StrEnum
 
 from auditwatch.audit.decode import is_derived
 from auditwatch.audit.fields import EVENT_FIELDS, FREE_FORM
+from auditwatch.audit.gke import NOT_LOGGED
 from auditwatch.engine.prefilter import derive
 from auditwatch.ir.plan import (
     IPLOCATION_FIELDS,
@@ -84,10 +87,14 @@ NUMBERS = {"responseStatus.code", "responseStatus.details.retryAfterSeconds"}
 
 
 def lint(
-    plan: Plan, group_by: list[str] | None = None, query: Query | None = None, notes: Sequence[str] = ()
+    plan: Plan,
+    group_by: list[str] | None = None,
+    query: Query | None = None,
+    notes: Sequence[str] = (),
+    source_kinds: Sequence[str] = (),
 ) -> list[Diagnostic]:
-    """Everything worth saying about a detection (its plan, an SPL search as written, and what a Sigma or
-    Falco front end ``notes``), errors first."""
+    """Everything worth saying about a detection (its plan, an SPL search as written, what a Sigma or
+    Falco front end ``notes``, and what its sources' kinds cannot give it), errors first."""
     found = _never_set(query) if query else []
     found += _unknown_fields(query.commands if query else plan.steps)
     found += [Diagnostic(Level.WARNING, "never-matches", note) for note in notes] + _text_for_numbers(plan)
@@ -101,7 +108,25 @@ def lint(
             )
         )
     found += _key_problems(plan, group_by or [])
+    if "pubsub" in source_kinds:
+        found += _not_logged(plan)
     return sorted(found, key=lambda d: not d.error)
+
+
+def _not_logged(plan: Plan) -> list[Diagnostic]:
+    """Fields the search reads from events that GKE's audit entries do not carry."""
+    read = set().union(*map(step_fields, [*plan.steps, *([plan.aggregate] if plan.aggregate else [])]))
+    found = []
+    for field, what in NOT_LOGGED.items():
+        if names := sorted(f for f in read if f == field or f.startswith((field + ".", field + "{"))):
+            found.append(
+                Diagnostic(
+                    Level.WARNING,
+                    "not-logged",
+                    f"{', '.join(names)} {what} (a pubsub source reads them)",
+                )
+            )
+    return found
 
 
 def _never_set(query: Query) -> list[Diagnostic]:

@@ -98,7 +98,8 @@ def validate(spec: Mapping[str, Any], settings: Settings, namespace: str | None 
         found.append(Problem.at(StatusReason.INVALID_SEARCH, planned.field, missing))
     found += [p for source in model.sources if (p := _source_problem(source, settings))]
     notes = planned.translated.notes if planned.translated else []
-    diagnostics = lint(planned.plan, model.finding.groupBy, planned.query, notes)
+    kinds = [source.kind for source in model.sources]
+    diagnostics = lint(planned.plan, model.finding.groupBy, planned.query, notes, kinds)
     return Verdict(model, planned.query, planned.plan, tuple(found), tuple(diagnostics))
 
 
