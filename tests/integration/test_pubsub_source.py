@@ -20,8 +20,8 @@ from auditwatch.api.models import PubSubSource, Source
 from auditwatch.api.settings import Settings
 from auditwatch.runtime.readers import Readers
 from auditwatch.sources import pubsub
-from auditwatch.sources.pubsub import Puller
-from factory import event
+from auditwatch.sources.pubsub import Puller, event_of
+from factory import SEED, auditwatch, event
 from gcp import PROJECT, Topic, gke_entry, pubsub_emulator
 
 ACK_DEADLINE = 10  # the emulator's (and Pub/Sub's) shortest
@@ -209,3 +209,24 @@ async def test_a_subscription_that_does_not_exist_is_named(emulator: str, tmp_pa
         assert "gcloud pubsub subscriptions create" in feed.error
     finally:
         await stopped(puller)
+
+
+def test_scan_drains_a_subscription_only_when_told_to(topic: Topic, tmp_path: Path, emulator: str) -> None:
+    """`scan pubsub://...?drain=true` reads the subscription's GKE entries as the operator does (the same
+    rows as scan over the same events mapped into a file), repeats dropped, and acknowledges them."""
+    sub = topic.subscription("hunt").rsplit("/", 1)[1]
+    batch = entries(40)
+    topic.publish([json.dumps(e).encode() for e in batch + batch[:5]] + [b"not an entry"])
+    url = f"pubsub://{PROJECT}/{sub}"
+    env = {"PUBSUB_EMULATOR_HOST": emulator}
+    code, out, err = auditwatch("scan", "--detection", str(SEED), url, env=env)
+    assert code == 2 and "add ?drain=true if that is meant" in err
+    code, out, err = auditwatch("scan", "--detection", str(SEED), f"{url}?drain=true&wait=3s", env=env)
+    assert code == 0, err
+    assert f"{url}?drain=true&wait=3s: 40 events, 5 repeats dropped, 1 messages no audit event" in err
+    mapped = tmp_path / "mapped.log"
+    mapped.write_bytes(b"".join(orjson.dumps(event_of(json.dumps(e).encode())[0]) + b"\n" for e in batch))
+    code, from_file, err = auditwatch("scan", "--detection", str(SEED), str(mapped))
+    assert code == 0 and sorted(out.splitlines()) == sorted(from_file.splitlines())
+    assert sum(json.loads(row)["count"] for row in out.splitlines()) == 40
+    assert not topic.pending(sub)  # acknowledged

@@ -82,7 +82,8 @@ def register(sub: Any) -> None:
         "logs",
         nargs="*",
         metavar="LOG",
-        help="files, directories, globs (quoted), - for stdin, cloudwatch://REGION/GROUP, s3://BUCKET/PREFIX",
+        help="files, directories, globs (quoted), - for stdin, cloudwatch://REGION/GROUP, "
+        "pubsub://PROJECT/SUBSCRIPTION?drain=true, s3://BUCKET/PREFIX",
     )
     p.set_defaults(func=hunt_command)
 

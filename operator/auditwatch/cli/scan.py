@@ -20,14 +20,21 @@ def register(sub: Any) -> None:
         "output, subscription-filter payloads, Kinesis/Firehose records), AKS diagnostic records, oc adm "
         "node-logs output, .gz, - for stdin, or a log "
         "group read directly: cloudwatch://REGION/LOG_GROUP?since=24h (until=, prefix=; AWS credentials "
-        "from the standard chain). Rows go to stdout; a summary (lines, events, malformed lines, rows, "
-        "speed) goes to stderr. Exit 0 on success, 2 for an invalid detection or unreadable input.",
+        "from the standard chain), or a Pub/Sub subscription of GKE's audit entries, drained: "
+        "pubsub://PROJECT/SUBSCRIPTION?drain=true (wait=5s; its messages are acknowledged). Rows go to "
+        "stdout; a summary (lines, events, malformed lines, rows, speed) goes to stderr. Exit 0 on success, 2 "
+        "for an invalid detection or unreadable input.",
     )
     p.add_argument("--detection", "-d", required=True, metavar="FILE", help="AuditDetection manifest (YAML/JSON)")
     p.add_argument("--output", "-o", choices=("jsonl", "table"), default="jsonl", help="row format (jsonl)")
     p.add_argument("--no-prefilter", action="store_true", help="parse every line (slower; the rows are the same)")
     add_geoip_option(p)
-    p.add_argument("logs", nargs="+", metavar="LOG", help="audit log files, - for stdin, or cloudwatch://REGION/GROUP")
+    p.add_argument(
+        "logs",
+        nargs="+",
+        metavar="LOG",
+        help="audit log files, - for stdin, cloudwatch://REGION/GROUP or pubsub://PROJECT/SUBSCRIPTION?drain=true",
+    )
     p.set_defaults(func=scan_command)
 
 

@@ -25,7 +25,7 @@ from auditwatch.audit.chunks import GZIP_MAGIC, open_log
 from auditwatch.audit.envelopes import AUDIT, BOM, is_document, line_shape
 from auditwatch.engine.pipeline import EngineError, OutputRow, geoip_problem
 from auditwatch.ir.plan import Plan, within
-from auditwatch.offline.inputs import CLOUDWATCH, HEAD, InputError, chunks
+from auditwatch.offline.inputs import HEAD, SERVICES, InputError, chunks
 from auditwatch.offline.s3 import S3, objects
 
 SUFFIXES = (".log", ".gz", ".json", ".jsonl")
@@ -42,10 +42,10 @@ class Inputs:
 
 def expand(paths: Sequence[str]) -> list[str]:
     """Files named, found below directories, or matched by globs, each once, in the order given (``-``,
-    ``cloudwatch://`` and ``s3://`` addresses as they are)."""
+    ``cloudwatch://``, ``pubsub://`` and ``s3://`` addresses as they are)."""
     found: dict[str, None] = {}
     for path in paths:
-        if path == "-" or path.startswith((CLOUDWATCH, S3)):
+        if path == "-" or path.startswith((*SERVICES, S3)):
             found[path] = None
         elif os.path.isdir(path):
             for root, _, names in sorted(os.walk(path)):
@@ -105,7 +105,7 @@ def _sort(path: str, inputs: Inputs, workdir: str, notes: TextIO | None) -> bool
 def _native(path: str) -> bool:
     """Whether the engine can read ``path`` as it is: audit JSON lines, no BOM, gzip when (and only when)
     named ``.gz``, as engines tell compression by the name."""
-    if path == "-" or path.startswith(CLOUDWATCH) or _gzip(path) != path.endswith(".gz"):
+    if path == "-" or path.startswith(SERVICES) or _gzip(path) != path.endswith(".gz"):
         return False
     with open_log(path) as stream:
         head = stream.read(HEAD)

@@ -6,6 +6,9 @@
   now; ``prefix``: the streams, default ``kube-apiserver-audit``), a hunt without a cluster. The log
   group's name is the URL's path, which starts with ``/`` as EKS's do:
   ``cloudwatch://us-west-2/aws/eks/prod/cluster`` reads ``/aws/eks/prod/cluster``.
+- ``pubsub://PROJECT/SUBSCRIPTION?drain=true`` pulls a subscription until it has nothing more to give
+  (none for ``wait``, default 5s), acknowledging each batch once it is evaluated: reading it takes the
+  messages away from whoever else reads it, so ``drain=true`` must say that is meant.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO, cast
 
+import orjson
+
 from auditwatch.audit.chunks import iter_chunks, open_log
 from auditwatch.audit.envelopes import (
     AUDIT,
@@ -29,19 +34,21 @@ from auditwatch.audit.envelopes import (
     unwrap,
 )
 from auditwatch.errors import AuditwatchError
-from auditwatch.times import point_in_time
+from auditwatch.times import parse_duration, point_in_time
 
 HEAD = 64 << 10  # bytes looked at to tell lines from a document
 CLOUDWATCH = "cloudwatch://"
+PUBSUB = "pubsub://"
+SERVICES = (CLOUDWATCH, PUBSUB)  # addresses read from a service, not files
 
 
 class InputError(AuditwatchError, ValueError):
-    """An input that cannot be read as given (a bad cloudwatch:// address, an AWS refusal)."""
+    """An input that cannot be read as given (a bad cloudwatch:// or pubsub:// address, a refusal)."""
 
 
 def splittable(path: str) -> bool:
     """Whether ``path`` is a plain file of lines, which readers may share by byte ranges."""
-    if path == "-" or path.startswith(CLOUDWATCH):
+    if path == "-" or path.startswith(SERVICES):
         return False
     with open(path, "rb") as f:
         head = f.read(HEAD)
@@ -55,6 +62,9 @@ def chunks(
     file of lines); what a document or log group turned out to hold is said on ``notes``."""
     if path.startswith(CLOUDWATCH):
         yield from _log_group(path, notes)
+        return
+    if path.startswith(PUBSUB):
+        yield from _subscription(path, notes)
         return
     with open_log(path) as stream:
         if start:
@@ -185,3 +195,70 @@ def _log_group(url: str, notes: TextIO | None, calls_per_second: float = 1.0) ->
         loop.close()
     if notes is not None:
         notes.write(f"\r{url}: {events:,} events in {group.calls:,} calls ({group.throttled:,} throttled)\n")
+
+
+def parse_pubsub(url: str) -> tuple[str, float]:
+    """A ``pubsub://`` address: the subscription's path and how long to wait for more; InputError names
+    what is wrong with it."""
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    unknown = set(query) - {"drain", "wait"}
+    subscription = parts.path.strip("/")
+    if not parts.netloc or not subscription or "/" in subscription or unknown:
+        raise InputError(
+            f"{url}: expected pubsub://PROJECT/SUBSCRIPTION?drain=true (drain, wait)"
+            + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
+        )
+    if query.get("drain") != "true":
+        raise InputError(
+            f"{url}: reading a subscription acknowledges its messages, taking them away from whoever else "
+            "reads it (the operator): add ?drain=true if that is meant (a subscription made for this hunt)"
+        )
+    try:
+        wait = parse_duration(query.get("wait", "5s"))
+    except ValueError:
+        raise InputError(f"{url}: wait={query['wait']} is not a duration such as 5s") from None
+    return f"projects/{parts.netloc}/subscriptions/{subscription}", wait
+
+
+def _subscription(url: str, notes: TextIO | None) -> Iterator[bytes]:
+    """The audit events of a subscription's messages, batch by batch; each batch acknowledged once the
+    next is asked for (evaluated), repeats dropped, what is no audit event counted."""
+    from google.api_core import exceptions as gapi
+    from google.cloud import pubsub_v1
+
+    from auditwatch.sources.pubsub import event_of, refusal
+    from auditwatch.sources.spool import Recent
+
+    path, wait = parse_pubsub(url)
+    client = pubsub_v1.SubscriberClient()  # Application Default Credentials; PUBSUB_EMULATOR_HOST
+    recent, events, repeats, other = Recent(), 0, 0, 0
+    while True:
+        try:
+            answer = client.pull(subscription=path, max_messages=1000, timeout=wait)
+        except gapi.DeadlineExceeded:
+            break
+        except (gapi.GoogleAPICallError, OSError) as exc:
+            raise InputError(f"{url}: {refusal(path, exc)}") from None
+        if not answer.received_messages:
+            break
+        lines = []
+        for r in answer.received_messages:
+            try:
+                event, key = event_of(bytes(r.message.data))
+            except ValueError:
+                other += 1
+                continue
+            if recent.seen(key or f"message:{r.message.message_id}"):
+                repeats += 1
+                continue
+            lines.append(orjson.dumps(event) + b"\n")
+        if lines:
+            yield b"".join(lines)
+        client.acknowledge(subscription=path, ack_ids=[r.ack_id for r in answer.received_messages])
+        events += len(lines)
+        if notes is not None and notes.isatty():
+            notes.write(f"\r{url}: {events:,} events")
+            notes.flush()
+    if notes is not None:
+        notes.write(f"\r{url}: {events:,} events, {repeats:,} repeats dropped, {other:,} messages no audit event\n")

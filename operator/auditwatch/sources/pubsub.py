@@ -228,26 +228,9 @@ class Puller:
         return reack
 
     def _explain(self, exc: Exception) -> str:
-        from google.api_core import exceptions as gapi
-        from google.auth.exceptions import DefaultCredentialsError
-
-        where = f"subscription {self.path}"
-        if isinstance(exc, gapi.NotFound):
-            return (
-                f"{where} does not exist: create it on the topic the cluster's log sink writes to (README, On "
-                f"GKE: gcloud pubsub subscriptions create ...)"
-            )
-        if isinstance(exc, gapi.PermissionDenied):
-            return (
-                f"PermissionDenied: the operator's Google identity may not pull from {where} (grant it "
-                f"roles/pubsub.subscriber on the subscription; with Workload Identity, is the Kubernetes "
-                f"ServiceAccount bound to it?): {exc.message}"
-            )
-        if isinstance(exc, gapi.Unauthenticated | DefaultCredentialsError):
-            return f"Google refused or found no credentials for {where} (Workload Identity?): {exc}"
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError):  # Google's errors are not OSErrors: the spool's write failed
             return f"the spool {self.spool.file} cannot be written: {exc}"
-        return f"{where}: {type(exc).__name__}: {exc}"
+        return refusal(self.path, exc)
 
 
 def _line(batch: list[tuple[dict[str, Any], str, str]], now: float) -> bytes:
@@ -271,6 +254,28 @@ def event_of(data: bytes) -> tuple[dict[str, Any], str]:
         audit_id = value.get("auditID")
         return value, f"event:{audit_id}@{value.get('stage', '')}" if audit_id else ""
     raise ValueError("neither a GKE audit log entry (protoPayload of type AuditLog) nor an audit Event")
+
+
+def refusal(path: str, exc: Exception) -> str:
+    """What a failed Pub/Sub call on subscription ``path`` means, and what to do about it."""
+    from google.api_core import exceptions as gapi
+    from google.auth.exceptions import DefaultCredentialsError
+
+    where = f"subscription {path}"
+    if isinstance(exc, gapi.NotFound):
+        return (
+            f"{where} does not exist: create it on the topic the cluster's log sink writes to (README, On "
+            f"GKE: gcloud pubsub subscriptions create ...)"
+        )
+    if isinstance(exc, gapi.PermissionDenied):
+        return (
+            f"PermissionDenied: the operator's Google identity may not pull from {where} (grant it "
+            f"roles/pubsub.subscriber on the subscription; with Workload Identity, is the Kubernetes "
+            f"ServiceAccount bound to it?): {exc.message}"
+        )
+    if isinstance(exc, gapi.Unauthenticated | DefaultCredentialsError):
+        return f"Google refused or found no credentials for {where} (Workload Identity?): {exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
 
 
 def _client() -> Any:
