@@ -64,6 +64,14 @@ class CloudWatch(_Values):
     callsPerSecond: _setting("cloudwatch_calls_per_second") = 1  # type: ignore[valid-type]
 
 
+class PubSub(_Values):
+    """Mode gke: Workload Identity's Google service account, the replicas and each one's spool."""
+
+    serviceAccount: Annotated[str, Field(pattern=r"^([-a-z0-9]+@[-a-z0-9]+\.iam\.gserviceaccount\.com)?$")] = ""
+    replicas: Annotated[int, Field(ge=1)] = 2
+    spoolSize: Quantity = "1Gi"
+
+
 class Detections(_Values):
     """The rule packs installed as AuditDetections in the release's namespace (from manifests/detections)."""
 
@@ -92,7 +100,7 @@ class ChartValues(_Values):
         },
     )
 
-    mode: Literal["nodes", "webhook", "eks"] = "nodes"
+    mode: Literal["nodes", "webhook", "eks", "gke"] = "nodes"
     image: Image = Image()
     resources: dict[str, dict[str, str | int]] = {
         "requests": {"cpu": "100m", "memory": "192Mi"},
@@ -106,6 +114,7 @@ class ChartValues(_Values):
     detectionNamespaces: list[Name | Literal["*"]] = []
     webhook: Webhook = Webhook()
     cloudwatch: CloudWatch = CloudWatch()
+    pubsub: PubSub = PubSub()
     allowPaths: list[Annotated[str, Field(pattern=r"^/")]] = []
     alertsSecret: Name | Literal[""] = ""
     reports: bool = False
