@@ -33,7 +33,6 @@ import asyncio
 import random
 import re
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from auditwatch.api.models import CloudWatchSource, CloudWatchStatus
 from auditwatch.audit.envelopes import message_line
 from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
+from auditwatch.sources.marks import Marks
 from auditwatch.times import epoch_ms, parse_duration, point_in_time
 
 CHUNK_BYTES = 1 << 20  # a prompt range is yielded in chunks of about this size, cut between timestamps
@@ -239,20 +239,14 @@ class CloudWatchTail:
         self.newest = 0  # ms: the newest event timestamp read
         self.idle_chunks = False  # yield an empty chunk while nothing is ready to read
         self.at = start  # where the next chunk starts
-        self._marks: deque[CloudWatchPosition] = deque([start])  # positions yielded, oldest first
+        self._marks = Marks(start)
 
     def position(self, seq: int) -> CloudWatchPosition | None:
         """The newest position at or before ``seq`` (the start of the range ``seq`` is in), if known."""
-        for mark in reversed(self._marks):
-            if mark.seq <= seq:
-                return mark
-        return None
+        return self._marks.at(seq)
 
     def forget(self, seq: int) -> None:
-        """Drop the positions no resume at ``seq`` or later needs."""
-        marks = self._marks
-        while len(marks) > 1 and marks[1].seq <= seq:
-            marks.popleft()
+        self._marks.forget(seq)
 
     def seq_at(self, position: Any) -> int | None:
         """This tail's seq at ``position`` (where another tail of the log group is), if it is where this
@@ -359,7 +353,5 @@ class CloudWatchTail:
         """Move to ``after`` (its seq: past ``data``) and remember it as a position."""
         seq = self.at.seq
         self.at = CloudWatchPosition(after.prompt, after.late, seq + len(data))
-        if self._marks and self._marks[-1].seq == self.at.seq:
-            self._marks.pop()  # nothing was read in between: the newer position replaces it
-        self._marks.append(self.at)
+        self._marks.add(self.at)
         return Chunk(data, seq, self.origin)
