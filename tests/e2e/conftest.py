@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -132,15 +134,27 @@ def module_file(module: str, path: str, workdir: Path) -> Path:
     return Path(json.loads(done.stdout)["Dir"]) / path
 
 
+@contextlib.contextmanager
+def installed(prefix: str, **options: Any) -> Iterator[DevCluster]:
+    """A control plane of its own for a test module (DevCluster's ``options``), with the CRDs and the
+    manifests/ install applied; removed after."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"auditwatch-{prefix}-"))
+    try:
+        with DevCluster(workdir=workdir, **options) as c:
+            c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+            c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
+                      "crd/detectionfindings.auditwatch.io")  # fmt: skip
+            c.kubectl("apply", "-k", str(ROOT / "manifests"))
+            yield c
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+def cluster() -> Iterator[DevCluster]:
     # Small audit files so that a test can make kube-apiserver rotate them (--audit-log-maxsize=1 MB).
-    with DevCluster(workdir=tmp_path_factory.mktemp("cluster"), audit_max_size_mb=1, webhook_port=WEBHOOK_PORT) as c:
-        c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-        c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
-                  "crd/detectionfindings.auditwatch.io")  # fmt: skip
-        c.kubectl("apply", "-k", str(ROOT / "manifests"))
-        crd = module_file(OPENREPORTS, "config/crd/openreports.io_reports.yaml", tmp_path_factory.mktemp("go"))
+    with installed("cluster", audit_max_size_mb=1, webhook_port=WEBHOOK_PORT) as c:
+        crd = module_file(OPENREPORTS, "config/crd/openreports.io_reports.yaml", c.workdir)
         c.kubectl("apply", "--server-side", "-f", str(crd))
         yield c
 
@@ -342,6 +356,24 @@ def anonymous_with_agent(agent: str | None = None) -> Callable[[dict[str, Any]],
         )
 
     return check
+
+
+def counts_by_key(api: Api, name: str) -> dict[tuple[str, ...], int]:
+    """A detection's findings' counts, by the values of their key."""
+    return {tuple(f["spec"]["key"].values()): f["status"]["count"] for f in api.findings(name)}
+
+
+def scan_counts(detection_file: Path, logs: list[Path], key: list[str]) -> dict[tuple[str, ...], int]:
+    """What `auditwatch scan` counts of a detection over audit log files, summed by a finding key's fields."""
+    from factory import auditwatch
+
+    code, out, err = auditwatch("scan", "--detection", detection_file, *logs)
+    assert code == 0, err
+    counts: dict[tuple[str, ...], int] = {}
+    for row in map(json.loads, out.splitlines()):
+        k = tuple(row[field] for field in key)
+        counts[k] = counts.get(k, 0) + row["count"]
+    return counts
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,9 +7,7 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,13 +21,13 @@ from conftest import (
     Operator,
     anonymous_with_agent,
     detection,
+    installed,
     ready,
     scrape,
     total,
     wait_for,
 )
 
-from auditwatch.devcluster import DevCluster
 from auditwatch.devcluster.cluster import free_port
 
 SEED = "kubernetes-aws-detect-suspicious-kubectl-calls"
@@ -38,17 +36,9 @@ SHARDS = ("cp-0", "cp-1", "cp-2")
 
 @pytest.fixture(scope="module")
 def ha():
-    workdir = Path(tempfile.mkdtemp(prefix="auditwatch-ha-"))
-    try:
-        # Every API server's webhook backend sends to one address: a Service, here a TCP proxy (Spread).
-        with DevCluster(workdir=workdir, apiservers=3, webhook_port=free_port()) as c:
-            c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-            c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
-                      "crd/detectionfindings.auditwatch.io")  # fmt: skip
-            c.kubectl("apply", "-k", str(ROOT / "manifests"))
-            yield c
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    # Every API server's webhook backend sends to one address: a Service, here a TCP proxy (Spread).
+    with installed("ha", apiservers=3, webhook_port=free_port()) as c:
+        yield c
 
 
 def replica(ha, i, log_dir, args=(), env=None):

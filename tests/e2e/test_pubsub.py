@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import NAMESPACE, ROOT, Api, AuditFollower, Operator, anonymous_with_agent, ready, total, wait_for
+from conftest import (
+    NAMESPACE,
+    ROOT,
+    Api,
+    AuditFollower,
+    Operator,
+    anonymous_with_agent,
+    counts_by_key,
+    installed,
+    ready,
+    scan_counts,
+    total,
+    wait_for,
+)
 
 from auditwatch.devcluster import DevCluster
-from factory import auditwatch
 from gcp import PROJECT, Topic, gke_entry, pubsub_emulator
 
 SEED = "kubernetes-aws-detect-suspicious-kubectl-calls"
@@ -31,17 +41,9 @@ ACK_DEADLINE = 30  # a killed replica restarts well within it, and acknowledges 
 
 @pytest.fixture(scope="module")
 def gke(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[tuple[DevCluster, str]]:
-    workdir = Path(tempfile.mkdtemp(prefix="auditwatch-gke-"))
-    try:
-        with pubsub_emulator() as host, DevCluster(workdir=workdir) as c:
-            monkeypatch_module.setenv("PUBSUB_EMULATOR_HOST", host)
-            c.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-            c.kubectl("wait", "--for=condition=Established", "crd/auditdetections.auditwatch.io",
-                      "crd/detectionfindings.auditwatch.io")  # fmt: skip
-            c.kubectl("apply", "-k", str(ROOT / "manifests"))
-            yield c, host
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with pubsub_emulator() as host, installed("gke") as c:
+        monkeypatch_module.setenv("PUBSUB_EMULATOR_HOST", host)
+        yield c, host
 
 
 @pytest.fixture(scope="module")
@@ -163,20 +165,15 @@ def test_the_seed_detection_over_pubsub_counts_as_scan_counts_the_file_through_k
             sources = [status()["shards"][s]["sources"][0] for s in SHARDS]
             assert all(s["pubsub"]["messages"] > 0 and not s["lastError"] for s in sources), sources
             assert ready(api, SEED).get("status") == "True"
-            findings = api.findings(SEED)
+            by_key = counts_by_key(api, SEED)
             c.kubectl("delete", "auditdetection", SEED, "-n", NAMESPACE, "--timeout=60s")  # while its operators run
         finally:
             for op in replicas:
                 op.stop()
 
     # The same detection over the file as it was published, by `scan`: the same rows, summed by finding key.
-    code, out, err = auditwatch("scan", "--detection", str(ROOT / "manifests/detections" / f"{SEED}.yaml"),
-                                *map(str, sorted(published.glob("audit*.log"))))  # fmt: skip
-    assert code == 0, err
-    by_key: Counter[tuple[str, str]] = Counter()
-    for row in map(json.loads, out.splitlines()):
-        by_key[row["user"], row["src_ip"]] += row["count"]
-    assert {(f["spec"]["key"]["user"], f["spec"]["key"]["src_ip"]): f["status"]["count"] for f in findings} == by_key
+    seed_file = ROOT / "manifests/detections" / f"{SEED}.yaml"
+    assert by_key == scan_counts(seed_file, sorted(published.glob("audit*.log")), ["user", "src_ip"])
 
 
 def test_a_subscription_that_does_not_exist_is_named(gke, tmp_path):
