@@ -358,9 +358,9 @@ def anonymous_with_agent(agent: str | None = None) -> Callable[[dict[str, Any]],
     return check
 
 
-def counts_by_key(api: Api, name: str) -> dict[tuple[str, ...], int]:
-    """A detection's findings' counts, by the values of their key."""
-    return {tuple(f["spec"]["key"].values()): f["status"]["count"] for f in api.findings(name)}
+def counts_by_key(api: Api, name: str, key: list[str]) -> dict[tuple[str, ...], int]:
+    """A detection's findings' counts, by the values of their key's fields."""
+    return {tuple(f["spec"]["key"][k] for k in key): f["status"]["count"] for f in api.findings(name)}
 
 
 def scan_counts(detection_file: Path, logs: list[Path], key: list[str]) -> dict[tuple[str, ...], int]:

@@ -23,11 +23,13 @@ HELM_LABELS = {
 }
 ROLE = "arn:aws:iam::111122223333:role/auditwatch-cloudwatch-reader"  # manifests/eks/serviceaccount-irsa.yaml's
 GOOGLE_ACCOUNT = "auditwatch@my-gcp-project.iam.gserviceaccount.com"  # manifests/gke's Workload Identity
+AZURE_CLIENT = "00000000-0000-0000-0000-000000000000"  # manifests/aks's Workload Identity
 MODES = {  # the chart's values -> the kustomize install it must equal
     "nodes": ([], "manifests"),
     "webhook": (["--set", "mode=webhook"], "manifests/webhook"),
     "eks": (["--set", "mode=eks", "--set", f"cloudwatch.roleArn={ROLE}"], "manifests/eks"),
     "gke": (["--set", "mode=gke", "--set", f"pubsub.serviceAccount={GOOGLE_ACCOUNT}"], "manifests/gke"),
+    "aks": (["--set", "mode=aks", "--set", f"azureBlob.clientId={AZURE_CLIENT}"], "manifests/aks"),
 }
 
 
@@ -104,7 +106,7 @@ def test_the_webhook_certificate_from_cert_manager_names_what_auditwatch_cluster
     assert cert["spec"]["secretName"] == "auditwatch-webhook-tls"  # the Secret the pods mount
     assert cert["spec"]["issuerRef"] == {"name": "ca", "kind": "Issuer"}
     assert {*cert["spec"]["ipAddresses"], *cert["spec"]["dnsNames"]} == set(WEBHOOK_HOSTS)
-    for mode in ("eks", "gke"):  # no webhook server
+    for mode in ("eks", "gke", "aks"):  # no webhook server
         assert not [o for o in template(helm, "--set", "webhook.certManager.issuer=ca", *MODES[mode][0])
                     if o["kind"] == "Certificate"]  # fmt: skip
 
@@ -149,6 +151,7 @@ BAD = [
     ({"monitoring": {"prometheusRule": "yes"}}, "prometheusRule"),
     ({"webhook": {"certManager": {"issuer": "ca", "kind": "VaultIssuer"}}}, "kind"),
     ({"pubsub": {"serviceAccount": "projects/p/serviceAccounts/a"}}, "serviceAccount"),  # an email, not a path
+    ({"azureBlob": {"clientId": "auditwatch"}}, "clientId"),  # a GUID
 ]
 
 

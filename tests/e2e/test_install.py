@@ -134,6 +134,23 @@ def test_the_gke_overlay_passes_server_side_dry_run(cluster):
     ]
 
 
+def test_the_aks_overlay_passes_server_side_dry_run(cluster):
+    """manifests/aks: the base without hostPath, node selector or webhook; Workload Identity; one replica
+    reading the storage account's archive."""
+    proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests/aks"), "--dry-run=server")
+    assert "deployment.apps/auditwatch" in proc.stdout and "service/auditwatch-webhook" not in proc.stdout
+    assert "auditdetection.auditwatch.io/kubernetes-aws-detect-suspicious-kubectl-calls" in proc.stdout
+    rendered = list(yaml.safe_load_all(cluster.kubectl("kustomize", str(ROOT / "manifests/aks")).stdout))
+    [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true" and deployment["spec"]["replicas"] == 1
+    assert "--sources=azureBlob" in pod["spec"]["containers"][0]["args"]
+    [account] = [d for d in rendered if d["kind"] == "ServiceAccount"]
+    assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
+    [seed] = [d for d in rendered if d["kind"] == "AuditDetection"]
+    assert seed["spec"]["sources"][0]["azureBlob"]["container"] == "insights-logs-kube-audit"
+
+
 def with_component(cluster, tmp_path, component):
     """The DaemonSet's pod template from an overlay of manifests/ with one component, after the overlay
     passed a server-side dry run."""

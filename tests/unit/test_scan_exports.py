@@ -210,3 +210,15 @@ def test_json_lines_after_a_bom_are_read_whole(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + b"".join(line(e) for e in EVENTS))
     code, out, err = scan("--detection", SEED, path)
     assert code == 0 and out == plain_rows(tmp_path) and "0 malformed" in err
+
+
+def test_an_aks_storage_blob_is_read_as_the_audit_events_its_records_carry(tmp_path):
+    """A storage account's archive: one diagnostic record a line, no records array."""
+    from azurite import record
+    from factory import event
+
+    path = tmp_path / "PT1H.json"
+    path.write_bytes(record(event()) + record(event(agent="curl/8.5.0")))
+    code, out, err = scan("--detection", SEED, path)
+    assert code == 0 and f"{path}: read as Azure diagnostic records: 2 events" in err
+    assert sum(json.loads(row)["count"] for row in out.splitlines()) == 2

@@ -72,6 +72,12 @@ class PubSub(_Values):
     spoolSize: Quantity = "1Gi"
 
 
+class AzureBlob(_Values):
+    """Mode aks: Workload Identity's client ID (a managed identity's)."""
+
+    clientId: Annotated[str, Field(pattern=r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$")] = ""
+
+
 class Detections(_Values):
     """The rule packs installed as AuditDetections in the release's namespace (from manifests/detections)."""
 
@@ -100,7 +106,7 @@ class ChartValues(_Values):
         },
     )
 
-    mode: Literal["nodes", "webhook", "eks", "gke"] = "nodes"
+    mode: Literal["nodes", "webhook", "eks", "gke", "aks"] = "nodes"
     image: Image = Image()
     resources: dict[str, dict[str, str | int]] = {
         "requests": {"cpu": "100m", "memory": "192Mi"},
@@ -115,6 +121,7 @@ class ChartValues(_Values):
     webhook: Webhook = Webhook()
     cloudwatch: CloudWatch = CloudWatch()
     pubsub: PubSub = PubSub()
+    azureBlob: AzureBlob = AzureBlob()
     allowPaths: list[Annotated[str, Field(pattern=r"^/")]] = []
     alertsSecret: Name | Literal[""] = ""
     reports: bool = False

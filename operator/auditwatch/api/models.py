@@ -166,21 +166,84 @@ class PubSubSource(Model):
     maxMessages: Annotated[int, Field(ge=1, le=1000, description="Messages asked for in one pull.")] = 1000
 
 
-SourceKind = Literal["file", "webhook", "cloudwatch", "pubsub"]
+class AzureBlobSource(Model):
+    """AKS audit logs archived by a diagnostic setting to a storage account: hourly append blobs, tailed by
+    name and offset (sources/azureblob.py); minutes behind, and the cheapest path for many clusters."""
+
+    accountUrl: Annotated[
+        str,
+        Field(
+            max_length=512,
+            pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+            description="The storage account's blob endpoint: https://ACCOUNT.blob.core.windows.net.",
+        ),
+    ]
+    container: Annotated[
+        str,
+        Field(
+            min_length=3,
+            max_length=63,
+            pattern=r"^[a-z0-9](-?[a-z0-9])*$",
+            description="insights-logs-kube-audit, or insights-logs-kube-audit-admin (writes only).",
+        ),
+    ] = "insights-logs-kube-audit"
+    prefix: Annotated[
+        str,
+        Field(
+            max_length=1024,
+            description="The cluster's blobs: resourceId=/SUBSCRIPTIONS/ID/RESOURCEGROUPS/RG/PROVIDERS/"
+            "MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/NAME/ (empty: every cluster archived there).",
+        ),
+    ] = ""
+    pollInterval: Annotated[str, Field(max_length=32, description="How often the blobs are listed.")] = "30s"
+    settleDelay: Annotated[
+        str,
+        Field(
+            max_length=32,
+            description="An hour's blob not grown for this long, with a newer one there, is done: what is "
+            "appended to it later is counted as lateBytes, not read.",
+        ),
+    ] = "10m"
+    start: Annotated[
+        str,
+        Field(
+            max_length=64,
+            description="Where a new detection starts: now (this hour's blob), an RFC 3339 "
+            "time or a duration ago (24h): the blob of that hour.",
+        ),
+    ] = "now"
+
+    @field_validator("pollInterval", "settleDelay")
+    @classmethod
+    def durations(cls, v: str, info: Any) -> str:
+        return check_duration(info.field_name, v)
+
+    @field_validator("start")
+    @classmethod
+    def start_point(cls, v: str) -> str:
+        try:
+            point_in_time(v, 0)
+        except ValueError as exc:
+            raise ValueError(f"start {exc}") from None
+        return v
+
+
+SourceKind = Literal["file", "webhook", "cloudwatch", "pubsub", "azureBlob"]
 # each a member of Source and SourceStatus
-SOURCE_KINDS: tuple[SourceKind, ...] = ("file", "webhook", "cloudwatch", "pubsub")
+SOURCE_KINDS: tuple[SourceKind, ...] = ("file", "webhook", "cloudwatch", "pubsub", "azureBlob")
 
 
 class Source(Model):
-    """One audit-log source; exactly one of file, webhook, cloudwatch, pubsub."""
+    """One audit-log source; exactly one of file, webhook, cloudwatch, pubsub, azureBlob."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
                     "rule": "(has(self.file) ? 1 : 0) + (has(self.webhook) ? 1 : 0)"
-                    " + (has(self.cloudwatch) ? 1 : 0) + (has(self.pubsub) ? 1 : 0) == 1",
-                    "message": "a source sets exactly one of file, webhook, cloudwatch, pubsub",
+                    " + (has(self.cloudwatch) ? 1 : 0) + (has(self.pubsub) ? 1 : 0)"
+                    " + (has(self.azureBlob) ? 1 : 0) == 1",
+                    "message": "a source sets exactly one of file, webhook, cloudwatch, pubsub, azureBlob",
                 }
             ]
         }
@@ -191,6 +254,7 @@ class Source(Model):
     webhook: WebhookSource | None = None
     cloudwatch: CloudWatchSource | None = None
     pubsub: PubSubSource | None = None
+    azureBlob: AzureBlobSource | None = None
 
     @model_validator(mode="after")
     def one_kind(self) -> Source:
@@ -387,6 +451,20 @@ class PubSubStatus(FilePositionStatus):
     ] = 0
 
 
+class AzureBlobStatus(Model):
+    """Where a storage account's audit blobs are read up to, and how reading goes (sources/azureblob.py)."""
+
+    blob: Annotated[str, Field(max_length=1024, description="The blob being read.")] = ""
+    offset: Annotated[int, Field(ge=0, description="Bytes of that blob read.")] = 0
+    lagBytes: Annotated[int, Field(ge=0, description="Bytes in that blob and newer ones not yet read.")] = 0
+    newestBlob: Annotated[str, Field(max_length=1024, description="The newest blob listed.")] = ""
+    lateBytes: Annotated[
+        int, Field(ge=0, description="Bytes appended to a blob after it was done (settleDelay), not read.")
+    ] = 0
+    dropped: Annotated[int, Field(ge=0, description="Lines that are no diagnostic record of an audit Event.")] = 0
+    apiCalls: Annotated[int, Field(ge=0, description="List and read calls to the storage account.")] = 0
+
+
 class SourceStatus(Model):
     """Where a source has been read up to, checkpointed with the findings it produced: ``seq`` and the
     position of the source's kind, in the sub-object named as the kind is in the spec."""
@@ -397,6 +475,7 @@ class SourceStatus(Model):
     webhook: FilePositionStatus | None = None
     cloudwatch: CloudWatchStatus | None = None
     pubsub: PubSubStatus | None = None
+    azureBlob: AzureBlobStatus | None = None
     lastError: Annotated[str, Field(max_length=1024)] = ""
 
     @model_validator(mode="before")

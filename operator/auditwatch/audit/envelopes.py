@@ -16,7 +16,8 @@ objects) and is read whole, every value in it unwrapped:
   Firehose writes them to S3); Kinesis and Firehose records carrying them base64-encoded
   (``{"Records": [{"kinesis": {"data": ...}}]}``, ``{"records": [{"data": ...}]}``);
 - GKE: Cloud Logging audit entries (``protoPayload`` of type AuditLog; audit/gke.py maps them);
-- AKS: diagnostic settings records (``{"records": [{"category": "kube-audit", "properties": {"log": ...}}]}``);
+- AKS: diagnostic settings records (``{"records": [{"category": "kube-audit", "properties": {"log": ...}}]}``
+  from Event Hubs; one record a line in a storage account's blobs: audit/azure.py);
 - a list of any of these.
 
 A message is one audit Event as EKS writes it; one ending in ``[Truncated...]`` (CloudWatch cuts events
@@ -37,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from auditwatch.audit.azure import record_log
 from auditwatch.audit.gke import audit_event as gke_audit_event
 from auditwatch.audit.gke import is_gke_entry
 
@@ -160,10 +162,12 @@ def _unwrap(value: Any, found: Unwrapped) -> None:
         found.shapes.add("Kinesis records")
         for record in value["Records"]:
             _payload((record.get("kinesis") or {}).get("data"), found)
+    elif (log := record_log(value)) is not None:  # AKS: a storage account's blobs, one record a line
+        found.shapes.add("Azure diagnostic records")
+        found.lines.append(message_line(log)[:-1])
     elif isinstance(value, dict) and isinstance(value.get("records"), list):
         for record in value["records"]:
-            log = (record.get("properties") or {}).get("log") if isinstance(record, dict) else None
-            if isinstance(log, str):  # AKS: diagnostic settings to Event Hubs or storage, kube-audit category
+            if (log := record_log(record)) is not None:  # AKS: diagnostic settings to Event Hubs
                 found.shapes.add("Azure diagnostic records")
                 found.lines.append(message_line(log)[:-1])
             elif isinstance(record, dict) and "data" in record:

@@ -6,6 +6,8 @@
   now; ``prefix``: the streams, default ``kube-apiserver-audit``), a hunt without a cluster. The log
   group's name is the URL's path, which starts with ``/`` as EKS's do:
   ``cloudwatch://us-west-2/aws/eks/prod/cluster`` reads ``/aws/eks/prod/cluster``.
+- ``azblob://ACCOUNT/CONTAINER/PREFIX?since=24h`` reads an AKS diagnostic archive's hourly blobs
+  (``until``: an end, default now; ``AZURE_STORAGE_CONNECTION_STRING``, when set, names the endpoint).
 - ``pubsub://PROJECT/SUBSCRIPTION?drain=true`` pulls a subscription until it has nothing more to give
   (none for ``wait``, default 5s), acknowledging each batch once it is evaluated: reading it takes the
   messages away from whoever else reads it, so ``drain=true`` must say that is meant.
@@ -39,7 +41,8 @@ from auditwatch.times import parse_duration, point_in_time
 HEAD = 64 << 10  # bytes looked at to tell lines from a document
 CLOUDWATCH = "cloudwatch://"
 PUBSUB = "pubsub://"
-SERVICES = (CLOUDWATCH, PUBSUB)  # addresses read from a service, not files
+AZBLOB = "azblob://"
+SERVICES = (CLOUDWATCH, PUBSUB, AZBLOB)  # addresses read from a service, not files
 
 
 class InputError(AuditwatchError, ValueError):
@@ -65,6 +68,9 @@ def chunks(
         return
     if path.startswith(PUBSUB):
         yield from _subscription(path, notes)
+        return
+    if path.startswith(AZBLOB):
+        yield from _archive(path, notes)
         return
     with open_log(path) as stream:
         if start:
@@ -262,3 +268,46 @@ def _subscription(url: str, notes: TextIO | None) -> Iterator[bytes]:
             notes.flush()
     if notes is not None:
         notes.write(f"\r{url}: {events:,} events, {repeats:,} repeats dropped, {other:,} messages no audit event\n")
+
+
+def _archive(url: str, notes: TextIO | None) -> Iterator[bytes]:
+    """The audit events of an AKS diagnostic archive's blobs for the hours in ``[since, until)``."""
+    from auditwatch.sources.azureblob import CHUNK_BYTES, Container, audit_lines, hour_of, hour_start
+
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    container, _, prefix = parts.path.lstrip("/").partition("/")
+    if not parts.netloc or not container or set(query) - {"since", "until"}:
+        raise InputError(f"{url}: expected azblob://ACCOUNT/CONTAINER/PREFIX?since=24h (since, until)")
+    now_ms = round(time.time() * 1000)
+    try:
+        since = point_in_time(query.get("since", "24h"), now_ms) / 1000
+        until = point_in_time(query.get("until", "0s"), now_ms) / 1000
+    except ValueError:
+        raise InputError(f"{url}: since and until are RFC 3339 times or durations such as 24h") from None
+    store = Container(f"https://{parts.netloc}.blob.core.windows.net", container)
+    loop = asyncio.new_event_loop()
+    events = dropped = 0
+    try:
+        try:
+            blobs = loop.run_until_complete(store.blobs(prefix))
+        except Exception as exc:  # the SDK's errors and the network's
+            raise InputError(f"{url}: {store.explain(exc)}") from None
+        chosen = [b for b in blobs if hour_start(since) <= hour_of(b.name) < until]
+        for i, blob in enumerate(chosen):
+            done = 0
+            while done < blob.size:
+                data = loop.run_until_complete(store.read(blob.name, done, min(CHUNK_BYTES, blob.size - done)))
+                cut = data.rfind(b"\n") + 1 or len(data)
+                lines, skipped = audit_lines(data[:cut])
+                done, events, dropped = done + cut, events + lines.count(b"\n"), dropped + skipped
+                if lines:
+                    yield lines
+            if notes is not None and notes.isatty():
+                notes.write(f"\r{url}: {i + 1}/{len(chosen)} blobs, {events:,} events")
+                notes.flush()
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
+    if notes is not None:
+        notes.write(f"\r{url}: {events:,} events from {len(chosen)} blobs ({dropped:,} lines no audit record)\n")

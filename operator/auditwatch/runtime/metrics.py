@@ -208,7 +208,7 @@ def _sources(detections: list[tuple[tuple[str, str], Any]]) -> Iterator[Metric]:
     for (namespace, detection), status in detections:
         for source in status.sources:
             labels = [namespace, detection, source.name]
-            file = source.file or source.webhook or source.pubsub  # a series for each, 0 if n/a
+            file = source.file or source.webhook or source.pubsub or source.azureBlob  # a series each, 0 if n/a
             timed = source.cloudwatch or source.pubsub
             lag_bytes.add_metric(labels, file.lagBytes if file else 0)
             lag_seconds.add_metric(labels, timed.lagSeconds if timed else 0)

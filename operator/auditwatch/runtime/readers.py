@@ -39,6 +39,7 @@ from auditwatch.engine.evaluate import Decoded
 from auditwatch.engine.prefilter import MAX_LITERALS, Prefilter, derive
 from auditwatch.engine.worker import Evaluated, Recipe, Worker
 from auditwatch.sources import Chunk, Position, Tail
+from auditwatch.sources.azureblob import BlobPosition, BlobTail, Container
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from auditwatch.sources.file import FilePosition, FileTail
 from auditwatch.sources.paths import under_root
@@ -70,6 +71,7 @@ class Readers:
         self.shared: dict[tuple[str, ...], SharedTail] = {}
         self.log_groups: dict[tuple[str, str], LogGroup] = {}  # one call budget per log group
         self.pullers: dict[tuple[str, str], Puller] = {}  # one puller (and spool) per Pub/Sub subscription
+        self.containers: dict[tuple[str, str], Container] = {}  # Azure storage containers, their calls counted
 
     def subscribe(self, spec: SourceSpec, saved: SourceStatus | None, recipe: Recipe | None) -> Subscription:
         """Read ``spec`` from the position ``saved`` records (none: where a new detection starts), for the
@@ -99,6 +101,13 @@ class Readers:
             spool = Path(self.settings.pubsub_spool)
             puller = self.pullers[project, subscription] = Puller(project, subscription, spool, max_messages)
         return puller
+
+    def container(self, account_url: str, name: str) -> Container:
+        """The one Container (and its call count) of an Azure storage container, however many read it."""
+        container = self.containers.get((account_url, name))
+        if container is None:
+            container = self.containers[account_url, name] = Container(account_url, name)
+        return container
 
 
 # Each opener gives the shared tail's key, how to open a tail of the source (from a position of its kind,
@@ -142,11 +151,21 @@ def _open_pubsub(readers: Readers, spec: SourceSpec, saved: SourceStatus | None)
     return key, lambda at: puller.subscribe(at, readers.settings.poll_seconds), start
 
 
+def _open_azure_blob(readers: Readers, spec: SourceSpec, saved: SourceStatus | None) -> tuple[Any, OpenTail, Any]:
+    az = spec.azureBlob
+    assert az is not None
+    container = readers.container(az.accountUrl, az.container)
+    start = BlobPosition.saved(saved.azureBlob, saved.seq) if saved else None
+    key = ("azureBlob", az.accountUrl, az.container, az.prefix, az.pollInterval, az.settleDelay, az.start)
+    return key, lambda at: BlobTail(container, az, at), start
+
+
 OPENERS: dict[SourceKind, Opener] = {
     "file": _open_file,
     "webhook": _open_webhook,
     "cloudwatch": _open_cloudwatch,
     "pubsub": _open_pubsub,
+    "azureBlob": _open_azure_blob,
 }
 
 
