@@ -148,7 +148,8 @@ def test_the_aks_overlay_passes_server_side_dry_run(cluster):
     [account] = [d for d in rendered if d["kind"] == "ServiceAccount"]
     assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
     [seed] = [d for d in rendered if d["kind"] == "AuditDetection"]
-    assert seed["spec"]["sources"][0]["azureBlob"]["container"] == "insights-logs-kube-audit"
+    archive = seed["spec"]["sources"][0]["azureBlob"]  # its container: insights-logs-kube-audit, the default
+    assert archive["accountUrl"].endswith(".blob.core.windows.net") and "/MANAGEDCLUSTERS/" in archive["prefix"]
 
 
 def with_component(cluster, tmp_path, component):
