@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -356,6 +357,29 @@ def anonymous_with_agent(agent: str | None = None) -> Callable[[dict[str, Any]],
         )
 
     return check
+
+
+@contextlib.contextmanager
+def traffic(api: Api, agent: str, admin_token: str) -> Iterator[None]:
+    """Anonymous requests (what the seed detection counts) and authenticated ones (not), with user agent
+    ``agent``, sent to the API server while the block runs."""
+    stop = threading.Event()
+
+    def send() -> None:
+        n = 0
+        while not stop.is_set():
+            api.request(f"/version?n={n}", agent)
+            api.request("/api", agent, token=admin_token)
+            n += 1
+            time.sleep(0.02)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join()
 
 
 def counts_by_key(api: Api, name: str, key: list[str]) -> dict[tuple[str, ...], int]:

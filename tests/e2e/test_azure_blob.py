@@ -28,6 +28,7 @@ from conftest import (
     ready,
     scan_counts,
     total,
+    traffic,
     wait_for,
 )
 
@@ -87,33 +88,19 @@ def test_the_seed_detection_over_the_storage_archive_counts_as_scan_counts_the_f
     seed = yaml.safe_load((ROOT / "manifests/aks/seed-detection.yaml").read_text())
     source = seed["spec"]["sources"][0]["azureBlob"]
     source |= {"accountUrl": archive.url, "prefix": CLUSTER, "pollInterval": "1s", "settleDelay": "5s", "start": "1h"}
-    stop = threading.Event()
-
-    def traffic() -> None:
-        n = 0
-        while not stop.is_set():
-            api.request(f"/version?aks={n}", "e2e-aks")  # anonymous: counted
-            api.request("/api", "e2e-aks", token=c.admin_token)  # authenticated: not counted
-            n += 1
-            time.sleep(0.02)
 
     with Diagnostics(c.audit_dir, archive) as diagnostics:
         try:
             op.start()
             api.apply(seed)
             wait_for(lambda: ready(api, SEED).get("status") == "True", timeout=60, what="the seed Ready")
-            sender = threading.Thread(target=traffic)
-            sender.start()
-            try:
+            with traffic(api, "e2e-aks", c.admin_token):
                 for pause in (2.5, 4.0):
                     time.sleep(pause)
                     op.kill()  # mid-blob at times: read again from the checkpoint, the findings skip what they have
                     time.sleep(2)
                     op.start()
                 time.sleep(3)
-            finally:
-                stop.set()
-                sender.join()
             assert diagnostics.caught_up()
             expected = len(api.audit_events(anonymous_with_agent()))
             published = Path(shutil.copytree(c.audit_dir, tmp_path / "published"))

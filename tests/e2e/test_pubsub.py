@@ -28,6 +28,7 @@ from conftest import (
     ready,
     scan_counts,
     total,
+    traffic,
     wait_for,
 )
 
@@ -120,15 +121,6 @@ def test_the_seed_detection_over_pubsub_counts_as_scan_counts_the_file_through_k
     api, topic = Api(c), Topic("gke-audit", ACK_DEADLINE)
     topic.subscription("auditwatch")
     replicas = [replica(c, host, i, tmp_path) for i in range(2)]
-    stop = threading.Event()
-
-    def traffic() -> None:
-        n = 0
-        while not stop.is_set():
-            api.request(f"/version?gke={n}", "e2e-gke")  # anonymous: counted
-            api.request("/api", "e2e-gke", token=c.admin_token)  # authenticated: not counted
-            n += 1
-            time.sleep(0.02)
 
     with Sink(c.audit_dir, topic, "auditwatch") as sink:
         try:
@@ -137,9 +129,7 @@ def test_the_seed_detection_over_pubsub_counts_as_scan_counts_the_file_through_k
             api.apply(seed_on("auditwatch"))
             status = lambda: api.get("auditdetection", SEED).get("status", {})  # noqa: E731
             wait_for(lambda: set(status().get("shards", {})) >= set(SHARDS), timeout=60, what="both shards")
-            sender = threading.Thread(target=traffic)
-            sender.start()
-            try:
+            with traffic(api, "e2e-gke", c.admin_token):
                 time.sleep(3)
                 replicas[1].kill()  # SIGKILL mid-stream: what it spooled and had not acknowledged is acked at start
                 time.sleep(2)
@@ -148,9 +138,6 @@ def test_the_seed_detection_over_pubsub_counts_as_scan_counts_the_file_through_k
                 replicas[0].kill()
                 replicas[0].start()
                 time.sleep(3)
-            finally:
-                stop.set()
-                sender.join()
             assert sink.caught_up()
             expected = len(api.audit_events(anonymous_with_agent()))
             published = Path(shutil.copytree(c.audit_dir, tmp_path / "published"))

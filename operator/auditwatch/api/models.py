@@ -54,7 +54,26 @@ class WebhookSource(Model):
     path: Annotated[str, Field(max_length=256, pattern=r"^/[-a-zA-Z0-9_/]*$")] = "/audit"
 
 
-class CloudWatchSource(Model):
+class PolledSource(Model):
+    """A source read by polling a cloud service: its durations, and ``start``, where a new detection starts
+    (what the source reads it as: ``times.point_in_time``)."""
+
+    @field_validator("pollInterval", "promptWithin", "maxLateness", "sweepInterval", "settleDelay", check_fields=False)
+    @classmethod
+    def durations(cls, v: str, info: Any) -> str:
+        return check_duration(info.field_name, v)
+
+    @field_validator("start", check_fields=False)
+    @classmethod
+    def start_point(cls, v: str) -> str:
+        try:
+            point_in_time(v, 0)
+        except ValueError as exc:
+            raise ValueError(f"start {exc}") from None
+        return v
+
+
+class CloudWatchSource(PolledSource):
     """EKS control-plane audit logs in AWS CloudWatch Logs (sources/cloudwatch.py says how it is read)."""
 
     logGroup: Annotated[
@@ -114,20 +133,6 @@ class CloudWatchSource(Model):
         ),
     ] = "now"
 
-    @field_validator("pollInterval", "promptWithin", "maxLateness", "sweepInterval", "settleDelay")
-    @classmethod
-    def durations(cls, v: str, info: Any) -> str:
-        return check_duration(info.field_name, v)
-
-    @field_validator("start")
-    @classmethod
-    def start_point(cls, v: str) -> str:
-        try:
-            point_in_time(v, 0)  # what CloudWatchPosition.starting reads it as
-        except ValueError as exc:
-            raise ValueError(f"start {exc}") from None
-        return v
-
     @model_validator(mode="after")
     def sweep_fits(self) -> CloudWatchSource:
         poll, sweep = parse_duration(self.pollInterval), parse_duration(self.sweepInterval)
@@ -166,7 +171,7 @@ class PubSubSource(Model):
     maxMessages: Annotated[int, Field(ge=1, le=1000, description="Messages asked for in one pull.")] = 1000
 
 
-class AzureBlobSource(Model):
+class AzureBlobSource(PolledSource):
     """AKS audit logs archived by a diagnostic setting to a storage account: hourly append blobs, tailed by
     name and offset (sources/azureblob.py); minutes behind, and the cheapest path for many clusters."""
 
@@ -212,20 +217,6 @@ class AzureBlobSource(Model):
             "time or a duration ago (24h): the blob of that hour.",
         ),
     ] = "now"
-
-    @field_validator("pollInterval", "settleDelay")
-    @classmethod
-    def durations(cls, v: str, info: Any) -> str:
-        return check_duration(info.field_name, v)
-
-    @field_validator("start")
-    @classmethod
-    def start_point(cls, v: str) -> str:
-        try:
-            point_in_time(v, 0)
-        except ValueError as exc:
-            raise ValueError(f"start {exc}") from None
-        return v
 
 
 SourceKind = Literal["file", "webhook", "cloudwatch", "pubsub", "azureBlob"]

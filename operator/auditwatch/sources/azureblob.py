@@ -33,7 +33,7 @@ from auditwatch.audit.azure import record_log
 from auditwatch.audit.envelopes import message_line
 from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
-from auditwatch.sources.marks import Marks
+from auditwatch.sources.marks import MarkedTail
 from auditwatch.times import parse_duration, point_in_time
 
 CHUNK_BYTES = 4 << 20  # a blob is read in ranges of about this size
@@ -134,12 +134,13 @@ def _client(account_url: str, container: str) -> Any:
     return ContainerClient(account_url, container, credential=DefaultAzureCredential())
 
 
-class BlobTail:
+class BlobTail(MarkedTail[BlobPosition]):
     """The audit events of a container's hourly blobs under ``prefix``, from ``start``, forever."""
 
     def __init__(
         self, container: Container, spec: AzureBlobSource, start: BlobPosition | None, clock: Any = time.time
     ) -> None:
+        super().__init__(start or BlobPosition("", 0, 0))
         self.container, self.prefix, self.clock = container, spec.prefix, clock
         self.poll, self.settle = parse_duration(spec.pollInterval), parse_duration(spec.settleDelay)
         self.first_hour = hour_start(point_in_time(spec.start, round(clock() * 1000)) / 1000)
@@ -148,27 +149,11 @@ class BlobTail:
         self.late_bytes = self.dropped = 0
         self.newest = ""
         self.idle_chunks = False
-        self.at = start or BlobPosition("", 0, 0)
-        self._marks = Marks(self.at)
         self._done: dict[str, int] = {}  # blobs moved past -> their size then (what grows later is late)
 
     @property
     def origin(self) -> str:
         return f"{self.container.account_url}/{self.container.name}/{self.at.blob}"
-
-    def position(self, seq: int) -> BlobPosition | None:
-        return self._marks.at(seq)
-
-    def forget(self, seq: int) -> None:
-        self._marks.forget(seq)
-
-    def seq_at(self, position: Any) -> int | None:
-        """This tail's seq at ``position`` (where another tail of the container is), if it is where this
-        one's next chunk starts."""
-        at = self.at
-        if not isinstance(position, BlobPosition) or (position.blob, position.offset) != (at.blob, at.offset):
-            return None
-        return at.seq
 
     def details(self) -> dict[str, Any]:
         """The AzureBlobStatus fields that describe this read besides its position."""
@@ -243,10 +228,6 @@ class BlobTail:
         lines, dropped = audit_lines(data)
         self.dropped += dropped
         return lines
-
-    def _move(self, position: BlobPosition) -> None:
-        self.at = position
-        self._marks.add(position)
 
     def _count_late(self, blobs: list[Blob]) -> None:
         for blob in blobs:

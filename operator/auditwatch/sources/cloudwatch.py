@@ -42,7 +42,7 @@ from auditwatch.api.models import CloudWatchSource, CloudWatchStatus
 from auditwatch.audit.envelopes import message_line
 from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
-from auditwatch.sources.marks import Marks
+from auditwatch.sources.marks import MarkedTail
 from auditwatch.times import epoch_ms, parse_duration, point_in_time
 
 CHUNK_BYTES = 1 << 20  # a prompt range is yielded in chunks of about this size, cut between timestamps
@@ -223,12 +223,13 @@ class _Event:
     message: str
 
 
-class CloudWatchTail:
+class CloudWatchTail(MarkedTail[CloudWatchPosition]):
     """The audit events of one log group's streams (``prefix``), from ``start``, forever."""
 
     def __init__(
         self, group: LogGroup, prefix: str, timing: Timing, start: CloudWatchPosition, clock: Any = time.time
     ) -> None:
+        super().__init__(start)
         self.group, self.prefix, self.timing, self.clock = group, prefix, timing, clock
         self.origin = f"{group.region}:{group.name}"  # Splunk's ``source``, as its AWS add-on names it
         self.ready = False
@@ -238,23 +239,6 @@ class CloudWatchTail:
         self.last_truncated = ""
         self.newest = 0  # ms: the newest event timestamp read
         self.idle_chunks = False  # yield an empty chunk while nothing is ready to read
-        self.at = start  # where the next chunk starts
-        self._marks = Marks(start)
-
-    def position(self, seq: int) -> CloudWatchPosition | None:
-        """The newest position at or before ``seq`` (the start of the range ``seq`` is in), if known."""
-        return self._marks.at(seq)
-
-    def forget(self, seq: int) -> None:
-        self._marks.forget(seq)
-
-    def seq_at(self, position: Any) -> int | None:
-        """This tail's seq at ``position`` (where another tail of the log group is), if it is where this
-        one's next chunk starts."""
-        at = self.at
-        if not isinstance(position, CloudWatchPosition) or (position.prompt, position.late) != (at.prompt, at.late):
-            return None
-        return at.seq
 
     def details(self) -> dict[str, Any]:
         """The CloudWatchStatus fields that describe this read besides its position."""
@@ -352,6 +336,5 @@ class CloudWatchTail:
     def _chunk(self, data: bytes, after: CloudWatchPosition) -> Chunk:
         """Move to ``after`` (its seq: past ``data``) and remember it as a position."""
         seq = self.at.seq
-        self.at = CloudWatchPosition(after.prompt, after.late, seq + len(data))
-        self._marks.add(self.at)
+        self._move(CloudWatchPosition(after.prompt, after.late, seq + len(data)))
         return Chunk(data, seq, self.origin)
