@@ -272,7 +272,7 @@ def _subscription(url: str, notes: TextIO | None) -> Iterator[bytes]:
 
 def _archive(url: str, notes: TextIO | None) -> Iterator[bytes]:
     """The audit events of an AKS diagnostic archive's blobs for the hours in ``[since, until)``."""
-    from auditwatch.sources.azureblob import CHUNK_BYTES, Container, audit_lines, hour_of, hour_start
+    from auditwatch.sources.azureblob import Container, audit_lines, hour_of, hour_start
 
     parts = urllib.parse.urlsplit(url)
     query = dict(urllib.parse.parse_qsl(parts.query))
@@ -296,11 +296,9 @@ def _archive(url: str, notes: TextIO | None) -> Iterator[bytes]:
         chosen = [b for b in blobs if hour_start(since) <= hour_of(b.name) < until]
         for i, blob in enumerate(chosen):
             done = 0
-            while done < blob.size:
-                data = loop.run_until_complete(store.read(blob.name, done, min(CHUNK_BYTES, blob.size - done)))
-                cut = data.rfind(b"\n") + 1 or len(data)
-                lines, skipped = audit_lines(data[:cut])
-                done, events, dropped = done + cut, events + lines.count(b"\n"), dropped + skipped
+            while done < blob.size and (data := loop.run_until_complete(store.lines(blob, done))):
+                lines, skipped = audit_lines(data)
+                done, events, dropped = done + len(data), events + lines.count(b"\n"), dropped + skipped
                 if lines:
                     yield lines
             if notes is not None and notes.isatty():

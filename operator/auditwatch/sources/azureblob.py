@@ -31,7 +31,6 @@ import orjson
 from auditwatch.api.models import AzureBlobSource, AzureBlobStatus
 from auditwatch.audit.azure import record_log
 from auditwatch.audit.envelopes import message_line
-from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
 from auditwatch.sources.marks import MarkedTail
 from auditwatch.times import parse_duration, point_in_time
@@ -66,10 +65,6 @@ class Blob:
     modified: float  # seconds since the epoch
 
 
-class StorageError(AuditwatchError):
-    """A storage answer that reading cannot go on past (no container, no permission, no credentials)."""
-
-
 class Container:
     """One container's list and read calls, counted, whoever makes them."""
 
@@ -86,7 +81,22 @@ class Container:
                 found.append(Blob(item.name, item.size, item.last_modified.timestamp()))
         return sorted(found, key=lambda b: b.name)
 
-    async def read(self, blob: str, offset: int, length: int) -> bytes:
+    async def lines(self, blob: Blob, offset: int) -> bytes:
+        """Whole lines of ``blob`` from ``offset``: a range of CHUNK_BYTES, grown to hold at least one line,
+        cut after its last newline; b"" while the one line there is still being written; a line longer
+        than MAX_RANGE comes as its first MAX_RANGE bytes, without a newline."""
+        length = CHUNK_BYTES
+        while True:
+            data = await self._read(blob.name, offset, min(length, blob.size - offset))
+            if cut := data.rfind(b"\n") + 1:
+                return data[:cut]
+            if length >= MAX_RANGE:
+                return data
+            if offset + len(data) >= blob.size:
+                return b""
+            length *= 4
+
+    async def _read(self, blob: str, offset: int, length: int) -> bytes:
         download = await self._call().get_blob_client(blob).download_blob(offset=offset, length=length)
         data: bytes = await download.readall()
         return data
@@ -207,27 +217,17 @@ class BlobTail(MarkedTail[BlobPosition]):
 
     async def _read(self, blob: Blob) -> Chunk | None:
         """Whole lines of ``blob`` from the position, as audit lines; None while its last line is unwritten."""
-        at, length = self.at, CHUNK_BYTES
-        while True:
-            data = await self.container.read(blob.name, at.offset, min(length, blob.size - at.offset))
-            cut = data.rfind(b"\n") + 1
-            if cut or at.offset + len(data) >= blob.size or length >= MAX_RANGE:
-                break
-            length *= 4  # one line longer than the range: read more of it
-        if not cut:
-            if length < MAX_RANGE:
-                return None  # a line being written: read it whole next time
+        at = self.at
+        data = await self.container.lines(blob, at.offset)
+        if not data:
+            return None  # a line being written: read it whole next time
+        if not data.endswith(b"\n"):
             self.long_lines += 1  # over MAX_RANGE: skipped
-            cut = len(data)
-        lines = self._audit_lines(data[:cut])
-        origin = self.origin
-        self._move(BlobPosition(blob.name, at.offset + cut, at.seq + len(lines)))
-        return Chunk(lines, at.seq, origin)
-
-    def _audit_lines(self, data: bytes) -> bytes:
         lines, dropped = audit_lines(data)
         self.dropped += dropped
-        return lines
+        origin = self.origin
+        self._move(BlobPosition(blob.name, at.offset + len(data), at.seq + len(lines)))
+        return Chunk(lines, at.seq, origin)
 
     def _count_late(self, blobs: list[Blob]) -> None:
         for blob in blobs:

@@ -42,7 +42,6 @@ from typing import Any
 import orjson
 
 from auditwatch.audit.gke import audit_event, is_gke_entry
-from auditwatch.errors import AuditwatchError
 from auditwatch.sources import Chunk
 from auditwatch.sources.file import FilePosition, FileTail
 from auditwatch.sources.spool import Recent, Spool, newest_lines
@@ -53,10 +52,6 @@ ACK_BATCH = 1000  # ack IDs per Acknowledge call (the request may have at most 5
 LINE_BYTES = 8 << 20  # a pulled batch is spooled in lines of about this size at most
 MAX_LINE = 64 << 20  # a line of one message (Pub/Sub's limit: 10 MB) is under it
 log = logging.getLogger(__name__)
-
-
-class PubSubError(AuditwatchError):
-    """A Pub/Sub answer that pulling cannot go on past (no subscription, no permission, no credentials)."""
 
 
 class PubSubFeed(FileTail):
@@ -170,13 +165,13 @@ class Puller:
         received = list(answer.received_messages)
         if not received:
             return
-        self.ready, self.error = True, ""
         await self._keep(received, time.time())
         await self._acknowledge(client, [r.ack_id for r in received])
 
     async def _keep(self, received: list[Any], now: float) -> None:
         """Spool the batch's new events (lines of up to LINE_BYTES, each with its ack IDs); count the rest."""
         lines: list[bytes] = []
+        kept: list[str] = []  # the keys of the events spooled
         batch: list[tuple[dict[str, Any], str, str]] = []  # (event, key, ack ID)
         size, oldest = 0, now
         for r in received:
@@ -197,6 +192,7 @@ class Puller:
                 lines.append(_line(batch, now))
                 batch, size = [], 0
             batch.append((event, key, r.ack_id))
+            kept.append(key)
             size += len(r.message.data)
         if batch:
             lines.append(_line(batch, now))
@@ -204,7 +200,7 @@ class Puller:
             try:
                 await asyncio.to_thread(self.spool.append, b"".join(lines))
             except BaseException:
-                self._recent.forget(key for line in lines for key in orjson.loads(line)["pulled"]["keys"])
+                self._recent.forget(kept)
                 raise  # not kept: when it comes again, it is new
         self.lag_seconds = max(0, round(now - oldest))
 
