@@ -259,7 +259,8 @@ def detection_body(name: str, log: Path, search: str, group_by: list[str] | None
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "AuditDetection",
         "metadata": {"name": name, "namespace": "sec"},
         "spec": {"search": search, "sources": [{"name": "log", "file": {"path": str(log)}}],
-                 "finding": {"groupBy": group_by or ["user", "src_ip"], "message": "calls from $src_ip$"}},
+                 "finding": {"groupBy": group_by or ["user", "src_ip"], "message": "calls from $src_ip$",
+                             "ttl": "87600h"}},  # the fixtures' events are stamped 2026-11-27: never expired
     }  # fmt: skip
 
 
