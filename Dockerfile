@@ -21,7 +21,7 @@ RUN python3 -m venv /opt/auditwatch \
       -exec rm -rf {} + \
  && /opt/auditwatch/bin/python -c "import auditwatch.engine._candidates, boto3; \
       [boto3.client(s, region_name='us-east-1') for s in ('logs', 'sts', 'sso', 'sso-oidc')]; \
-      import grpc.aio, google.pubsub_v1.services.subscriber, azure.storage.blob.aio, azure.identity.aio"
+      import grpc.aio, google.pubsub_v1.services.subscriber, azure.storage.blob.aio, azure.identity.aio, aiokafka"
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -152,6 +152,27 @@ def test_the_aks_overlay_passes_server_side_dry_run(cluster):
     assert archive["accountUrl"].endswith(".blob.core.windows.net") and "/MANAGEDCLUSTERS/" in archive["prefix"]
 
 
+def test_the_aks_eventhubs_overlay_passes_server_side_dry_run(cluster):
+    """manifests/aks-eventhubs: the AKS install with a StatefulSet of two replicas sharing the event hub's
+    partitions, each spooling on its own volume, instead of the one replica reading the archive."""
+    proc = cluster.kubectl("apply", "-k", str(ROOT / "manifests/aks-eventhubs"), "--dry-run=server")
+    assert "statefulset.apps/auditwatch" in proc.stdout and "deployment.apps/auditwatch" not in proc.stdout
+    rendered = list(yaml.safe_load_all(cluster.kubectl("kustomize", str(ROOT / "manifests/aks-eventhubs")).stdout))
+    [statefulset] = [d for d in rendered if d["kind"] == "StatefulSet"]
+    assert statefulset["spec"]["replicas"] == 2
+    pod = statefulset["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    args = pod["spec"]["containers"][0]["args"]
+    assert {"--sources=eventHub", "--webhook-listen=", "--eventhub-spool=/var/spool/auditwatch"} <= set(args)
+    shard = next(e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "AUDITWATCH_SHARD")
+    assert shard["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # also its static group membership
+    assert [t["metadata"]["name"] for t in statefulset["spec"]["volumeClaimTemplates"]] == ["spool"]
+    [seed] = [d for d in rendered if d["kind"] == "AuditDetection"]
+    assert seed["spec"]["sources"] == [{"name": "aks-audit", "eventHub": {"namespace": "aks-audit",
+                                                                          "hub": "kube-audit"}}]  # fmt: skip
+    assert seed["spec"]["finding"]["groupBy"] == ["user", "src_ip"]  # the rest is the AKS seed's
+
+
 def with_component(cluster, tmp_path, component):
     """The DaemonSet's pod template from an overlay of manifests/ with one component, after the overlay
     passed a server-side dry run."""

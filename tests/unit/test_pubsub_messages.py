@@ -52,7 +52,6 @@ def test_other_messages_are_refused_with_the_reason(data, says):
         (gapi.NotFound("Resource not found"), "does not exist: create it"),
         (gapi.PermissionDenied("User not authorized"), "roles/pubsub.subscriber on the subscription"),
         (gapi.Unauthenticated("bad token"), "no credentials"),
-        (OSError(28, "No space left on device"), "cannot be written"),
     ],
 )
 def test_refusals_name_the_subscription_and_what_to_do(tmp_path: Path, error, says):
@@ -75,3 +74,32 @@ def test_a_bad_source_names_the_field(fields, bad):
     with pytest.raises(ValidationError) as err:
         PubSubSource(**fields)
     assert err.value.errors()[0]["loc"] == (bad,)
+
+
+async def test_a_spool_that_cannot_be_written_is_named_and_its_keys_forgotten(tmp_path: Path, monkeypatch):
+    puller = Puller("my-project", "gke-audit", tmp_path)
+
+    def full(line: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(puller.spool, "append", full)
+    entry = json.dumps(gke_entry(event())).encode()
+    received = [_Received(entry)]
+    with pytest.raises(Exception) as failed:
+        await puller._keep(received, 0.0)
+    assert (
+        puller._explain(failed.value)
+        == f"the spool {puller.spool.file} cannot be written: [Errno 28] No space left on device"
+    )
+    assert not puller._recent.seen(event_of(entry)[1])  # not kept: when it comes again, it is new
+
+
+class _Received:
+    """A pulled message as the client gives it: what _keep reads of one."""
+
+    def __init__(self, data: bytes) -> None:
+        from datetime import UTC, datetime
+        from types import SimpleNamespace
+
+        self.ack_id, self.delivery_attempt = "ack-1", 0
+        self.message = SimpleNamespace(data=data, message_id="1", publish_time=datetime.now(UTC))

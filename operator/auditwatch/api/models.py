@@ -219,13 +219,56 @@ class AzureBlobSource(PolledSource):
     ] = "now"
 
 
-SourceKind = Literal["file", "webhook", "cloudwatch", "pubsub", "azureBlob"]
+class EventHubSource(Model):
+    """AKS audit logs that a diagnostic setting streams to an event hub, read through Event Hubs' Kafka
+    endpoint as a member of a consumer group: the replicas share the hub's partitions (sources/eventhub.py
+    says how each event is counted once)."""
+
+    namespace: Annotated[
+        str,
+        Field(
+            min_length=6,
+            max_length=253,
+            pattern=r"^[A-Za-z][-A-Za-z0-9]{4,48}[A-Za-z0-9](\.[-A-Za-z0-9]+)*$",
+            description="The Event Hubs namespace: NAME (NAME.servicebus.windows.net), or its host name in "
+            "another Azure cloud.",
+        ),
+    ]
+    hub: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            pattern=r"^[A-Za-z0-9]([-._A-Za-z0-9]*[A-Za-z0-9])?$",
+            description="The event hub the cluster's diagnostic setting streams kube-audit to.",
+        ),
+    ]
+    consumerGroup: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[-._$A-Za-z0-9]+$",
+            description="The Kafka consumer group the replicas share (its offsets are the checkpoints).",
+        ),
+    ] = "auditwatch"
+    maxRecords: Annotated[int, Field(ge=1, le=5000, description="Records (Event Hubs events) in one fetch.")] = 500
+    start: Annotated[
+        Literal["earliest", "latest"],
+        Field(
+            description="Where a consumer group with no offsets starts: latest (new events) or earliest "
+            "(what the hub retains)."
+        ),
+    ] = "latest"
+
+
+SourceKind = Literal["file", "webhook", "cloudwatch", "pubsub", "azureBlob", "eventHub"]
 # each a member of Source and SourceStatus
-SOURCE_KINDS: tuple[SourceKind, ...] = ("file", "webhook", "cloudwatch", "pubsub", "azureBlob")
+SOURCE_KINDS: tuple[SourceKind, ...] = ("file", "webhook", "cloudwatch", "pubsub", "azureBlob", "eventHub")
 
 
 class Source(Model):
-    """One audit-log source; exactly one of file, webhook, cloudwatch, pubsub, azureBlob."""
+    """One audit-log source; exactly one of file, webhook, cloudwatch, pubsub, azureBlob, eventHub."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -233,8 +276,8 @@ class Source(Model):
                 {
                     "rule": "(has(self.file) ? 1 : 0) + (has(self.webhook) ? 1 : 0)"
                     " + (has(self.cloudwatch) ? 1 : 0) + (has(self.pubsub) ? 1 : 0)"
-                    " + (has(self.azureBlob) ? 1 : 0) == 1",
-                    "message": "a source sets exactly one of file, webhook, cloudwatch, pubsub, azureBlob",
+                    " + (has(self.azureBlob) ? 1 : 0) + (has(self.eventHub) ? 1 : 0) == 1",
+                    "message": "a source sets exactly one of file, webhook, cloudwatch, pubsub, azureBlob, eventHub",
                 }
             ]
         }
@@ -246,6 +289,7 @@ class Source(Model):
     cloudwatch: CloudWatchSource | None = None
     pubsub: PubSubSource | None = None
     azureBlob: AzureBlobSource | None = None
+    eventHub: EventHubSource | None = None
 
     @model_validator(mode="after")
     def one_kind(self) -> Source:
@@ -456,6 +500,26 @@ class AzureBlobStatus(Model):
     apiCalls: Annotated[int, Field(ge=0, description="List and read calls to the storage account.")] = 0
 
 
+class EventHubStatus(FilePositionStatus):
+    """Where the spool of an event hub's records is read up to, and how reading goes (sources/eventhub.py)."""
+
+    records: Annotated[int, Field(ge=0, description="Records (Event Hubs events) fetched, repeats included.")] = 0
+    events: Annotated[int, Field(ge=0, description="Audit Events in them, repeats included.")] = 0
+    duplicates: Annotated[int, Field(ge=0, description="Audit Events dropped as already spooled.")] = 0
+    dropped: Annotated[int, Field(ge=0, description="Records or diagnostic records that are no audit Event.")] = 0
+    lastDropped: Annotated[str, Field(max_length=256, description="Why the last dropped one was.")] = ""
+    fetches: Annotated[int, Field(ge=0, description="Fetch rounds.")] = 0
+    stalls: Annotated[int, Field(ge=0, description="Times the receive stalled and its consumer was replaced.")] = 0
+    partitions: Annotated[
+        dict[str, int],
+        Field(max_length=2048, description="This replica's partitions and the offset each is spooled up to."),
+    ] = {}
+    lagRecords: Annotated[int, Field(ge=0, description="Records in this replica's partitions not yet fetched.")] = 0
+    lagSeconds: Annotated[
+        int, Field(ge=0, description="From enqueueing to spooling, for the oldest record of the last fetch.")
+    ] = 0
+
+
 class SourceStatus(Model):
     """Where a source has been read up to, checkpointed with the findings it produced: ``seq`` and the
     position of the source's kind, in the sub-object named as the kind is in the spec."""
@@ -467,6 +531,7 @@ class SourceStatus(Model):
     cloudwatch: CloudWatchStatus | None = None
     pubsub: PubSubStatus | None = None
     azureBlob: AzureBlobStatus | None = None
+    eventHub: EventHubStatus | None = None
     lastError: Annotated[str, Field(max_length=1024)] = ""
 
     @model_validator(mode="before")

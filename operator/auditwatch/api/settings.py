@@ -95,6 +95,8 @@ class Settings(BaseModel):
     # Messages pulled from a Pub/Sub subscription are appended here (one directory per subscription) before
     # they are acknowledged; detections tail them. A StatefulSet's volume keeps it across pod replacement.
     pubsub_spool: str = Field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "auditwatch-pubsub"))
+    # Likewise the records fetched from an event hub, before their offsets are committed.
+    eventhub_spool: str = Field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "auditwatch-eventhub"))
 
     @field_validator("webhook_listen", "metrics_listen")
     @classmethod

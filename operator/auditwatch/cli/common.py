@@ -92,10 +92,10 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
         dest="source_kinds",
         type=lambda text: text.split(","),
         metavar="KIND,...",
-        help="the kinds of source this install reads (default: file,webhook,cloudwatch,pubsub,azureBlob): file, "
-        "webhook and pubsub sources are read by every replica (each its node's log, its share of batches or "
-        "messages), cloudwatch and azureBlob sources by one (the EKS and AKS installs); a detection with another "
-        "kind gets Ready=False, reason UnsupportedSource",
+        help="the kinds of source this install reads (default: file,webhook,cloudwatch,pubsub,azureBlob,eventHub): "
+        "file, webhook, pubsub and eventHub sources are read by every replica (each its node's log, its share of "
+        "batches, messages or partitions), cloudwatch and azureBlob sources by one (the EKS and AKS installs); a "
+        "detection with another kind gets Ready=False, reason UnsupportedSource",
     )
     p.add_argument(
         "--allow-path",

@@ -58,6 +58,13 @@ def register(sub: Any) -> None:
         "detections to read (default: auditwatch-pubsub in the temporary directory; the GKE install's volume)",
     )
     p.add_argument(
+        "--eventhub-spool",
+        metavar="DIR",
+        help="where records fetched from event hubs are kept, before their offsets are committed, for the "
+        "detections to read (default: auditwatch-eventhub in the temporary directory; the AKS Event Hubs "
+        "install's volume)",
+    )
+    p.add_argument(
         "--no-evaluation-worker",
         dest="evaluation_worker",
         action="store_false",

@@ -113,8 +113,9 @@ def _source_problem(source: SourceSpec, settings: Settings) -> Problem | None:
             "this install reads only "
             f"{', '.join(settings.source_kinds)} sources (auditwatch run --sources): a cloudwatch source "
             "is read by the EKS install (manifests/eks), a pubsub source by the GKE install (manifests/gke), an "
-            "azureBlob source by the AKS install (manifests/aks), file and webhook sources by the DaemonSet or "
-            "the webhook StatefulSet",
+            "azureBlob source by the AKS install (manifests/aks), an eventHub source by the AKS Event Hubs "
+            "install (manifests/aks-eventhubs), file and webhook sources by the DaemonSet or the webhook "
+            "StatefulSet",
         )
     if source.webhook is not None and settings.webhook_off:
         return Problem.at(StatusReason.UNSUPPORTED_SOURCE, where, settings.webhook_off)

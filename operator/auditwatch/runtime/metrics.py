@@ -142,6 +142,26 @@ class _Collector(Collector):
             pulls.add_metric([puller.path], puller.pulls)
         yield messages
         yield pulls
+        records = CounterMetricFamily(
+            "auditwatch_eventhub_events",
+            "Audit Events fetched from an event hub: spooled, duplicate (spooled before), dropped (no audit Event).",
+            labels=["hub", "result"],
+        )
+        hub_lag = GaugeMetricFamily(
+            "auditwatch_eventhub_lag_records", "Records in this replica's partitions not yet fetched.", labels=["hub"]
+        )
+        stalls = CounterMetricFamily(
+            "auditwatch_eventhub_stalls", "Receives that stalled and were restarted.", labels=["hub"]
+        )
+        for hub in list(self.m.readers.hubs.values()):
+            kept = hub.events - hub.duplicates
+            for result, n in (("spooled", kept), ("duplicate", hub.duplicates), ("dropped", hub.dropped)):
+                records.add_metric([hub.origin, result], n)
+            hub_lag.add_metric([hub.origin], hub.lag_records)
+            stalls.add_metric([hub.origin], hub.stalls)
+        yield records
+        yield hub_lag
+        yield stalls
         ages = GaugeMetricFamily(
             "auditwatch_shard_lease_age_seconds",
             "Seconds since this replica saw the shard's Lease renewed; past --shard-lease-seconds the shard is silent.",
@@ -194,7 +214,7 @@ def _sources(detections: list[tuple[tuple[str, str], Any]]) -> Iterator[Metric]:
     lag_seconds = GaugeMetricFamily(
         "auditwatch_source_lag_seconds",
         "How far behind the clock a CloudWatch source is (promptWithin and settleDelay included); for a Pub/Sub"
-        " source, publish to spool of the last pull's oldest message.",
+        " source, publish to spool of the last pull's oldest message (an event hub's: enqueueing to spool).",
         labels=SOURCE,
     )
     ready = GaugeMetricFamily(
@@ -208,8 +228,8 @@ def _sources(detections: list[tuple[tuple[str, str], Any]]) -> Iterator[Metric]:
     for (namespace, detection), status in detections:
         for source in status.sources:
             labels = [namespace, detection, source.name]
-            file = source.file or source.webhook or source.pubsub or source.azureBlob  # a series each, 0 if n/a
-            timed = source.cloudwatch or source.pubsub
+            file = source.file or source.webhook or source.pubsub or source.azureBlob or source.eventHub  # 0 if n/a
+            timed = source.cloudwatch or source.pubsub or source.eventHub
             lag_bytes.add_metric(labels, file.lagBytes if file else 0)
             lag_seconds.add_metric(labels, timed.lagSeconds if timed else 0)
             ready.add_metric(labels, 1 if source.lastError else 0)

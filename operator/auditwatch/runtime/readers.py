@@ -30,10 +30,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+from auditwatch.api.models import EventHubSource, SourceKind, SourceStatus
 from auditwatch.api.models import Source as SourceSpec
-from auditwatch.api.models import SourceKind, SourceStatus
 from auditwatch.api.settings import Settings
 from auditwatch.engine.evaluate import Decoded
 from auditwatch.engine.prefilter import MAX_LITERALS, Prefilter, derive
@@ -41,6 +41,7 @@ from auditwatch.engine.worker import Evaluated, Recipe, Worker
 from auditwatch.sources import Chunk, Position, Tail
 from auditwatch.sources.azureblob import BlobPosition, BlobTail, Container
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
+from auditwatch.sources.eventhub import HubReader
 from auditwatch.sources.file import FilePosition, FileTail
 from auditwatch.sources.paths import under_root
 from auditwatch.sources.pubsub import Puller
@@ -64,7 +65,8 @@ class Delivery:
 
 
 class Readers:
-    """The shared tails of one operator, by source, and the CloudWatch log groups they call."""
+    """The shared tails of one operator, by source, and the upstreams they read (one each, however many
+    detections read it: a log group's call budget, a subscription's or hub's spool, a container's calls)."""
 
     def __init__(self, settings: Settings, webhooks: WebhookServer | None = None) -> None:
         self.settings, self.webhooks = settings, webhooks
@@ -72,6 +74,7 @@ class Readers:
         self.log_groups: dict[tuple[str, str], LogGroup] = {}  # one call budget per log group
         self.pullers: dict[tuple[str, str], Puller] = {}  # one puller (and spool) per Pub/Sub subscription
         self.containers: dict[tuple[str, str], Container] = {}  # Azure storage containers, their calls counted
+        self.hubs: dict[tuple[str, str, str], HubReader] = {}  # one reader (and spool) per event hub and group
 
     def subscribe(self, spec: SourceSpec, saved: SourceStatus | None, recipe: Recipe | None) -> Subscription:
         """Read ``spec`` from the position ``saved`` records (none: where a new detection starts), for the
@@ -88,26 +91,34 @@ class Readers:
             del self.shared[key]
 
     def log_group(self, region: str, name: str) -> LogGroup:
-        """The one LogGroup (and call budget) of a CloudWatch log group, however many read it."""
-        group = self.log_groups.get((region, name))
-        if group is None:
-            group = self.log_groups[region, name] = LogGroup(region, name, self.settings.cloudwatch_calls_per_second)
-        return group
+        return _one(self.log_groups, (region, name),
+                    lambda: LogGroup(region, name, self.settings.cloudwatch_calls_per_second))  # fmt: skip
 
     def puller(self, project: str, subscription: str, max_messages: int) -> Puller:
-        """The one Puller (and spool) of a Pub/Sub subscription, however many detections read it."""
-        puller = self.pullers.get((project, subscription))
-        if puller is None:
-            spool = Path(self.settings.pubsub_spool)
-            puller = self.pullers[project, subscription] = Puller(project, subscription, spool, max_messages)
-        return puller
+        spool = Path(self.settings.pubsub_spool)
+        return _one(self.pullers, (project, subscription), lambda: Puller(project, subscription, spool, max_messages))
 
     def container(self, account_url: str, name: str) -> Container:
-        """The one Container (and its call count) of an Azure storage container, however many read it."""
-        container = self.containers.get((account_url, name))
-        if container is None:
-            container = self.containers[account_url, name] = Container(account_url, name)
-        return container
+        return _one(self.containers, (account_url, name), lambda: Container(account_url, name))
+
+    def hub_reader(self, hub: EventHubSource) -> HubReader:
+        s = self.settings
+        instance = s.shard if s.sharded else None  # a StatefulSet's pod: a static member of the group
+        return _one(self.hubs, (hub.namespace, hub.hub, hub.consumerGroup),
+                    lambda: HubReader(hub.namespace, hub.hub, hub.consumerGroup, Path(s.eventhub_spool), instance,
+                                      hub.maxRecords, hub.start))  # fmt: skip
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _one(table: dict[K, V], key: K, make: Callable[[], V]) -> V:
+    """The one ``V`` of ``key`` in ``table``, made on first use."""
+    value = table.get(key)
+    if value is None:
+        value = table[key] = make()
+    return value
 
 
 # Each opener gives the shared tail's key, how to open a tail of the source (from a position of its kind,
@@ -160,12 +171,22 @@ def _open_azure_blob(readers: Readers, spec: SourceSpec, saved: SourceStatus | N
     return key, lambda at: BlobTail(container, az, at), start
 
 
+def _open_eventhub(readers: Readers, spec: SourceSpec, saved: SourceStatus | None) -> tuple[Any, OpenTail, Any]:
+    eh = spec.eventHub
+    assert eh is not None
+    hub = readers.hub_reader(eh)
+    start = FilePosition.saved(saved.eventHub, saved.seq) if saved else None
+    key = ("eventHub", eh.namespace, eh.hub, eh.consumerGroup)
+    return key, lambda at: hub.subscribe(at, readers.settings.poll_seconds), start
+
+
 OPENERS: dict[SourceKind, Opener] = {
     "file": _open_file,
     "webhook": _open_webhook,
     "cloudwatch": _open_cloudwatch,
     "pubsub": _open_pubsub,
     "azureBlob": _open_azure_blob,
+    "eventHub": _open_eventhub,
 }
 
 

@@ -12,7 +12,7 @@ may publish an entry twice. A ``Puller`` per subscription (however many detectio
    batch's ack IDs, fsynced;
 4. acknowledges the batch.
 
-Every detection reading the subscription tails that spool (``PubSubFeed``, a ``FileTail``), so what was
+Every detection reading the subscription tails that spool (sources/spooler.py), so what was
 acknowledged is counted exactly once across restarts, as a file's lines are (findings/aggregate.py).
 A message is acknowledged only once it is spooled, never before: killed before step 3, the message is
 delivered again. Killed between 3 and 4, the restarted puller acknowledges again the ack IDs of what it
@@ -31,93 +31,37 @@ is tested, never delivers again what it had sent to a streaming pull whose clien
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from auditwatch.audit.gke import audit_event, is_gke_entry
-from auditwatch.sources import Chunk
-from auditwatch.sources.file import FilePosition, FileTail
-from auditwatch.sources.spool import Recent, Spool, newest_lines
+from auditwatch.sources.spooler import Spooler, SpoolError
 
 PULL_SECONDS = 20.0  # a pull waits this long for messages before it is asked again
 REACK_SECONDS = 600  # the longest ack deadline Pub/Sub allows: older ack IDs are not acknowledged again
 ACK_BATCH = 1000  # ack IDs per Acknowledge call (the request may have at most 512 KiB)
 LINE_BYTES = 8 << 20  # a pulled batch is spooled in lines of about this size at most
-MAX_LINE = 64 << 20  # a line of one message (Pub/Sub's limit: 10 MB) is under it
-log = logging.getLogger(__name__)
 
 
-class PubSubFeed(FileTail):
-    """One detection's reading of a subscription: a tail of its spool; not ready while pulling fails."""
-
-    def __init__(self, puller: Puller, start: FilePosition | None, poll_seconds: float) -> None:
-        super().__init__(str(puller.spool.file), MAX_LINE, start, poll_seconds, origin=puller.origin)
-        self.puller = puller
-
-    @property  # type: ignore[override]
-    def ready(self) -> bool:
-        return self._ready and self.puller.ready
-
-    @ready.setter
-    def ready(self, value: bool) -> None:
-        self._ready = value
-
-    @property  # type: ignore[override]
-    def error(self) -> str:
-        return self.puller.error or self._error
-
-    @error.setter
-    def error(self, value: str) -> None:
-        self._error = value
-
-    def details(self) -> dict[str, Any]:
-        return {**super().details(), **self.puller.details()}
-
-    async def chunks(self) -> AsyncIterator[Chunk]:
-        try:
-            async for chunk in super().chunks():
-                yield chunk
-        finally:
-            self.puller.unsubscribe()
-
-
-class Puller:
+class Puller(Spooler):
     """Pulls one subscription into its spool while a detection reads it (module docstring)."""
+
+    name = "pubsub"
 
     def __init__(self, project: str, subscription: str, spool_dir: Path, max_messages: int = 1000) -> None:
         self.path = f"projects/{project}/subscriptions/{subscription}"
-        self.origin = f"pubsub:{self.path}"  # Splunk's ``source`` of the events
+        super().__init__(f"pubsub:{self.path}", spool_dir / project / subscription)
         self.max_messages = max_messages
-        self.spool = Spool(spool_dir / project / subscription)
-        self.readers = 0
-        self.ready, self.error = False, ""
         self.pulls = self.messages = self.duplicates = self.redelivered = self.dropped = 0
         self.last_dropped = ""
         self.lag_seconds = 0
-        self._recent = Recent()
-        self._task: asyncio.Task[None] | None = None
-
-    def subscribe(self, start: FilePosition | None, poll_seconds: float) -> PubSubFeed:
-        """A detection's tail of the spool from ``start`` (a saved position) or the spool's start; the
-        first one starts the pulling."""
-        self.readers += 1
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-        return PubSubFeed(self, start, poll_seconds)
-
-    def unsubscribe(self) -> None:
-        """The last reader gone, pulling stops: messages wait in the subscription."""
-        self.readers -= 1
-        if self.readers <= 0 and self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self._client: Any = None
+        self._reack: list[str] = []  # ack IDs to acknowledge again before the first pull
+        self._started = time.time()
 
     def details(self) -> dict[str, Any]:
         """The PubSubStatus fields of the pulling."""
@@ -131,26 +75,21 @@ class Puller:
             "lagSeconds": self.lag_seconds,
         }
 
-    async def _run(self) -> None:
-        client = None
-        reack = self._remember_spooled(time.time())
-        failures = 0
-        while True:
-            try:
-                client = client or _client()
-                if reack:
-                    await self._acknowledge(client, reack)
-                    reack = []
-                await self._pull_once(client)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failed call or spool write: nothing was acknowledged, it comes again
-                self.ready, self.error = False, self._explain(exc)
-                failures += 1
-                log.warning("pubsub %s: %s", self.path, self.error)
-                await asyncio.sleep(min(60.0, 0.5 * 2**failures))
-                continue
-            self.ready, self.error, failures = True, "", 0
+    def _remember(self, line: dict[str, Any]) -> None:
+        """The keys of a spooled line, and its ack IDs if spooled in the last REACK_SECONDS (a kill may have
+        come between spooling and acknowledging)."""
+        pulled = line.get("pulled") or {}
+        for key in pulled.get("keys", ()):
+            self._recent.seen(key)
+        if self._started - float(pulled.get("at", 0)) < REACK_SECONDS:
+            self._reack += pulled.get("ackIds", ())
+
+    async def _fetch_once(self) -> None:
+        self._client = self._client or _client()
+        if self._reack:
+            await self._acknowledge(self._client, self._reack)
+            self._reack = []
+        await self._pull_once(self._client)
 
     async def _pull_once(self, client: Any) -> None:
         from google.api_core.exceptions import DeadlineExceeded
@@ -196,37 +135,18 @@ class Puller:
             size += len(r.message.data)
         if batch:
             lines.append(_line(batch, now))
-        if lines:
-            try:
-                await asyncio.to_thread(self.spool.append, b"".join(lines))
-            except BaseException:
-                self._recent.forget(kept)
-                raise  # not kept: when it comes again, it is new
+        await self._spool(lines, kept)
         self.lag_seconds = max(0, round(now - oldest))
 
     async def _acknowledge(self, client: Any, ack_ids: list[str]) -> None:
         for i in range(0, len(ack_ids), ACK_BATCH):
             await client.acknowledge(subscription=self.path, ack_ids=ack_ids[i : i + ACK_BATCH])
 
-    def _remember_spooled(self, now: float) -> list[str]:
-        """Rebuild the repeat window from the spool; the ack IDs of what was spooled in the last
-        REACK_SECONDS, to acknowledge again (a kill may have come between spooling and acknowledging)."""
-        reack: list[str] = []
-        for line in newest_lines(self.spool.file.parent):
-            try:
-                pulled = orjson.loads(line).get("pulled") or {}
-            except (orjson.JSONDecodeError, AttributeError):
-                continue
-            for key in pulled.get("keys", ()):
-                self._recent.seen(key)
-            if now - float(pulled.get("at", 0)) < REACK_SECONDS:
-                reack += pulled.get("ackIds", ())
-        return reack
+    async def _reset(self) -> None:
+        self._client = None
 
     def _explain(self, exc: Exception) -> str:
-        if isinstance(exc, OSError):  # Google's errors are not OSErrors: the spool's write failed
-            return f"the spool {self.spool.file} cannot be written: {exc}"
-        return refusal(self.path, exc)
+        return super()._explain(exc) if isinstance(exc, SpoolError) else refusal(self.path, exc)
 
 
 def _line(batch: list[tuple[dict[str, Any], str, str]], now: float) -> bytes:

@@ -1,0 +1,338 @@
+"""AKS audit events from Event Hubs (diagnostic setting -> event hub), read through its Kafka endpoint,
+each counted once, the hub's partitions shared by the replicas.
+
+A ``HubReader`` per event hub and consumer group (however many detections read it) is a member of
+that Kafka consumer group; the group's coordinator spreads the hub's partitions over the replicas, and
+each replica spools and counts its partitions' events as a shard. It loops (sources/spooler.py):
+
+1. fetches a batch of records (Event Hubs events) from its partitions;
+2. drops the audit Events already spooled, known by ``auditID`` and ``stage`` within the last 200,000
+   (a diagnostic setting with both kube-audit and kube-audit-admin sends the admin events twice);
+3. appends the rest to the spool ``<spool>/<namespace>/<hub>/<group>/audit.log`` as audit ``EventList``
+   lines that also keep, per partition, the offset after the last record they hold; fsynced;
+4. commits those offsets to the consumer group.
+
+Why counts are exact: nothing is committed before it is spooled (killed before step 3, the records are
+fetched again from the committed offsets). Killed between 3 and 4, the committed offsets are behind
+the spool: when a partition is assigned, the reader starts it at the offset its own spool reached if
+that is past the committed one (and commits it), so nothing is fetched twice. The replicas are static
+members of the group (``group.instance.id``: the pod's stable name), so a restarted pod gets its
+partitions back without a rebalance. What remains: a pod killed between 3 and 4 that does not come
+back within the session timeout hands its partitions to another replica from the committed offsets,
+and that batch is counted by both (at most one batch, only for a kill in that gap of milliseconds).
+
+A receive that stalls (Falco's AKS plugin stopped receiving after an Event Hubs timeout until its pod
+was restarted) is noticed: every WATCH_SECONDS the reader asks for the partitions' end offsets (itself
+bounded in time); records waiting while none came for STALL_SECONDS, it closes its consumer, says so in
+the source's readiness and starts a new one.
+
+Why the Kafka endpoint and not the AMQP SDK (azure-eventhub): the consumer group is the partition
+balancing and the checkpoint store in one (no blob container, no Blob Data Contributor role), the
+protocol is the one a real Apache Kafka broker speaks, against which this is tested, and aiokafka runs on
+the operator's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition, errors
+from aiokafka.abc import AbstractTokenProvider
+from aiokafka.helpers import create_ssl_context
+
+from auditwatch.audit.azure import hub_events
+from auditwatch.sources.spooler import Spooler, SpoolError
+
+FETCH_MS = 1000  # a fetch waits this long for records before the loop goes round
+WATCH_SECONDS = 30.0  # the partitions' end offsets are asked for this often
+STALL_SECONDS = 120.0  # records waiting and none received this long: the receive stalled
+CALL_SECONDS = 30.0  # a call to the service answers within this or has failed
+# A static member (a StatefulSet's pod) keeps its partitions this long while it is away: a restarted pod
+# gets them back without a rebalance.
+STATIC_SESSION_MS = 60_000
+LINE_BYTES = 8 << 20  # a batch is spooled in lines of about this size at most
+DOMAIN = ".servicebus.windows.net"
+KAFKA_PORT = 9093
+
+
+class Stalled(Exception):
+    """Records wait in the reader's partitions and none came: the consumer is replaced."""
+
+
+class UnknownHub(Exception):
+    """The namespace has no event hub of that name (or shows none to this identity)."""
+
+
+class HubReader(Spooler):
+    """Reads one event hub as a member of a consumer group into its spool (module docstring)."""
+
+    name = "eventhub"
+
+    def __init__(
+        self,
+        namespace: str,
+        hub: str,
+        group: str,
+        spool_dir: Path,
+        instance: str | None = None,
+        max_records: int = 500,
+        start: str = "latest",
+    ) -> None:
+        self.host = host_of(namespace)
+        self.hub, self.group, self.instance = hub, group, instance
+        super().__init__(f"eventhub:{self.host}/{hub}", spool_dir / namespace / hub / group)
+        self.max_records, self.start = max_records, start
+        self.records = self.events = self.duplicates = self.dropped = self.fetches = self.stalls = 0
+        self.last_dropped = ""
+        self.lag_records = self.lag_seconds = 0
+        self.partitions: dict[int, int] = {}  # the offset spooled up to, per partition of this replica
+        self._spooled: dict[int, int] = {}  # per partition, the offset this spool holds records up to
+        self._commit: dict[int, int] = {}  # offsets to commit before the next fetch (after an assignment)
+        self._consumer: Any = None
+        self.failed: Exception | None = None  # raised in the rebalance listener, where aiokafka only logs it
+        self._received_at = self._watched_at = 0.0
+
+    def details(self) -> dict[str, Any]:
+        """The EventHubStatus fields of the reading."""
+        return {
+            "records": self.records,
+            "events": self.events,
+            "duplicates": self.duplicates,
+            "dropped": self.dropped,
+            "lastDropped": self.last_dropped,
+            "fetches": self.fetches,
+            "stalls": self.stalls,
+            "partitions": {str(p): o for p, o in sorted(self.partitions.items())},
+            "lagRecords": self.lag_records,
+            "lagSeconds": self.lag_seconds,
+        }
+
+    def _remember(self, line: dict[str, Any]) -> None:
+        consumed = line.get("consumed") or {}
+        for key in consumed.get("keys", ()):
+            self._recent.seen(key)
+        for partition, offset in (consumed.get("offsets") or {}).items():
+            self._spooled[int(partition)] = max(int(offset), self._spooled.get(int(partition), 0))
+
+    async def _fetch_once(self) -> None:
+        if self._consumer is None:
+            self._consumer = await self._open()
+            self._received_at = self._watched_at = time.monotonic()
+        consumer = self._consumer
+        if self.failed is not None:
+            failed, self.failed = self.failed, None
+            raise failed
+        if self._commit:
+            await asyncio.wait_for(consumer.commit(self._offsets(self._commit)), CALL_SECONDS)
+            self._commit = {}
+        batch = await consumer.getmany(timeout_ms=FETCH_MS, max_records=self.max_records)
+        self.fetches += 1
+        if batch:
+            self._received_at = time.monotonic()
+            offsets = await self._keep(batch, time.time())
+            await asyncio.wait_for(consumer.commit(self._offsets(offsets)), CALL_SECONDS)
+        if time.monotonic() - self._watched_at >= WATCH_SECONDS:
+            await self._watch()
+
+    async def _keep(self, batch: dict[Any, list[Any]], now: float) -> dict[int, int]:
+        """Spool the batch's new events (lines of up to LINE_BYTES, each with its partitions' offsets after
+        it); count the rest. The offsets after the batch, per partition."""
+        lines: list[bytes] = []
+        kept: list[str] = []
+        items: list[dict[str, Any]] = []
+        keys: list[str] = []
+        offsets: dict[int, int] = {}
+        size, oldest = 0, now
+        for tp, records in batch.items():
+            for record in records:
+                self.records += 1
+                oldest = min(oldest, record.timestamp / 1000)
+                for event, why in hub_events(record.value or b""):
+                    if event is None:
+                        self.dropped += 1
+                        self.last_dropped = f"partition {tp.partition} offset {record.offset}: {why}"[:256]
+                        continue
+                    self.events += 1
+                    key = f"event:{event.get('auditID')}@{event.get('stage', '')}"
+                    if self._recent.seen(key):
+                        self.duplicates += 1
+                        continue
+                    items.append(event)
+                    keys.append(key)
+                size += len(record.value or b"")
+                offsets[tp.partition] = record.offset + 1
+                if size > LINE_BYTES:
+                    lines.append(_line(items, keys, offsets, now))
+                    kept += keys
+                    items, keys, size = [], [], 0
+        if items or not lines:  # a batch of nothing new still moves the offsets on, in a line of no items
+            lines.append(_line(items, keys, offsets, now))
+            kept += keys
+        await self._spool(lines, kept)
+        self._spooled.update(offsets)
+        self.partitions.update(offsets)
+        self.lag_seconds = max(0, round(now - oldest))
+        return offsets
+
+    async def _watch(self) -> None:
+        """The records waiting in this replica's partitions; Stalled if some wait and none came for long."""
+        consumer = self._consumer
+        self._watched_at = time.monotonic()
+        assigned = sorted(consumer.assignment())
+        if not assigned:
+            self.lag_records = 0
+            return
+        ends = await asyncio.wait_for(consumer.end_offsets(assigned), CALL_SECONDS)
+        lag = 0
+        for tp in assigned:
+            lag += max(0, ends[tp] - await consumer.position(tp))
+        self.lag_records = lag
+        if not lag:
+            self._received_at = time.monotonic()
+        elif time.monotonic() - self._received_at > STALL_SECONDS:
+            self.stalls += 1
+            raise Stalled(
+                f"the receive stalled: {lag} records wait in partitions "
+                f"{','.join(str(tp.partition) for tp in assigned)} and none came for "
+                f"{STALL_SECONDS:.0f} s; reconnecting"
+            )
+
+    async def _open(self) -> Any:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap(),
+            group_id=self.group,
+            group_instance_id=self.instance,
+            client_id="auditwatch",
+            enable_auto_commit=False,
+            auto_offset_reset=self.start,
+            max_poll_records=self.max_records,
+            request_timeout_ms=int(CALL_SECONDS * 1000),
+            session_timeout_ms=STATIC_SESSION_MS if self.instance else 10_000,
+            **credentials(self.host),
+        )
+        try:
+            await asyncio.wait_for(consumer.start(), CALL_SECONDS)
+            if self.hub not in await asyncio.wait_for(consumer.topics(), CALL_SECONDS):
+                raise UnknownHub(self.hub)
+        except BaseException:
+            await consumer.stop()
+            raise
+        consumer.subscribe([self.hub], listener=_Rebalance(self, consumer))
+        return consumer
+
+    async def assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        """Partitions given to this replica: each starts where its spool reached if that is past the
+        committed offset (killed between spooling and committing), and that offset is committed."""
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            spooled = self._spooled.get(tp.partition)
+            if spooled is not None and (committed is None or spooled > committed):
+                consumer.seek(tp, spooled)
+                self._commit[tp.partition] = spooled
+            self.partitions[tp.partition] = max(spooled or 0, committed or 0)
+
+    def revoked(self, partitions: list[Any]) -> None:
+        """Partitions taken from this replica (what it spooled of them is committed)."""
+        for tp in partitions:
+            self.partitions.pop(tp.partition, None)
+
+    def _offsets(self, offsets: dict[int, int]) -> dict[Any, int]:
+        return {TopicPartition(self.hub, p): o for p, o in offsets.items()}
+
+    def bootstrap(self) -> str:
+        """The Kafka endpoint: the namespace's, or ``EVENTHUB_KAFKA_BROKER`` (a Kafka broker standing in)."""
+        return os.environ.get("EVENTHUB_KAFKA_BROKER") or f"{self.host}:{KAFKA_PORT}"
+
+    async def _reset(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        self._commit = {}
+        if consumer is not None:
+            with contextlib.suppress(Exception):  # a stalled connection: a new consumer needs it not closed
+                await asyncio.wait_for(consumer.stop(), CALL_SECONDS)
+
+    def _explain(self, exc: Exception) -> str:
+        if isinstance(exc, SpoolError | Stalled):
+            return f"{self.origin}: {exc}"
+        return refusal(self.host, self.hub, self.group, exc, self.bootstrap())
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tells the reader which partitions it was given and which were taken."""
+
+    def __init__(self, reader: HubReader, consumer: Any) -> None:
+        self.reader, self.consumer = reader, consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.reader.revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        try:
+            await self.reader.assigned(self.consumer, list(assigned))
+        except Exception as exc:  # aiokafka only logs a listener's failure: the reader's next fetch raises it
+            self.reader.failed = exc
+
+
+def _line(items: list[dict[str, Any]], keys: list[str], offsets: dict[int, int], now: float) -> bytes:
+    """A spool line: an audit EventList, with the keys of its events and its partitions' offsets after it."""
+    consumed = {"at": now, "keys": keys, "offsets": {str(p): o for p, o in offsets.items()}}
+    return orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items,
+                         "consumed": consumed}) + b"\n"  # fmt: skip
+
+
+def host_of(namespace: str) -> str:
+    """An Event Hubs namespace's host name: ``NAME`` is ``NAME.servicebus.windows.net``; a host name (another
+    Azure cloud's) stays as it is."""
+    return namespace if "." in namespace else namespace + DOMAIN
+
+
+def credentials(host: str) -> dict[str, Any]:
+    """The consumer's security settings: none for ``EVENTHUB_KAFKA_BROKER``; SASL PLAIN with
+    ``EVENTHUB_CONNECTION_STRING``; else an Entra ID token (Workload Identity on AKS) by OAUTHBEARER."""
+    if os.environ.get("EVENTHUB_KAFKA_BROKER"):
+        return {"security_protocol": "PLAINTEXT"}
+    tls = {"security_protocol": "SASL_SSL", "ssl_context": create_ssl_context()}
+    if secret := os.environ.get("EVENTHUB_CONNECTION_STRING"):
+        return tls | {"sasl_mechanism": "PLAIN", "sasl_plain_username": "$ConnectionString",
+                      "sasl_plain_password": secret}  # fmt: skip
+    return tls | {"sasl_mechanism": "OAUTHBEARER", "sasl_oauth_token_provider": _EntraToken(host)}
+
+
+class _EntraToken(AbstractTokenProvider):  # type: ignore[misc]
+    """An Entra ID access token for the namespace, from azure-identity's default chain (Workload Identity)."""
+
+    def __init__(self, host: str) -> None:
+        self._scope = f"https://{host}/.default"
+        self._credential: Any = None
+
+    async def token(self) -> str:
+        from azure.identity.aio import DefaultAzureCredential
+
+        self._credential = self._credential or DefaultAzureCredential()
+        return (await self._credential.get_token(self._scope)).token
+
+    def extensions(self) -> dict[str, str]:
+        return {}
+
+
+def refusal(host: str, hub: str, group: str, exc: Exception, endpoint: str) -> str:
+    """What a failed Kafka call on an event hub means, and what to do about it."""
+    where = f"event hub {hub} in {host} (consumer group {group})"
+    if isinstance(exc, errors.TopicAuthorizationFailedError | errors.GroupAuthorizationFailedError):
+        return (
+            f"{where}: the operator's identity may not read it (assign it the Azure Event Hubs Data Receiver "
+            f"role on the event hub; with Workload Identity, is the ServiceAccount federated?): {exc}"
+        )
+    if isinstance(exc, UnknownHub | errors.UnknownTopicOrPartitionError):
+        return (
+            f"{where} does not exist, or this identity sees no hub of that name: create it and stream the "
+            f"cluster's kube-audit to it (README, On AKS)"
+        )
+    if isinstance(exc, errors.KafkaConnectionError | asyncio.TimeoutError):
+        return f"{where}: the Kafka endpoint {endpoint} does not answer: {type(exc).__name__}: {exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"

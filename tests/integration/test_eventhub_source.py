@@ -1,0 +1,174 @@
+"""The Event Hubs source against a real Kafka broker (Apache Kafka in KRaft mode on loopback, speaking the
+protocol of Event Hubs' Kafka endpoint): every audit Event spooled once through repeated records, a kill
+between spooling and committing, two replicas sharing the hub's partitions and a rebalance, a receive
+that stalls; what is not an audit event, and a hub that does not exist, named."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from auditwatch.sources import eventhub
+from auditwatch.sources.eventhub import HubReader
+from factory import event
+from kafka import create_hub, hub_body, kafka_broker, send
+
+NAMESPACE = "aks-audit-ns"
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    with kafka_broker() as address:
+        yield address
+
+
+@pytest.fixture
+def hub(broker: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    monkeypatch.setenv("EVENTHUB_KAFKA_BROKER", broker)
+    name = "h-" + re.sub(r"[^-_A-Za-z0-9]", "-", request.node.name)[:200]
+    create_hub(broker, name)
+    return name
+
+
+def events(n: int, agent: str = "aks") -> list[dict[str, Any]]:
+    return [event(agent=agent, uri=f"/api/v1/pods?n={i}") for i in range(n)]
+
+
+def bodies(evs: list[dict[str, Any]], per_body: int = 5) -> list[bytes]:
+    return [hub_body(evs[i : i + per_body]) for i in range(0, len(evs), per_body)]
+
+
+def spooled(directory: Path) -> list[str]:
+    """The auditIDs of the events in a hub's spool, in spool order."""
+    ids = []
+    for path in sorted(directory.glob("audit*.log")):
+        for line in path.read_bytes().splitlines():
+            ids += [item["auditID"] for item in orjson.loads(line)["items"]]
+    return ids
+
+
+async def until(check: Callable[[], Any], timeout: float, what: Callable[[], str] | str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what() if callable(what) else what
+        await asyncio.sleep(0.1)
+
+
+async def stopped(reader: HubReader) -> None:
+    """The last reader gone: the reader's task is cancelled (as when the operator stops)."""
+    task = reader._task
+    reader.unsubscribe()
+    if task is not None:
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def reader(hub: str, spool: Path, instance: str | None = None, start: str = "earliest") -> HubReader:
+    return HubReader(NAMESPACE, hub, f"g-{hub}", spool, instance=instance, max_records=20, start=start)
+
+
+async def test_every_event_is_spooled_once_through_repeats_and_a_kill_before_committing(
+    hub: str, broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = events(300), events(200)
+    admin = first[:30]  # kube-audit-admin repeats the events that are not reads
+    await asyncio.to_thread(send, broker, hub, [*bodies(first), hub_body(admin, "kube-audit-admin")])
+    await asyncio.to_thread(send, broker, hub, [b"not json", hub_body([{"msg": "not audit"}], "kube-apiserver")])
+    one = reader(hub, tmp_path, instance="auditwatch-0")
+    one.subscribe(None, 0.1)
+    directory = tmp_path / NAMESPACE / hub / f"g-{hub}"
+    await until(lambda: len(spooled(directory)) == 300, 60, lambda: f"300 spooled: {len(spooled(directory))}")
+    await until(lambda: one.duplicates == 30 and one.dropped == 2, 30, lambda: f"repeats dropped: {one.details()}")
+    assert "not an audit Event" in one.last_dropped or "not JSON" in one.last_dropped
+    assert one.ready and not one.error and one.records == 60 + 1 + 2, one.details()
+
+    # Killed between spooling a batch and committing it: the next reader starts where the spool reached.
+    kept = asyncio.Event()
+    commit = one._consumer.commit
+
+    async def killed_before_committing(offsets: Any = None) -> None:
+        if offsets is not None and any(o > 0 for o in offsets.values()):
+            kept.set()
+            await asyncio.Event().wait()  # cancelled here
+        await commit(offsets)
+
+    monkeypatch.setattr(one._consumer, "commit", killed_before_committing)
+    await asyncio.to_thread(send, broker, hub, bodies(second[:100]))
+    await asyncio.wait_for(kept.wait(), 30)
+    await stopped(one)
+    held = len(spooled(directory))
+    assert 300 < held <= 400
+    again = reader(hub, tmp_path, instance="auditwatch-0")
+    again.subscribe(None, 0.1)
+    await asyncio.to_thread(send, broker, hub, bodies(second[100:]))
+    await until(lambda: len(spooled(directory)) == 500, 60, lambda: f"500 spooled: {len(spooled(directory))}")
+    await asyncio.sleep(2)
+    assert again.duplicates == 0, again.details()  # nothing spooled was fetched again
+    assert sorted(again.partitions) == [0, 1, 2, 3]
+    await stopped(again)
+    assert sorted(spooled(directory)) == sorted(e["auditID"] for e in first + second)
+
+
+async def test_two_replicas_share_the_partitions_and_spool_each_event_once(
+    hub: str, broker: str, tmp_path: Path
+) -> None:
+    batch = events(2000)
+    replicas = [reader(hub, tmp_path / f"r{i}") for i in range(2)]  # dynamic members: one leaving is rebalanced at once
+    for r in replicas:
+        r.subscribe(None, 0.1)
+    await asyncio.to_thread(send, broker, hub, bodies(batch[:1000]))
+    parts = lambda: [spooled(tmp_path / f"r{i}" / NAMESPACE / hub / f"g-{hub}") for i in range(2)]  # noqa: E731
+    await until(lambda: sum(map(len, parts())) >= 1000, 60, lambda: f"1000 spooled: {list(map(len, parts()))}")
+    assert all(parts()), "each replica reads its partitions"
+    assert sorted(replicas[0].partitions) + sorted(replicas[1].partitions) != []
+    assert not set(replicas[0].partitions) & set(replicas[1].partitions)
+
+    # One replica leaves: the other is given its partitions, from the offsets the first committed.
+    await stopped(replicas[1])
+    await asyncio.to_thread(send, broker, hub, bodies(batch[1000:]))
+    await until(lambda: sum(map(len, parts())) >= 2000, 120, lambda: f"2000 spooled: {list(map(len, parts()))}")
+    await asyncio.sleep(1)
+    await stopped(replicas[0])
+    a, b = parts()
+    assert not set(a) & set(b) and sorted(a + b) == sorted(e["auditID"] for e in batch), (len(a), len(b))
+
+
+async def test_a_stalled_receive_is_named_and_replaced(
+    hub: str, broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Falco's AKS plugin did after an Event Hubs timeout: the consumer stays up and receives nothing while
+    records wait. The watchdog sees records waiting and none coming, says so, and starts a new consumer."""
+    monkeypatch.setattr(eventhub, "WATCH_SECONDS", 0.5)
+    monkeypatch.setattr(eventhub, "STALL_SECONDS", 3.0)
+    one = reader(hub, tmp_path)
+    one.subscribe(None, 0.1)
+    await until(lambda: one.ready and one._consumer is not None and one._consumer.assignment(), 30, "assigned")
+    stuck = one._consumer
+    stuck.pause(*stuck.assignment())  # it fetches nothing from now on, as a stalled receiver
+    await asyncio.to_thread(send, broker, hub, bodies(events(40)))
+    errors: list[str] = []
+    await until(lambda: errors.append(one.error) or "stalled" in one.error, 30, lambda: f"named: {one.details()}")
+    assert "the receive stalled: 8 records wait in partitions 0,1,2,3" in one.error and one.stalls == 1
+    assert not one.ready
+    directory = tmp_path / NAMESPACE / hub / f"g-{hub}"
+    await until(lambda: len(spooled(directory)) == 40, 60, lambda: f"40 spooled after: {one.details()}")
+    assert one._consumer is not stuck and one.ready and not one.error
+    await stopped(one)
+
+
+async def test_a_hub_that_does_not_exist_is_named(broker: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("EVENTHUB_KAFKA_BROKER", broker)
+    one = reader("no-such-hub", tmp_path)
+    one.subscribe(None, 0.1)
+    await until(lambda: one.error, 30, "an error")
+    assert one.error.startswith(
+        "event hub no-such-hub in aks-audit-ns.servicebus.windows.net (consumer group g-no-such-hub) does not exist"
+    ), one.error
+    assert not one.ready
+    await stopped(one)
