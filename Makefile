@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint binaries image image-tools bench-image bench bench-hunt bench-packs bench-operator bench-writes soak crds clean
+.PHONY: demo test test-tools lint binaries image image-tools bench-image bench bench-hunt bench-packs bench-operator bench-writes soak crds clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,8 +32,13 @@ image-tools:
 	[ -z "$$missing" ] || apt-get install -y -q $(IMAGE_TOOLS) uidmap >/dev/null \
 	  || (apt-get update -q >/dev/null && apt-get install -y -q $(IMAGE_TOOLS) uidmap >/dev/null)
 
+# Maven fetches Apache Kafka's broker (the Event Hubs tests' stand-in) from Maven Central; installed when missing.
+test-tools:
+	@command -v mvn >/dev/null || apt-get install -y -q maven >/dev/null \
+	  || (apt-get update -q >/dev/null && apt-get install -y -q maven >/dev/null)
+
 # The unit tests run twice: once more with the Python candidate search that builds without a C compiler.
-test: lint binaries image-tools
+test: lint binaries image-tools test-tools
 	AUDITWATCH_NATIVE=0 $(BIN)/pytest -q tests/unit
 	$(BIN)/pytest
 
