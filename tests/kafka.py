@@ -84,9 +84,9 @@ def kafka_broker(partitions: int = 4) -> Iterator[str]:
         "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"
         "group.initial.rebalance.delay.ms=0\n"
     )
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    subprocess.run([java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
-                    "-c", str(config)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # may start with "-": --cluster-id=
+    subprocess.run([java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+                    f"--cluster-id={cluster}", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     log = open(data / "broker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([java, "-Xmx512m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath,
                              "kafka.Kafka", str(config)], stdout=log, stderr=subprocess.STDOUT,

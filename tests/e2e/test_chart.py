@@ -29,7 +29,11 @@ MODES = {  # the chart's values -> the kustomize install it must equal
     "webhook": (["--set", "mode=webhook"], "manifests/webhook"),
     "eks": (["--set", "mode=eks", "--set", f"cloudwatch.roleArn={ROLE}"], "manifests/eks"),
     "gke": (["--set", "mode=gke", "--set", f"pubsub.serviceAccount={GOOGLE_ACCOUNT}"], "manifests/gke"),
-    "aks": (["--set", "mode=aks", "--set", f"azureBlob.clientId={AZURE_CLIENT}"], "manifests/aks"),
+    "aks": (["--set", "mode=aks", "--set", f"azure.clientId={AZURE_CLIENT}"], "manifests/aks"),
+    "aks-eventhubs": (
+        ["--set", "mode=aks-eventhubs", "--set", f"azure.clientId={AZURE_CLIENT}"],
+        "manifests/aks-eventhubs",
+    ),
 }
 
 
@@ -106,7 +110,7 @@ def test_the_webhook_certificate_from_cert_manager_names_what_auditwatch_cluster
     assert cert["spec"]["secretName"] == "auditwatch-webhook-tls"  # the Secret the pods mount
     assert cert["spec"]["issuerRef"] == {"name": "ca", "kind": "Issuer"}
     assert {*cert["spec"]["ipAddresses"], *cert["spec"]["dnsNames"]} == set(WEBHOOK_HOSTS)
-    for mode in ("eks", "gke", "aks"):  # no webhook server
+    for mode in ("eks", "gke", "aks", "aks-eventhubs"):  # no webhook server
         assert not [o for o in template(helm, "--set", "webhook.certManager.issuer=ca", *MODES[mode][0])
                     if o["kind"] == "Certificate"]  # fmt: skip
 

@@ -11,7 +11,7 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from auditwatch.runtime.readers import Readers
 from auditwatch.sources.cloudwatch import CloudWatchPosition, CloudWatchTail, LogGroup, Timing
 from awslogs import REGION, FaultProxy, LogGroupWriter, aws_env, moto_server
 from factory import checkpoint
+from spooling import until
 
 STREAMS = ["kube-apiserver-audit-0a1b", "kube-apiserver-audit-2c3d", "kube-apiserver-audit-4e5f"]
 
@@ -102,14 +103,6 @@ class Reader:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_every_event_once_through_pages_throttles_late_arrivals_and_restarts(

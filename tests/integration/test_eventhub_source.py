@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from auditwatch.sources import eventhub
 from auditwatch.sources.eventhub import HubReader
 from factory import event
 from kafka import create_hub, hub_body, kafka_broker, send
+from spooling import spooled, stopped, until
 
 NAMESPACE = "aks-audit-ns"
 
@@ -43,30 +42,6 @@ def events(n: int, agent: str = "aks") -> list[dict[str, Any]]:
 
 def bodies(evs: list[dict[str, Any]], per_body: int = 5) -> list[bytes]:
     return [hub_body(evs[i : i + per_body]) for i in range(0, len(evs), per_body)]
-
-
-def spooled(directory: Path) -> list[str]:
-    """The auditIDs of the events in a hub's spool, in spool order."""
-    ids = []
-    for path in sorted(directory.glob("audit*.log")):
-        for line in path.read_bytes().splitlines():
-            ids += [item["auditID"] for item in orjson.loads(line)["items"]]
-    return ids
-
-
-async def until(check: Callable[[], Any], timeout: float, what: Callable[[], str] | str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what() if callable(what) else what
-        await asyncio.sleep(0.1)
-
-
-async def stopped(reader: HubReader) -> None:
-    """The last reader gone: the reader's task is cancelled (as when the operator stops)."""
-    task = reader._task
-    reader.unsubscribe()
-    if task is not None:
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def reader(hub: str, spool: Path, instance: str | None = None, start: str = "earliest") -> HubReader:

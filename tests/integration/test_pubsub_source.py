@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from auditwatch.sources import pubsub
 from auditwatch.sources.pubsub import Puller, event_of
 from factory import SEED, auditwatch, event
 from gcp import PROJECT, Topic, gke_entry, pubsub_emulator
+from spooling import spooled, stopped, until
 
 ACK_DEADLINE = 10  # the emulator's (and Pub/Sub's) shortest
 
@@ -43,30 +43,6 @@ def entries(n: int, agent: str = "e2e") -> list[dict[str, Any]]:
     return [gke_entry(event(agent=agent, uri=f"/api/v1/pods?n={i}", object_ref={"resource": "pods",
                                                                                  "apiVersion": "v1"}))
             for i in range(n)]  # fmt: skip
-
-
-def spooled(directory: Path) -> list[str]:
-    """The auditIDs of the events in a subscription's spool, in spool order."""
-    ids = []
-    for path in sorted(directory.glob("audit*.log")):
-        for line in path.read_bytes().splitlines():
-            ids += [item["auditID"] for item in orjson.loads(line)["items"]]
-    return ids
-
-
-async def until(check: Callable[[], Any], timeout: float, what: Callable[[], str] | str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what() if callable(what) else what
-        await asyncio.sleep(0.1)
-
-
-async def stopped(puller: Puller) -> None:
-    """The last reader gone: the puller's task is cancelled (as when the operator stops)."""
-    task = puller._task
-    puller.unsubscribe()
-    if task is not None:
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_every_message_is_spooled_once_through_repeats_lost_acks_and_restarts(

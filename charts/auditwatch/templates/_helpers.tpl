@@ -80,6 +80,9 @@ securityContext:
 {{- define "auditwatch.podMetadata" -}}
 labels:
   app.kubernetes.io/name: auditwatch
+  {{- if has .Values.mode (list "aks" "aks-eventhubs") }}
+  azure.workload.identity/use: "true"
+  {{- end }}
 {{- if .Values.monitoring.scrapeAnnotations }}
 annotations:
   prometheus.io/scrape: "true"

@@ -72,10 +72,17 @@ class PubSub(_Values):
     spoolSize: Quantity = "1Gi"
 
 
-class AzureBlob(_Values):
-    """Mode aks: Workload Identity's client ID (a managed identity's)."""
+class Azure(_Values):
+    """Modes aks and aks-eventhubs: Workload Identity's client ID (a managed identity's)."""
 
     clientId: Annotated[str, Field(pattern=r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$")] = ""
+
+
+class EventHub(_Values):
+    """Mode aks-eventhubs: the replicas (members of the hub's consumer group) and each one's spool."""
+
+    replicas: Annotated[int, Field(ge=1)] = 2
+    spoolSize: Quantity = "1Gi"
 
 
 class Detections(_Values):
@@ -106,7 +113,7 @@ class ChartValues(_Values):
         },
     )
 
-    mode: Literal["nodes", "webhook", "eks", "gke", "aks"] = "nodes"
+    mode: Literal["nodes", "webhook", "eks", "gke", "aks", "aks-eventhubs"] = "nodes"
     image: Image = Image()
     resources: dict[str, dict[str, str | int]] = {
         "requests": {"cpu": "100m", "memory": "192Mi"},
@@ -121,7 +128,8 @@ class ChartValues(_Values):
     webhook: Webhook = Webhook()
     cloudwatch: CloudWatch = CloudWatch()
     pubsub: PubSub = PubSub()
-    azureBlob: AzureBlob = AzureBlob()
+    azure: Azure = Azure()
+    eventHub: EventHub = EventHub()
     allowPaths: list[Annotated[str, Field(pattern=r"^/")]] = []
     alertsSecret: Name | Literal[""] = ""
     reports: bool = False
