@@ -122,6 +122,40 @@ class AuditFollower:
         return lines
 
 
+class Forwarder:
+    """Forwards what kube-apiserver appends to its audit log elsewhere, as a cloud's log pipeline does: in a
+    thread, ``forward(lines)`` every ``pace`` seconds with the lines new since."""
+
+    def __init__(self, audit_dir: Path, pace: float = 0.3) -> None:
+        self.follower, self.pace = AuditFollower(audit_dir), pace
+        self.idle = threading.Event()  # set after a pass that found nothing new
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def forward(self, lines: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            lines = self.follower.new_lines()
+            self.forward(lines)
+            (self.idle.clear if lines else self.idle.set)()
+            self.stop.wait(self.pace)
+
+    def caught_up(self) -> bool:
+        """Whether everything written so far is forwarded (a pass since found nothing new)."""
+        self.idle.clear()
+        return self.idle.wait(10)
+
+    def __enter__(self) -> Any:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 OPENREPORTS = "github.com/openreports/reports-api@v0.2.1"  # the OpenReports API module, with its CRDs
 PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.90.1"  # PodMonitor, PrometheusRule
 CERT_MANAGER = "github.com/cert-manager/cert-manager@v1.19.1"  # Certificate
@@ -385,6 +419,53 @@ def traffic(api: Api, agent: str, admin_token: str) -> Iterator[None]:
 def counts_by_key(api: Api, name: str, key: list[str]) -> dict[tuple[str, ...], int]:
     """A detection's findings' counts, by the values of their key's fields."""
     return {tuple(f["spec"]["key"][k] for k in key): f["status"]["count"] for f in api.findings(name)}
+
+
+def counted_through_kills(
+    c: DevCluster,
+    seed: dict[str, Any],
+    replicas: list[Operator],
+    shards: tuple[str, ...],
+    forwarder: Forwarder,
+    agent: str,
+    copy_to: Path,
+    timeout: float = 90,
+) -> tuple[list[dict[str, Any]], dict[tuple[str, ...], int], Path]:
+    """The seed detection read by ``replicas`` (one a shard) from where ``forwarder`` sends the audit log,
+    while anonymous requests are made and each replica is SIGKILLed and restarted once: waits until it
+    counts every anonymous request, checks that it counts no more, each shard its part. Gives each shard's
+    source status, the counts by (user, src_ip) (the detection then deleted, its operators running) and a
+    copy of the audit log as it was forwarded."""
+    api, name = Api(c), seed["metadata"]["name"]
+    status = lambda: api.get("auditdetection", name).get("status", {})  # noqa: E731
+    for op in replicas:
+        op.start()
+    api.apply(seed)
+    wait_for(lambda: set(status().get("shards", {})) >= set(shards), timeout=60, what="every shard")
+    with traffic(api, agent, c.admin_token):
+        time.sleep(3)
+        replicas[-1].kill()  # SIGKILL mid-stream
+        time.sleep(2)
+        replicas[-1].start()
+        time.sleep(3)
+        replicas[0].kill()
+        replicas[0].start()
+        time.sleep(3)
+    assert forwarder.caught_up()
+    expected = len(api.audit_events(anonymous_with_agent()))
+    published = Path(shutil.copytree(c.audit_dir, copy_to))
+    wait_for(lambda: total(api, name) == expected, timeout=timeout,
+             what=lambda: f"the count {total(api, name)} == {expected}; {status()}; "
+             f"{[op.log()[-2000:] for op in replicas]}")  # fmt: skip
+    time.sleep(3)  # and no more: nothing counted twice
+    [finding] = api.findings(name)
+    parts = [finding["status"]["shards"][s]["count"] for s in shards]
+    assert finding["status"]["count"] == sum(parts) == expected > 100 and all(parts), parts
+    assert ready(api, name).get("status") == "True"
+    sources = [status()["shards"][s]["sources"][0] for s in shards]
+    by_key = counts_by_key(api, name, ["user", "src_ip"])
+    c.kubectl("delete", "auditdetection", name, "-n", NAMESPACE, "--timeout=60s")
+    return sources, by_key, published
 
 
 def scan_counts(detection_file: Path, logs: list[Path], key: list[str]) -> dict[tuple[str, ...], int]:

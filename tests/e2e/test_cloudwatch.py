@@ -15,7 +15,7 @@ from conftest import (
     AGENT_SEARCH,
     NAMESPACE,
     ROOT,
-    AuditFollower,
+    Forwarder,
     anonymous_with_agent,
     detection,
     ready,
@@ -28,45 +28,34 @@ from awslogs import REGION, FaultProxy, LogGroupWriter
 HELD_BACK_SECONDS = 8  # every fifth event reaches CloudWatch this late: read by the late pass
 
 
-class Shipper:
+class Shipper(Forwarder):
     """Ships every line kube-apiserver writes to its audit log (rotated files too) into a log group, as
     EKS does: one log event per audit Event, stamped with its stageTimestamp, in streams
     ``kube-apiserver-audit-<hex>`` that are replaced as they grow; every fifth event arrives late."""
 
     def __init__(self, audit_dir: Path, logs: LogGroupWriter) -> None:
-        self.follower, self.logs = AuditFollower(audit_dir), logs
+        super().__init__(audit_dir, pace=0.5)
+        self.logs = logs
         self.held: list[tuple[float, int, str]] = []  # (when to ship, timestamp, message)
         self.shipped = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _stream(self) -> str:
         return f"kube-apiserver-audit-{self.shipped // 300:08x}"
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            now_events: list[tuple[int, str]] = []
-            for line in self.follower.new_lines():
-                event = json.loads(line)
-                stamp = _ms(event["stageTimestamp"])
-                if (self.shipped + len(now_events) + len(self.held)) % 5 == 4:
-                    self.held.append((time.time() + HELD_BACK_SECONDS, stamp, line.decode()))
-                else:
-                    now_events.append((stamp, line.decode()))
-            due = [(t, m) for when, t, m in self.held if when <= time.time()]
-            self.held = [h for h in self.held if h[0] > time.time()]
-            if now_events or due:
-                self.logs.put(self._stream(), now_events + due)
-                self.shipped += len(now_events) + len(due)
-            self.stop.wait(0.5)
-
-    def __enter__(self) -> Shipper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join()
+    def forward(self, lines: list[bytes]) -> None:
+        now_events: list[tuple[int, str]] = []
+        for line in lines:
+            event = json.loads(line)
+            stamp = _ms(event["stageTimestamp"])
+            if (self.shipped + len(now_events) + len(self.held)) % 5 == 4:
+                self.held.append((time.time() + HELD_BACK_SECONDS, stamp, line.decode()))
+            else:
+                now_events.append((stamp, line.decode()))
+        due = [(t, m) for when, t, m in self.held if when <= time.time()]
+        self.held = [h for h in self.held if h[0] > time.time()]
+        if now_events or due:
+            self.logs.put(self._stream(), now_events + due)
+            self.shipped += len(now_events) + len(due)
 
 
 def _ms(timestamp: str) -> int:

@@ -7,9 +7,6 @@ file; a missing subscription named in SourcesReady."""
 from __future__ import annotations
 
 import json
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +17,11 @@ from conftest import (
     NAMESPACE,
     ROOT,
     Api,
-    AuditFollower,
+    Forwarder,
     Operator,
-    anonymous_with_agent,
-    counts_by_key,
+    counted_through_kills,
     installed,
-    ready,
     scan_counts,
-    total,
-    traffic,
     wait_for,
 )
 
@@ -53,29 +46,22 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
         yield mp
 
 
-class Sink:
+class Sink(Forwarder):
     """Publishes every line kube-apiserver writes to its audit log as the entry GKE writes for it, as a Log
     Router sink does; and, as another consumer of the subscription that fails, takes messages now and then
     and gives them back (a nack: Pub/Sub delivers them again)."""
 
     def __init__(self, audit_dir: Path, topic: Topic, subscription: str) -> None:
-        self.follower, self.topic, self.subscription = AuditFollower(audit_dir), topic, subscription
-        self.published = self.given_back = 0
-        self.idle = threading.Event()  # set after a pass that found nothing new to publish
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(audit_dir)
+        self.topic, self.subscription = topic, subscription
+        self.published = self.given_back = self.passes = 0
 
-    def _run(self) -> None:
-        passes = 0
-        while not self.stop.is_set():
-            lines = self.follower.new_lines()
-            self.topic.publish([json.dumps(gke_entry(json.loads(line))).encode() for line in lines])
-            self.published += len(lines)
-            passes += 1
-            if passes % 4 == 0:
-                self._give_back()
-            (self.idle.set if not lines else self.idle.clear)()
-            self.stop.wait(0.3)
+    def forward(self, lines: list[bytes]) -> None:
+        self.topic.publish([json.dumps(gke_entry(json.loads(line))).encode() for line in lines])
+        self.published += len(lines)
+        self.passes += 1
+        if self.passes % 4 == 0:
+            self._give_back()
 
     def _give_back(self) -> None:
         taken = self.topic.pending(self.subscription)[:20]
@@ -85,19 +71,6 @@ class Sink:
                 subscription=path, ack_ids=[m.ack_id for m in taken], ack_deadline_seconds=0
             )
             self.given_back += len(taken)
-
-    def caught_up(self) -> bool:
-        """Whether everything written so far is published (a pass since found nothing new)."""
-        self.idle.clear()
-        return self.idle.wait(10)
-
-    def __enter__(self) -> Sink:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def replica(c: DevCluster, host: str, i: int, workdir: Path) -> Operator:
@@ -118,42 +91,17 @@ def seed_on(subscription: str) -> dict[str, Any]:
 
 def test_the_seed_detection_over_pubsub_counts_as_scan_counts_the_file_through_kills_and_two_replicas(gke, tmp_path):
     c, host = gke
-    api, topic = Api(c), Topic("gke-audit", ACK_DEADLINE)
+    topic = Topic("gke-audit", ACK_DEADLINE)
     topic.subscription("auditwatch")
     replicas = [replica(c, host, i, tmp_path) for i in range(2)]
 
     with Sink(c.audit_dir, topic, "auditwatch") as sink:
         try:
-            for op in replicas:
-                op.start()
-            api.apply(seed_on("auditwatch"))
-            status = lambda: api.get("auditdetection", SEED).get("status", {})  # noqa: E731
-            wait_for(lambda: set(status().get("shards", {})) >= set(SHARDS), timeout=60, what="both shards")
-            with traffic(api, "e2e-gke", c.admin_token):
-                time.sleep(3)
-                replicas[1].kill()  # SIGKILL mid-stream: what it spooled and had not acknowledged is acked at start
-                time.sleep(2)
-                replicas[1].start()
-                time.sleep(3)
-                replicas[0].kill()
-                replicas[0].start()
-                time.sleep(3)
-            assert sink.caught_up()
-            expected = len(api.audit_events(anonymous_with_agent()))
-            published = Path(shutil.copytree(c.audit_dir, tmp_path / "published"))
-            wait_for(lambda: total(api, SEED) == expected, timeout=3 * ACK_DEADLINE,
-                     what=lambda: f"the count {total(api, SEED)} == {expected}; {status()}; "
-                     f"{[op.log()[-2000:] for op in replicas]}")  # fmt: skip
-            time.sleep(3)  # and no more: nothing counted twice
-            [finding] = api.findings(SEED)
-            parts = [finding["status"]["shards"][s]["count"] for s in SHARDS]
-            assert finding["status"]["count"] == sum(parts) == expected > 100 and all(parts), parts
+            sources, by_key, published = counted_through_kills(
+                c, seed_on("auditwatch"), replicas, SHARDS, sink, "e2e-gke", tmp_path / "published", 3 * ACK_DEADLINE
+            )
             assert sink.given_back > 0
-            sources = [status()["shards"][s]["sources"][0] for s in SHARDS]
             assert all(s["pubsub"]["messages"] > 0 and not s["lastError"] for s in sources), sources
-            assert ready(api, SEED).get("status") == "True"
-            by_key = counts_by_key(api, SEED, ["user", "src_ip"])
-            c.kubectl("delete", "auditdetection", SEED, "-n", NAMESPACE, "--timeout=60s")  # while its operators run
         finally:
             for op in replicas:
                 op.stop()

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from auditwatch.sources import eventhub
 from auditwatch.sources.eventhub import HubReader
-from factory import event
+from factory import SEED, auditwatch, event
 from kafka import create_hub, hub_body, kafka_broker, send
 from spooling import spooled, stopped, until
 
@@ -147,3 +148,25 @@ async def test_a_hub_that_does_not_exist_is_named(broker: str, tmp_path: Path, m
     ), one.error
     assert not one.ready
     await stopped(one)
+
+
+def test_scan_reads_what_a_hub_retains_without_moving_any_offsets(hub: str, broker: str, tmp_path: Path) -> None:
+    """`scan eventhub://...` reads every partition's retained events as the operator reads them (the same
+    rows as scan over the same events in a file), repeats dropped, without a consumer group."""
+    batch = events(60)
+    send(broker, hub, [*bodies(batch), hub_body(batch[:10], "kube-audit-admin"), b"not json"])
+    url = f"eventhub://{NAMESPACE}/{hub}?since=1h"
+    env = {"EVENTHUB_KAFKA_BROKER": broker}
+    code, out, err = auditwatch("scan", "--detection", str(SEED), url, env=env)
+    assert code == 0, err
+    assert f"{url}: 60 events, 10 repeats dropped, 1 records no audit event" in err
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in batch))
+    code, from_file, err = auditwatch("scan", "--detection", str(SEED), str(plain))
+    assert code == 0 and sorted(out.splitlines()) == sorted(from_file.splitlines())
+    assert sum(orjson.loads(row)["count"] for row in out.splitlines()) == 60
+    code, out, err = auditwatch("scan", "--detection", str(SEED), f"{url.split('?')[0]}?since=1s", env=env)
+    assert code == 0 and not out and "0 events" in err  # sent more than a second ago: not in that range
+    code, _, err = auditwatch("scan", "--detection", str(SEED), f"eventhub://{NAMESPACE}/no-such-hub", env=env)
+    assert code == 2 and "event hub no-such-hub in aks-audit-ns.servicebus.windows.net" in err
+    assert "does not exist" in err

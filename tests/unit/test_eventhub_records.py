@@ -97,3 +97,35 @@ def test_an_eventhub_source_is_its_own_kind_with_defaults():
         "latest",
         500,
     )
+
+
+class _Record:
+    """A fetched record as aiokafka gives it: what the reader reads of one."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset, self.value, self.timestamp = offset, value, 1_796_000_000_000
+
+
+async def test_the_spool_lines_carry_the_offsets_after_them_even_with_nothing_new(tmp_path, monkeypatch):
+    from aiokafka import TopicPartition
+
+    from auditwatch.sources import eventhub
+    from auditwatch.sources.eventhub import HubReader
+
+    monkeypatch.setattr(eventhub, "LINE_BYTES", 1)  # a line after every record
+    reader = HubReader("aks-audit", "kube-audit", "auditwatch", tmp_path)
+    one, two = event(uri="/api/v1/pods?n=1"), event(uri="/api/v1/pods?n=2")
+    p0, p1 = TopicPartition("kube-audit", 0), TopicPartition("kube-audit", 1)
+    offsets = await reader._keep({p0: [_Record(7, hub_body([one]))], p1: [_Record(3, hub_body([two]))]}, 0.0)
+    assert offsets == {0: 8, 1: 4}
+    again = await reader._keep({p1: [_Record(4, hub_body([two, one]))]}, 0.0)  # both spooled before
+    assert again == {1: 5} and reader.duplicates == 2
+    lines = [json.loads(line) for line in reader.spool.file.read_bytes().splitlines()]
+    assert [len(line["items"]) for line in lines] == [1, 1, 0]
+    assert [line["consumed"]["offsets"] for line in lines] == [{"0": 8}, {"0": 8, "1": 4}, {"1": 5}]
+
+    restarted = HubReader("aks-audit", "kube-audit", "auditwatch", tmp_path)  # learns both again from the spool
+    for line in lines:
+        restarted._remember(line)
+    assert restarted._spooled == {0: 8, 1: 5}
+    assert restarted._recent.seen(f"event:{one['auditID']}@ResponseComplete")

@@ -83,7 +83,8 @@ def register(sub: Any) -> None:
         nargs="*",
         metavar="LOG",
         help="files, directories, globs (quoted), - for stdin, cloudwatch://REGION/GROUP, "
-        "pubsub://PROJECT/SUBSCRIPTION?drain=true, azblob://ACCOUNT/CONTAINER/PREFIX, s3://BUCKET/PREFIX",
+        "pubsub://PROJECT/SUBSCRIPTION?drain=true, azblob://ACCOUNT/CONTAINER/PREFIX, eventhub://NAMESPACE/HUB, "
+        "s3://BUCKET/PREFIX",
     )
     p.set_defaults(func=hunt_command)
 

@@ -22,7 +22,8 @@ def register(sub: Any) -> None:
         "group read directly: cloudwatch://REGION/LOG_GROUP?since=24h (until=, prefix=; AWS credentials "
         "from the standard chain), or a Pub/Sub subscription of GKE's audit entries, drained: "
         "pubsub://PROJECT/SUBSCRIPTION?drain=true (wait=5s; its messages are acknowledged), or an AKS "
-        "diagnostic archive's hourly blobs: azblob://ACCOUNT/CONTAINER/PREFIX?since=24h. Rows go to "
+        "diagnostic archive's hourly blobs: azblob://ACCOUNT/CONTAINER/PREFIX?since=24h, or what an event "
+        "hub retains, read without a consumer group: eventhub://NAMESPACE/HUB?since=24h. Rows go to "
         "stdout; a summary (lines, events, malformed lines, rows, speed) goes to stderr. Exit 0 on success, 2 "
         "for an invalid detection or unreadable input.",
     )
@@ -34,8 +35,8 @@ def register(sub: Any) -> None:
         "logs",
         nargs="+",
         metavar="LOG",
-        help="audit log files, - for stdin, cloudwatch://REGION/GROUP, pubsub://PROJECT/SUBSCRIPTION?drain=true "
-        "or azblob://ACCOUNT/CONTAINER/PREFIX",
+        help="audit log files, - for stdin, cloudwatch://REGION/GROUP, pubsub://PROJECT/SUBSCRIPTION?drain=true, "
+        "azblob://ACCOUNT/CONTAINER/PREFIX or eventhub://NAMESPACE/HUB",
     )
     p.set_defaults(func=scan_command)
 

@@ -42,7 +42,7 @@ class Inputs:
 
 def expand(paths: Sequence[str]) -> list[str]:
     """Files named, found below directories, or matched by globs, each once, in the order given (``-``,
-    ``cloudwatch://``, ``pubsub://``, ``azblob://`` and ``s3://`` addresses as they are)."""
+    ``cloudwatch://``, ``pubsub://``, ``azblob://``, ``eventhub://`` and ``s3://`` addresses as they are)."""
     found: dict[str, None] = {}
     for path in paths:
         if path == "-" or path.startswith((*SERVICES, S3)):

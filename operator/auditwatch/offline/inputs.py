@@ -8,6 +8,8 @@
   ``cloudwatch://us-west-2/aws/eks/prod/cluster`` reads ``/aws/eks/prod/cluster``.
 - ``azblob://ACCOUNT/CONTAINER/PREFIX?since=24h`` reads an AKS diagnostic archive's hourly blobs
   (``until``: an end, default now; ``AZURE_STORAGE_CONNECTION_STRING``, when set, names the endpoint).
+- ``eventhub://NAMESPACE/HUB?since=24h`` reads what an event hub retains of that range (``until``: an end,
+  default now) from every partition, without a consumer group: nothing is taken from the operator.
 - ``pubsub://PROJECT/SUBSCRIPTION?drain=true`` pulls a subscription until it has nothing more to give
   (none for ``wait``, default 5s), acknowledging each batch once it is evaluated: reading it takes the
   messages away from whoever else reads it, so ``drain=true`` must say that is meant.
@@ -42,7 +44,8 @@ HEAD = 64 << 10  # bytes looked at to tell lines from a document
 CLOUDWATCH = "cloudwatch://"
 PUBSUB = "pubsub://"
 AZBLOB = "azblob://"
-SERVICES = (CLOUDWATCH, PUBSUB, AZBLOB)  # addresses read from a service, not files
+EVENTHUB = "eventhub://"
+SERVICES = (CLOUDWATCH, PUBSUB, AZBLOB, EVENTHUB)  # addresses read from a service, not files
 
 
 class InputError(AuditwatchError, ValueError):
@@ -71,6 +74,9 @@ def chunks(
         return
     if path.startswith(AZBLOB):
         yield from _archive(path, notes)
+        return
+    if path.startswith(EVENTHUB):
+        yield from _hub(path, notes)
         return
     with open_log(path) as stream:
         if start:
@@ -309,3 +315,53 @@ def _archive(url: str, notes: TextIO | None) -> Iterator[bytes]:
         loop.close()
     if notes is not None:
         notes.write(f"\r{url}: {events:,} events from {len(chosen)} blobs ({dropped:,} lines no audit record)\n")
+
+
+def _hub(url: str, notes: TextIO | None) -> Iterator[bytes]:
+    """The audit events an event hub retains of ``[since, until)``, repeats (both kube-audit categories)
+    dropped, what is no audit event counted."""
+    from auditwatch.audit.azure import hub_events
+    from auditwatch.sources.eventhub import HubError, retained
+    from auditwatch.sources.spool import Recent
+
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    hub = parts.path.strip("/")
+    if not parts.netloc or not hub or "/" in hub or set(query) - {"since", "until"}:
+        raise InputError(f"{url}: expected eventhub://NAMESPACE/HUB?since=24h (since, until)")
+    now_ms = round(time.time() * 1000)
+    try:
+        since, until = point_in_time(query.get("since", "24h"), now_ms), point_in_time(query.get("until", "0s"), now_ms)
+    except ValueError:
+        raise InputError(f"{url}: since and until are RFC 3339 times or durations such as 24h") from None
+    loop = asyncio.new_event_loop()
+    batches = retained(parts.netloc, hub, since, until)
+    recent, events, repeats, other = Recent(), 0, 0, 0
+    try:
+        while True:
+            try:
+                bodies = loop.run_until_complete(anext(batches))
+            except StopAsyncIteration:
+                break
+            except HubError as exc:
+                raise InputError(f"{url}: {exc}") from None
+            lines = []
+            for body in bodies:
+                for event, _ in hub_events(body):
+                    if event is None:
+                        other += 1
+                    elif recent.seen(f"{event.get('auditID')}@{event.get('stage', '')}"):
+                        repeats += 1
+                    else:
+                        lines.append(orjson.dumps(event) + b"\n")
+            events += len(lines)
+            if lines:
+                yield b"".join(lines)
+            if notes is not None and notes.isatty():
+                notes.write(f"\r{url}: {events:,} events")
+                notes.flush()
+    finally:
+        loop.run_until_complete(batches.aclose())
+        loop.close()
+    if notes is not None:
+        notes.write(f"\r{url}: {events:,} events, {repeats:,} repeats dropped, {other:,} records no audit event\n")

@@ -38,12 +38,14 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition, errors
 from aiokafka.abc import AbstractTokenProvider
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from auditwatch.audit.azure import hub_events
@@ -148,6 +150,7 @@ class HubReader(Spooler):
         items: list[dict[str, Any]] = []
         keys: list[str] = []
         offsets: dict[int, int] = {}
+        flushed: dict[int, int] = {}  # the offsets in the last line made
         size, oldest = 0, now
         for tp, records in batch.items():
             for record in records:
@@ -169,9 +172,8 @@ class HubReader(Spooler):
                 offsets[tp.partition] = record.offset + 1
                 if size > LINE_BYTES:
                     lines.append(_line(items, keys, offsets, now))
-                    kept += keys
-                    items, keys, size = [], [], 0
-        if items or not lines:  # a batch of nothing new still moves the offsets on, in a line of no items
+                    kept, items, keys, size, flushed = kept + keys, [], [], 0, dict(offsets)
+        if items or offsets != flushed:  # records of nothing new still move the offsets on: a line of no items
             lines.append(_line(items, keys, offsets, now))
             kept += keys
         await self._spool(lines, kept)
@@ -205,7 +207,7 @@ class HubReader(Spooler):
 
     async def _open(self) -> Any:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap(),
+            bootstrap_servers=endpoint(self.host),
             group_id=self.group,
             group_instance_id=self.instance,
             client_id="auditwatch",
@@ -245,10 +247,6 @@ class HubReader(Spooler):
     def _offsets(self, offsets: dict[int, int]) -> dict[Any, int]:
         return {TopicPartition(self.hub, p): o for p, o in offsets.items()}
 
-    def bootstrap(self) -> str:
-        """The Kafka endpoint: the namespace's, or ``EVENTHUB_KAFKA_BROKER`` (a Kafka broker standing in)."""
-        return os.environ.get("EVENTHUB_KAFKA_BROKER") or f"{self.host}:{KAFKA_PORT}"
-
     async def _reset(self) -> None:
         consumer, self._consumer = self._consumer, None
         self._commit = {}
@@ -259,7 +257,7 @@ class HubReader(Spooler):
     def _explain(self, exc: Exception) -> str:
         if isinstance(exc, SpoolError | Stalled):
             return f"{self.origin}: {exc}"
-        return refusal(self.host, self.hub, self.group, exc, self.bootstrap())
+        return refusal(self.host, self.hub, self.group, exc, endpoint(self.host))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -278,11 +276,57 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self.reader.failed = exc
 
 
+async def retained(namespace: str, hub: str, since_ms: int, until_ms: int) -> AsyncGenerator[list[bytes]]:
+    """The bodies of a hub's events enqueued in ``[since_ms, until_ms)``, batch by batch, read from every
+    partition without a consumer group: nothing is committed, no consumer's offsets move (``scan``)."""
+    host = host_of(namespace)
+    security = {"bootstrap_servers": endpoint(host), "request_timeout_ms": int(CALL_SECONDS * 1000)} | credentials(host)
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **security)
+    admin = AIOKafkaAdminClient(**security)  # the hub's partitions: a consumer without a group knows none
+    try:
+        await asyncio.wait_for(consumer.start(), CALL_SECONDS)
+        await asyncio.wait_for(admin.start(), CALL_SECONDS)
+        [described] = await asyncio.wait_for(admin.describe_topics([hub]), CALL_SECONDS)
+        partitions = [p["partition"] for p in described.get("partitions") or ()]
+        if described.get("error_code") or not partitions:
+            raise UnknownHub(hub)
+        tps = [TopicPartition(hub, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+        while left := [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(*left, timeout_ms=FETCH_MS, max_records=1000)
+            bodies = [r.value or b"" for records in batch.values() for r in records
+                      if r.timestamp < until_ms and r.offset < ends[TopicPartition(r.topic, r.partition)]]  # fmt: skip
+            for tp, records in batch.items():  # past until: that partition is done
+                if records and records[-1].timestamp >= until_ms:
+                    ends[tp] = min(ends[tp], records[-1].offset)
+            if bodies:
+                yield bodies
+    except (TimeoutError, errors.KafkaError, UnknownHub) as exc:
+        raise HubError(refusal(host, hub, "", exc, endpoint(host))) from None
+    finally:
+        await admin.close()
+        await consumer.stop()
+
+
+class HubError(Exception):
+    """An event hub that cannot be read, and why."""
+
+
 def _line(items: list[dict[str, Any]], keys: list[str], offsets: dict[int, int], now: float) -> bytes:
     """A spool line: an audit EventList, with the keys of its events and its partitions' offsets after it."""
     consumed = {"at": now, "keys": keys, "offsets": {str(p): o for p, o in offsets.items()}}
     return orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items,
                          "consumed": consumed}) + b"\n"  # fmt: skip
+
+
+def endpoint(host: str) -> str:
+    """The Kafka endpoint: the namespace's, or ``EVENTHUB_KAFKA_BROKER`` (a Kafka broker standing in)."""
+    return os.environ.get("EVENTHUB_KAFKA_BROKER") or f"{host}:{KAFKA_PORT}"
 
 
 def host_of(namespace: str) -> str:
@@ -321,8 +365,8 @@ class _EntraToken(AbstractTokenProvider):  # type: ignore[misc]
 
 
 def refusal(host: str, hub: str, group: str, exc: Exception, endpoint: str) -> str:
-    """What a failed Kafka call on an event hub means, and what to do about it."""
-    where = f"event hub {hub} in {host} (consumer group {group})"
+    """What a failed Kafka call on an event hub (read by consumer ``group``, if any) means, and what to do."""
+    where = f"event hub {hub} in {host}" + (f" (consumer group {group})" if group else "")
     if isinstance(exc, errors.TopicAuthorizationFailedError | errors.GroupAuthorizationFailedError):
         return (
             f"{where}: the operator's identity may not read it (assign it the Azure Event Hubs Data Receiver "
