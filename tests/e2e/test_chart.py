@@ -155,7 +155,8 @@ BAD = [
     ({"monitoring": {"prometheusRule": "yes"}}, "prometheusRule"),
     ({"webhook": {"certManager": {"issuer": "ca", "kind": "VaultIssuer"}}}, "kind"),
     ({"pubsub": {"serviceAccount": "projects/p/serviceAccounts/a"}}, "serviceAccount"),  # an email, not a path
-    ({"azureBlob": {"clientId": "auditwatch"}}, "clientId"),  # a GUID
+    ({"azure": {"clientId": "auditwatch"}}, "clientId"),  # a GUID
+    ({"eventHub": {"replicas": 0}}, "replicas"),
 ]
 
 

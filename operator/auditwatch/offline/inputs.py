@@ -322,7 +322,7 @@ def _hub(url: str, notes: TextIO | None) -> Iterator[bytes]:
     dropped, what is no audit event counted."""
     from auditwatch.audit.azure import hub_events
     from auditwatch.sources.eventhub import HubError, retained
-    from auditwatch.sources.spool import Recent
+    from auditwatch.sources.spool import Recent, event_key
 
     parts = urllib.parse.urlsplit(url)
     query = dict(urllib.parse.parse_qsl(parts.query))
@@ -350,7 +350,7 @@ def _hub(url: str, notes: TextIO | None) -> Iterator[bytes]:
                 for event, _ in hub_events(body):
                     if event is None:
                         other += 1
-                    elif recent.seen(f"{event.get('auditID')}@{event.get('stage', '')}"):
+                    elif recent.seen(event_key(event)):
                         repeats += 1
                     else:
                         lines.append(orjson.dumps(event) + b"\n")

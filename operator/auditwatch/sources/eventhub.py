@@ -49,6 +49,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from auditwatch.audit.azure import hub_events
+from auditwatch.sources.spool import event_key
 from auditwatch.sources.spooler import Spooler, SpoolError
 
 FETCH_MS = 1000  # a fetch waits this long for records before the loop goes round
@@ -162,7 +163,7 @@ class HubReader(Spooler):
                         self.last_dropped = f"partition {tp.partition} offset {record.offset}: {why}"[:256]
                         continue
                     self.events += 1
-                    key = f"event:{event.get('auditID')}@{event.get('stage', '')}"
+                    key = event_key(event)
                     if self._recent.seen(key):
                         self.duplicates += 1
                         continue

@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from auditwatch.audit.gke import audit_event, is_gke_entry
+from auditwatch.sources.spool import event_key
 from auditwatch.sources.spooler import Spooler, SpoolError
 
 PULL_SECONDS = 20.0  # a pull waits this long for messages before it is asked again
@@ -168,7 +169,7 @@ def event_of(data: bytes) -> tuple[dict[str, Any], str]:
         return audit_event(value), f"entry:{insert_id}@{value.get('timestamp', '')}" if insert_id else ""
     if isinstance(value, dict) and value.get("kind") == "Event" and "audit.k8s.io" in str(value.get("apiVersion")):
         audit_id = value.get("auditID")
-        return value, f"event:{audit_id}@{value.get('stage', '')}" if audit_id else ""
+        return value, event_key(value) if audit_id else ""
     raise ValueError("neither a GKE audit log entry (protoPayload of type AuditLog) nor an audit Event")
 
 

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 SPOOL_FILE_BYTES = 64 << 20  # a spool file is rotated past this size
 SPOOL_FILES = 8  # rotated spool files kept (a detection further behind loses the oldest)
@@ -58,6 +59,11 @@ def newest_lines(directory: Path) -> Iterator[bytes]:
     """The lines of a spool's newest two files, oldest first: what was spooled last, to remember it by."""
     for path in sorted(directory.glob("audit*.log"), key=lambda p: p.stat().st_mtime)[-2:]:
         yield from path.read_bytes().splitlines()
+
+
+def event_key(event: dict[str, Any]) -> str:
+    """What an audit Event delivered again is known by: its ``auditID`` and ``stage``."""
+    return f"event:{event.get('auditID')}@{event.get('stage', '')}"
 
 
 class Recent:
