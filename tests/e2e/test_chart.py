@@ -1,6 +1,7 @@
 """The Helm chart (charts/auditwatch): lint, a schema that refuses bad values at install, the kustomize
 install's objects in each mode, options the operator takes, and a server-side dry-run of each mode."""
 
+import json
 import subprocess
 
 import pytest
@@ -104,6 +105,13 @@ def test_the_detection_packs_are_the_manifests_detections_in_the_release_namespa
     assert both[("AuditDetection", seed["metadata"]["name"])]["spec"] == seed["spec"]  # as the seed, not ESCU's
     assert not detections("--set", "detections.seed=false")
 
+    # In a cloud mode, every installed detection reads the mode's source instead of the node's log file.
+    hub = [{"name": "aks-audit", "eventHub": {"namespace": "aks-audit", "hub": "kube-audit"}}]
+    cloud = detections(*MODES["aks-eventhubs"][0], "--set", "detections.escu=true", "--set-json",
+                       f"detections.sources={json.dumps(hub)}")  # fmt: skip
+    assert cloud.keys() == both.keys() and all(d["spec"]["sources"] == hub for d in cloud.values())
+    assert cloud[("AuditDetection", seed["metadata"]["name"])]["spec"]["search"] == seed["spec"]["search"]
+
 
 def test_the_webhook_certificate_from_cert_manager_names_what_auditwatch_cluster_certs_does(helm):
     [cert] = [o for o in template(helm, "--set", "webhook.certManager.issuer=ca") if o["kind"] == "Certificate"]
@@ -157,6 +165,7 @@ BAD = [
     ({"pubsub": {"serviceAccount": "projects/p/serviceAccounts/a"}}, "serviceAccount"),  # an email, not a path
     ({"azure": {"clientId": "auditwatch"}}, "clientId"),  # a GUID
     ({"eventHub": {"replicas": 0}}, "replicas"),
+    ({"detections": {"sources": [{"name": "aks", "eventHub": {"namespace": "aks-audit"}}]}}, "hub"),
 ]
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from auditwatch.api.models import Name
+from auditwatch.api.models import Name, Source
 from auditwatch.api.settings import Settings
 
 CHART = Path("charts/auditwatch")
@@ -90,6 +90,9 @@ class Detections(_Values):
 
     seed: bool = True  # kubernetes-aws-detect-suspicious-kubectl-calls
     escu: bool = False  # the 17 Kubernetes detections of Splunk's ESCU pack
+    # The sources every installed detection reads instead of the packs' own (the node's log file): the
+    # mode's, e.g. an eventHub source in mode aks-eventhubs. Empty: as the packs have them.
+    sources: Annotated[list[Source], Field(max_length=16)] = []
 
 
 class Monitoring(_Values):
