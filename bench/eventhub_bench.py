@@ -108,8 +108,8 @@ def main() -> None:
     p.add_argument("--backlog", action="store_true", help="send everything before the readers start")
     args = p.parse_args()
     with kafka_broker() as broker, tempfile.TemporaryDirectory() as workdir:
-        os.environ["EVENTHUB_KAFKA_BROKER"] = broker
-        asyncio.run(run(args, broker, Path(workdir)))
+        os.environ["EVENTHUB_KAFKA_BROKER"] = broker.address
+        asyncio.run(run(args, broker.address, Path(workdir)))
 
 
 if __name__ == "__main__":

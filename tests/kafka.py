@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,26 @@ def kafka_jars() -> Path:
     return libs
 
 
+@dataclass
+class Broker:
+    """A running broker: its host:port, and its process to freeze (an outage that answers nothing)."""
+
+    address: str
+    proc: subprocess.Popen[bytes]
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The broker stopped (SIGSTOP) while the block runs: connections open, nothing answered."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
+
 @contextmanager
-def kafka_broker(partitions: int = 4) -> Iterator[str]:
-    """A single-node KRaft Kafka on 127.0.0.1 (``partitions`` per new topic); yields its host:port."""
+def kafka_broker(partitions: int = 4) -> Iterator[Broker]:
+    """A single-node KRaft Kafka on 127.0.0.1 (``partitions`` per new topic)."""
     java = shutil.which("java")
     assert java, "Java is needed for the Kafka broker"
     classpath = f"{kafka_jars()}/*"
@@ -101,7 +119,7 @@ def kafka_broker(partitions: int = 4) -> Iterator[str]:
             except OSError:
                 assert time.monotonic() < deadline, "the Kafka broker did not start in 60 s"
                 time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
+        yield Broker(f"127.0.0.1:{port}", proc)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

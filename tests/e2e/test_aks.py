@@ -58,8 +58,8 @@ def aks() -> Iterator[tuple[DevCluster, str]]:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[str]:
-    with kafka_broker() as address:
-        yield address
+    with kafka_broker() as running:
+        yield running.address
 
 
 class Diagnostics(Forwarder):

@@ -17,16 +17,21 @@ import pytest
 from auditwatch.sources import eventhub
 from auditwatch.sources.eventhub import HubReader
 from factory import SEED, auditwatch, event
-from kafka import create_hub, hub_body, kafka_broker, send
+from kafka import Broker, create_hub, hub_body, kafka_broker, send
 from spooling import spooled, stopped, until
 
 NAMESPACE = "aks-audit-ns"
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[str]:
-    with kafka_broker() as address:
-        yield address
+def running() -> Iterator[Broker]:
+    with kafka_broker() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def broker(running: Broker) -> str:
+    return running.address
 
 
 @pytest.fixture
@@ -136,6 +141,30 @@ async def test_a_stalled_receive_is_named_and_replaced(
     await until(lambda: len(spooled(directory)) == 40, 60, lambda: f"40 spooled after: {one.details()}")
     assert one._consumer is not stuck and one.ready and not one.error
     await stopped(one)
+
+
+async def test_an_outage_that_answers_nothing_is_named_and_outlived(
+    hub: str, broker: str, running: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an Event Hubs timeout: the broker answers nothing for a while (stopped, its connections open). The
+    reader's calls time out and it says so; when the broker answers again it goes on by itself (no restart),
+    every event spooled once."""
+    monkeypatch.setattr(eventhub, "WATCH_SECONDS", 0.5)
+    monkeypatch.setattr(eventhub, "CALL_SECONDS", 3.0)
+    first, second = events(100), events(100)
+    one = reader(hub, tmp_path)
+    one.subscribe(None, 0.1)
+    directory = tmp_path / NAMESPACE / hub / f"g-{hub}"
+    await asyncio.to_thread(send, broker, hub, bodies(first))
+    await until(lambda: len(spooled(directory)) == 100, 60, lambda: f"100 spooled: {one.details()}")
+    with running.frozen():
+        await until(lambda: one.error, 30, lambda: f"the outage named: {one.details()}")
+        assert f"the Kafka endpoint {broker} does not answer" in one.error and not one.ready
+    await asyncio.to_thread(send, broker, hub, bodies(second))
+    await until(lambda: len(spooled(directory)) == 200, 120, lambda: f"200 spooled after: {one.details()}")
+    assert one.ready and not one.error
+    await stopped(one)
+    assert sorted(spooled(directory)) == sorted(e["auditID"] for e in first + second)
 
 
 async def test_a_hub_that_does_not_exist_is_named(broker: str, tmp_path: Path, monkeypatch) -> None:

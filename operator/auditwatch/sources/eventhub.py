@@ -35,7 +35,6 @@ the operator's event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import AsyncGenerator
@@ -98,6 +97,7 @@ class HubReader(Spooler):
         self._spooled: dict[int, int] = {}  # per partition, the offset this spool holds records up to
         self._commit: dict[int, int] = {}  # offsets to commit before the next fetch (after an assignment)
         self._consumer: Any = None
+        self._stopping: set[asyncio.Task[None]] = set()  # consumers being stopped
         self.failed: Exception | None = None  # raised in the rebalance listener, where aiokafka only logs it
         self._received_at = self._watched_at = 0.0
 
@@ -251,9 +251,11 @@ class HubReader(Spooler):
     async def _reset(self) -> None:
         consumer, self._consumer = self._consumer, None
         self._commit = {}
-        if consumer is not None:
-            with contextlib.suppress(Exception):  # a stalled connection: a new consumer needs it not closed
-                await asyncio.wait_for(consumer.stop(), CALL_SECONDS)
+        if consumer is not None:  # stopped in the background: a broker that answers nothing may hold it long
+            stopping = asyncio.create_task(consumer.stop())
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
+            await asyncio.wait({stopping}, timeout=CALL_SECONDS)
 
     def _explain(self, exc: Exception) -> str:
         if isinstance(exc, SpoolError | Stalled):
