@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from auditwatch.devcluster.binaries import cache_dir
+from auditwatch.devcluster.certs import make_webhook_certs
 from auditwatch.devcluster.cluster import free_port
 
 VERSION = "4.1.1"
@@ -44,6 +45,8 @@ POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   </dependencies>
 </project>
 """
+# What Event Hubs' Kafka endpoint takes as SASL PLAIN: user $ConnectionString, the connection string as password.
+CONNECTION_STRING = "Endpoint=sb://aks-audit-ns.servicebus.windows.net/;SharedAccessKeyName=listen;SharedAccessKey=k0"
 CLUSTER = ("/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/E2E/PROVIDERS/"
            "MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/E2E")  # fmt: skip
 
@@ -67,9 +70,13 @@ def kafka_jars() -> Path:
 
 @dataclass
 class Broker:
-    """A running broker: its host:port, and its process to freeze (an outage that answers nothing)."""
+    """A running broker: its plaintext host:port; its listener as Event Hubs' (TLS and SASL: PLAIN with
+    the connection string CONNECTION_STRING, or OAUTHBEARER with an unsigned token), its TLS certificate's
+    CA; and its process to freeze (an outage that answers nothing)."""
 
     address: str
+    sasl_ssl: str
+    ca: Path
     proc: subprocess.Popen[bytes]
 
     @contextmanager
@@ -88,15 +95,25 @@ def kafka_broker(partitions: int = 4) -> Iterator[Broker]:
     java = shutil.which("java")
     assert java, "Java is needed for the Kafka broker"
     classpath = f"{kafka_jars()}/*"
-    port, controller, data = free_port(), free_port(), Path(tempfile.mkdtemp(prefix="auditwatch-kafka-"))
+    port, controller, secure = free_port(), free_port(), free_port()
+    data = Path(tempfile.mkdtemp(prefix="auditwatch-kafka-"))
+    tls = make_webhook_certs(data / "tls", ["127.0.0.1"])
+    keystore = data / "tls" / "broker.pem"  # Kafka's PEM key store: the key, then the certificate
+    keystore.write_text(tls.server_key.read_text() + tls.server_cert.read_text())
     config = data / "server.properties"
     config.write_text(
         "process.roles=broker,controller\nnode.id=1\n"
         f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n"
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n"
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
-        "controller.listener.names=CONTROLLER\n"
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{secure}\n"
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{secure}\n"
+        "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL\n"
+        f"ssl.keystore.type=PEM\nssl.keystore.location={keystore}\n"
+        "sasl.enabled.mechanisms=PLAIN,OAUTHBEARER\n"
+        "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+        f'required user_$ConnectionString="{CONNECTION_STRING}";\n'
+        "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config="
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;\n"
         f"log.dirs={data / 'logs'}\nnum.partitions={partitions}\nauto.create.topics.enable=false\n"
         "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=1\n"
         "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"
@@ -119,7 +136,7 @@ def kafka_broker(partitions: int = 4) -> Iterator[Broker]:
             except OSError:
                 assert time.monotonic() < deadline, "the Kafka broker did not start in 60 s"
                 time.sleep(0.2)
-        yield Broker(f"127.0.0.1:{port}", proc)
+        yield Broker(f"127.0.0.1:{port}", f"sasl_ssl://127.0.0.1:{secure}", tls.ca, proc)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -6,7 +6,10 @@ that stalls; what is not an audit event, and a hub that does not exist, named.""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import pytest
 from auditwatch.sources import eventhub
 from auditwatch.sources.eventhub import HubReader
 from factory import SEED, auditwatch, event
-from kafka import Broker, create_hub, hub_body, kafka_broker, send
+from kafka import CONNECTION_STRING, Broker, create_hub, hub_body, kafka_broker, send
 from spooling import spooled, stopped, until
 
 NAMESPACE = "aks-audit-ns"
@@ -165,6 +168,57 @@ async def test_an_outage_that_answers_nothing_is_named_and_outlived(
     assert one.ready and not one.error
     await stopped(one)
     assert sorted(spooled(directory)) == sorted(e["auditID"] for e in first + second)
+
+
+def unsigned_token(subject: str) -> str:
+    """A JWT without signature (alg none), which the test broker's OAUTHBEARER takes as Event Hubs takes
+    an Entra ID token."""
+    part = lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")  # noqa: E731
+    now = int(time.time())
+    return f"{part({'alg': 'none'})}.{part({'sub': subject, 'iat': now, 'exp': now + 3600})}."
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "OAUTHBEARER"])
+async def test_tls_and_sasl_as_event_hubs_asks_for_them(
+    running: Broker, hub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mechanism: str
+) -> None:
+    """Over the broker's listener that speaks as Event Hubs' (TLS, then SASL): the connection string as SASL
+    PLAIN's password, or Workload Identity's Entra ID token by OAUTHBEARER, asked for the namespace's
+    scope; a wrong connection string named."""
+    import azure.identity.aio
+    from azure.core.credentials import AccessToken
+
+    monkeypatch.setenv("EVENTHUB_KAFKA_BROKER", running.sasl_ssl)
+    monkeypatch.setenv("SSL_CERT_FILE", str(running.ca))  # the default trust store, as the operator's
+    scopes: list[str] = []
+
+    class WorkloadIdentity:  # azure-identity's DefaultAzureCredential, as it answers in an AKS pod
+        async def get_token(self, scope: str) -> AccessToken:
+            scopes.append(scope)
+            return AccessToken(unsigned_token("auditwatch"), int(time.time()) + 3600)
+
+    if mechanism == "PLAIN":
+        monkeypatch.setenv("EVENTHUB_CONNECTION_STRING", CONNECTION_STRING)
+    else:
+        monkeypatch.delenv("EVENTHUB_CONNECTION_STRING", raising=False)
+        monkeypatch.setattr(azure.identity.aio, "DefaultAzureCredential", WorkloadIdentity)
+    batch = events(30)
+    await asyncio.to_thread(send, running.address, hub, bodies(batch))
+    one = reader(hub, tmp_path)
+    one.subscribe(None, 0.1)
+    directory = tmp_path / NAMESPACE / hub / f"g-{hub}"
+    await until(lambda: len(spooled(directory)) == 30, 60, lambda: f"30 spooled: {one.details()}")
+    await stopped(one)
+    assert sorted(spooled(directory)) == sorted(e["auditID"] for e in batch)
+    if mechanism == "OAUTHBEARER":
+        assert set(scopes) == {f"https://{NAMESPACE}.servicebus.windows.net/.default"}
+        return
+    monkeypatch.setenv("EVENTHUB_CONNECTION_STRING", CONNECTION_STRING.replace("k0", "wrong"))
+    refused = reader(hub, tmp_path / "refused")
+    refused.subscribe(None, 0.1)
+    await until(lambda: refused.error, 30, "the refusal")
+    assert "Event Hubs refused the credentials" in refused.error and "SaslAuthenticationFailed" in refused.error
+    await stopped(refused)
 
 
 async def test_a_hub_that_does_not_exist_is_named(broker: str, tmp_path: Path, monkeypatch) -> None:

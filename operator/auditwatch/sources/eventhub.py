@@ -35,6 +35,7 @@ the operator's event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncGenerator
@@ -61,6 +62,25 @@ STATIC_SESSION_MS = 60_000
 LINE_BYTES = 8 << 20  # a batch is spooled in lines of about this size at most
 DOMAIN = ".servicebus.windows.net"
 KAFKA_PORT = 9093
+SASL_SSL = "sasl_ssl://"
+
+
+class _ConnectErrors(logging.Handler):
+    """Why aiokafka could not connect to each endpoint: it logs the cause (a refused SASL login, a TLS
+    failure) and raises only "Unable to bootstrap", so the refusal is told from what it logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith('Unable connect to "') and len(record.args or ()) == 3:
+            host, port, error = record.args  # type: ignore[misc]
+            self.last[f"{host}:{port}"] = str(error)
+
+
+CONNECT_ERRORS = _ConnectErrors()
+logging.getLogger("aiokafka").addHandler(CONNECT_ERRORS)
 
 
 class Stalled(Exception):
@@ -223,6 +243,7 @@ class HubReader(Spooler):
             await asyncio.wait_for(consumer.start(), CALL_SECONDS)
             if self.hub not in await asyncio.wait_for(consumer.topics(), CALL_SECONDS):
                 raise UnknownHub(self.hub)
+            CONNECT_ERRORS.last.pop(endpoint(self.host), None)  # connected: an older cause is no longer it
         except BaseException:
             await consumer.stop()
             raise
@@ -328,8 +349,9 @@ def _line(items: list[dict[str, Any]], keys: list[str], offsets: dict[int, int],
 
 
 def endpoint(host: str) -> str:
-    """The Kafka endpoint: the namespace's, or ``EVENTHUB_KAFKA_BROKER`` (a Kafka broker standing in)."""
-    return os.environ.get("EVENTHUB_KAFKA_BROKER") or f"{host}:{KAFKA_PORT}"
+    """The Kafka endpoint: the namespace's, or ``EVENTHUB_KAFKA_BROKER``'s, a Kafka broker standing in for
+    every namespace: ``HOST:PORT`` (plaintext) or ``sasl_ssl://HOST:PORT`` (TLS and SASL, as Event Hubs)."""
+    return os.environ.get("EVENTHUB_KAFKA_BROKER", "").removeprefix(SASL_SSL) or f"{host}:{KAFKA_PORT}"
 
 
 def host_of(namespace: str) -> str:
@@ -339,9 +361,9 @@ def host_of(namespace: str) -> str:
 
 
 def credentials(host: str) -> dict[str, Any]:
-    """The consumer's security settings: none for ``EVENTHUB_KAFKA_BROKER``; SASL PLAIN with
-    ``EVENTHUB_CONNECTION_STRING``; else an Entra ID token (Workload Identity on AKS) by OAUTHBEARER."""
-    if os.environ.get("EVENTHUB_KAFKA_BROKER"):
+    """The consumer's security settings: none for a plaintext ``EVENTHUB_KAFKA_BROKER``; else TLS and SASL
+    PLAIN with ``EVENTHUB_CONNECTION_STRING``, or an Entra ID token (Workload Identity on AKS) by OAUTHBEARER."""
+    if (stand_in := os.environ.get("EVENTHUB_KAFKA_BROKER")) and not stand_in.startswith(SASL_SSL):
         return {"security_protocol": "PLAINTEXT"}
     tls = {"security_protocol": "SASL_SSL", "ssl_context": create_ssl_context()}
     if secret := os.environ.get("EVENTHUB_CONNECTION_STRING"):
@@ -380,6 +402,14 @@ def refusal(host: str, hub: str, group: str, exc: Exception, endpoint: str) -> s
             f"{where} does not exist, or this identity sees no hub of that name: create it and stream the "
             f"cluster's kube-audit to it (README, On AKS)"
         )
+    cause = CONNECT_ERRORS.last.get(endpoint, "")
+    if isinstance(exc, errors.KafkaConnectionError) and "Authentication" in cause:
+        return (
+            f"{where}: Event Hubs refused the credentials ({cause}): is EVENTHUB_CONNECTION_STRING's key right, "
+            f"or the Workload Identity federated and granted Azure Event Hubs Data Receiver?"
+        )
+    if isinstance(exc, errors.KafkaConnectionError) and cause:
+        return f"{where}: the Kafka endpoint {endpoint} refused the connection: {cause}"
     if isinstance(exc, errors.KafkaConnectionError | asyncio.TimeoutError):
         return f"{where}: the Kafka endpoint {endpoint} does not answer: {type(exc).__name__}: {exc}"
     return f"{where}: {type(exc).__name__}: {exc}"
