@@ -120,6 +120,22 @@ def _note(notes: TextIO | None, text: str) -> None:
         notes.write(f"auditwatch: {text}\n")
 
 
+def _progress(notes: TextIO | None, text: str) -> None:
+    """A progress line, written over the last one, on a terminal only."""
+    if notes is not None and notes.isatty():
+        notes.write(f"\r{text}")
+        notes.flush()
+
+
+def _time_range(url: str, query: dict[str, str]) -> tuple[int, int]:
+    """An address's ``since`` (default 24h ago) and ``until`` (default now), in ms."""
+    now_ms = round(time.time() * 1000)
+    try:
+        return point_in_time(query.get("since", "24h"), now_ms), point_in_time(query.get("until", "0s"), now_ms)
+    except ValueError:
+        raise InputError(f"{url}: since and until are RFC 3339 times or durations such as 24h") from None
+
+
 class _Replay(io.RawIOBase):
     """A stream whose first bytes were read already: they come again, then the rest."""
 
@@ -198,10 +214,9 @@ def _log_group(url: str, notes: TextIO | None, calls_per_second: float = 1.0) ->
             events += len(page)
             if page:
                 yield b"".join(message_line(e["message"]) for e in page)
-            if notes is not None and notes.isatty() and page:
+            if page:
                 done = (page[-1]["timestamp"] - where.start) / max(1, where.end - where.start)
-                notes.write(f"\r{url}: {events:,} events, through {iso(page[-1]['timestamp'])} ({done:.0%})")
-                notes.flush()
+                _progress(notes, f"{url}: {events:,} events, through {iso(page[-1]['timestamp'])} ({done:.0%})")
     finally:
         loop.run_until_complete(pages.aclose())
         loop.close()
@@ -269,9 +284,7 @@ def _subscription(url: str, notes: TextIO | None) -> Iterator[bytes]:
             yield b"".join(lines)
         client.acknowledge(subscription=path, ack_ids=[r.ack_id for r in answer.received_messages])
         events += len(lines)
-        if notes is not None and notes.isatty():
-            notes.write(f"\r{url}: {events:,} events")
-            notes.flush()
+        _progress(notes, f"{url}: {events:,} events")
     if notes is not None:
         notes.write(f"\r{url}: {events:,} events, {repeats:,} repeats dropped, {other:,} messages no audit event\n")
 
@@ -285,12 +298,7 @@ def _archive(url: str, notes: TextIO | None) -> Iterator[bytes]:
     container, _, prefix = parts.path.lstrip("/").partition("/")
     if not parts.netloc or not container or set(query) - {"since", "until"}:
         raise InputError(f"{url}: expected azblob://ACCOUNT/CONTAINER/PREFIX?since=24h (since, until)")
-    now_ms = round(time.time() * 1000)
-    try:
-        since = point_in_time(query.get("since", "24h"), now_ms) / 1000
-        until = point_in_time(query.get("until", "0s"), now_ms) / 1000
-    except ValueError:
-        raise InputError(f"{url}: since and until are RFC 3339 times or durations such as 24h") from None
+    since, until = (ms / 1000 for ms in _time_range(url, query))
     store = Container(f"https://{parts.netloc}.blob.core.windows.net", container)
     loop = asyncio.new_event_loop()
     events = dropped = 0
@@ -307,9 +315,7 @@ def _archive(url: str, notes: TextIO | None) -> Iterator[bytes]:
                 done, events, dropped = done + len(data), events + lines.count(b"\n"), dropped + skipped
                 if lines:
                     yield lines
-            if notes is not None and notes.isatty():
-                notes.write(f"\r{url}: {i + 1}/{len(chosen)} blobs, {events:,} events")
-                notes.flush()
+            _progress(notes, f"{url}: {i + 1}/{len(chosen)} blobs, {events:,} events")
     finally:
         loop.run_until_complete(store.close())
         loop.close()
@@ -329,11 +335,7 @@ def _hub(url: str, notes: TextIO | None) -> Iterator[bytes]:
     hub = parts.path.strip("/")
     if not parts.netloc or not hub or "/" in hub or set(query) - {"since", "until"}:
         raise InputError(f"{url}: expected eventhub://NAMESPACE/HUB?since=24h (since, until)")
-    now_ms = round(time.time() * 1000)
-    try:
-        since, until = point_in_time(query.get("since", "24h"), now_ms), point_in_time(query.get("until", "0s"), now_ms)
-    except ValueError:
-        raise InputError(f"{url}: since and until are RFC 3339 times or durations such as 24h") from None
+    since, until = _time_range(url, query)
     loop = asyncio.new_event_loop()
     batches = retained(parts.netloc, hub, since, until)
     recent, events, repeats, other = Recent(), 0, 0, 0
@@ -357,9 +359,7 @@ def _hub(url: str, notes: TextIO | None) -> Iterator[bytes]:
             events += len(lines)
             if lines:
                 yield b"".join(lines)
-            if notes is not None and notes.isatty():
-                notes.write(f"\r{url}: {events:,} events")
-                notes.flush()
+            _progress(notes, f"{url}: {events:,} events")
     finally:
         loop.run_until_complete(batches.aclose())
         loop.close()
