@@ -163,16 +163,16 @@ def create_hub(broker: str, name: str, partitions: int = 4) -> None:
     asyncio.run(create())
 
 
-def send(broker: str, hub: str, bodies: list[bytes], partitions: int = 4) -> None:
-    """Send event bodies to a hub, as Azure Monitor does, spread over its partitions (blocking: from async
-    code, run it in a thread)."""
+def send(broker: str, hub: str, bodies: list[bytes], partitions: int = 4, first: int = 0) -> None:
+    """Send event bodies to a hub, as Azure Monitor does, spread over its partitions in turn from partition
+    ``first`` (blocking: from async code, run it in a thread)."""
     from aiokafka import AIOKafkaProducer
 
     async def produce() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5)
         await producer.start()
         try:
-            sent = [await producer.send(hub, body, partition=i % partitions)
+            sent = [await producer.send(hub, body, partition=(first + i) % partitions)
                     for i, body in enumerate(bodies)]  # fmt: skip
             await asyncio.gather(*sent)
         finally:

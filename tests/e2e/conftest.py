@@ -454,8 +454,10 @@ def counted_through_kills(
     assert forwarder.caught_up()
     expected = len(api.audit_events(anonymous_with_agent()))
     published = Path(shutil.copytree(c.audit_dir, copy_to))
+    findings = lambda: [(f["metadata"]["name"], f["metadata"].get("ownerReferences"), f.get("status"))  # noqa: E731
+                        for f in api.findings(name)]  # fmt: skip
     wait_for(lambda: total(api, name) == expected, timeout=timeout,
-             what=lambda: f"the count {total(api, name)} == {expected}; {status()}; "
+             what=lambda: f"the count {total(api, name)} == {expected}; findings {findings()}; {status()}; "
              f"{[op.log()[-2000:] for op in replicas]}")  # fmt: skip
     time.sleep(3)  # and no more: nothing counted twice
     [finding] = api.findings(name)

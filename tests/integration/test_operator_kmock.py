@@ -252,3 +252,33 @@ async def test_writes_under_a_small_budget_and_429s_lose_nothing(harness):
     reasons = [e["reason"] for e in h.objects(EVENTS)]
     assert reasons.count("FindingCreated") <= 5 + 1  # the first few per interval, not one per finding
     await eventually(lambda: status()["counters"].get("eventsFolded", 0) >= 54, what="folded")
+
+
+async def test_a_detection_made_again_under_its_name_neither_counts_into_nor_loses_with_the_old_findings(harness):
+    """Deleted and applied again at once (`kubectl replace --force`, a GitOps re-create): the old detection's
+    findings, of the same names, wait for the garbage collector. The new one adopts none of them, and its
+    first write of one replaces it, so its counts are its own (the old count was 1000 here)."""
+    h = harness
+
+    async def collector_behind() -> None:  # the garbage collector has not come to them yet
+        return None
+
+    h.k._collect_garbage = collector_behind
+    h.write(*[line(event(ips=["10.0.0.1"])) for _ in range(3)])
+    await h.apply(detection_body("again", h.log, SEARCH))
+    await eventually(lambda: counts(h) == {"10.0.0.1": 3}, what="the first detection's finding")
+    await h.stop_operator()
+    [old] = h.objects(FINDINGS)
+    old_owner = old["metadata"]["ownerReferences"][0]["uid"]
+    for (resource, _, name), obj in list(h.k.objects.items()):  # deleted; its garbage not collected yet
+        if resource == DETECTIONS and name == "again":
+            obj.delete()
+    old["status"]["count"] = old["status"]["shards"]["default"]["count"] = 1000
+    h.write(*[line(event(ips=["10.0.0.1"])) for _ in range(2)])
+    await h.start_operator()
+    await h.apply(detection_body("again", h.log, SEARCH))  # a new object: a new uid
+    new_owner = await eventually(lambda: (d := h.get(DETECTIONS, "again")) and d["metadata"]["uid"], what="made")
+    assert new_owner != old_owner
+    await eventually(lambda: counts(h) == {"10.0.0.1": 5}, what=lambda: f"its own count, 5: {counts(h)}")
+    [finding] = h.objects(FINDINGS)
+    assert finding["metadata"]["ownerReferences"][0]["uid"] == new_owner

@@ -41,6 +41,14 @@ MAX_TEXT = 1024
 _TOKEN = re.compile(r"\$([A-Za-z0-9_.{}:/-]+)\$")
 
 
+def left_over(obj: dict[str, Any], detection_uid: str) -> bool:
+    """Whether a finding belongs to another detection of the same name, deleted (the garbage collector
+    removes it soon): a detection deleted and applied again (``kubectl replace --force``, a GitOps
+    re-create) must not count into, nor lose counts with, the old one's findings."""
+    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(detection_uid) and bool(owners) and all(o.get("uid") != detection_uid for o in owners)
+
+
 def finding_name(detection: str, key: dict[str, str]) -> str:
     """``<detection>-<hash of the key>``: the same finding gets the same name on every retry."""
     digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:10]

@@ -33,7 +33,7 @@ from auditwatch.api.models import (
     detection_owner,
     mitre_techniques,
 )
-from auditwatch.findings.aggregate import Aggregator, FindingState
+from auditwatch.findings.aggregate import Aggregator, FindingState, left_over
 from auditwatch.findings.alerts import Notice, Notifier
 from auditwatch.kube.client import ApiException, Kube
 
@@ -129,9 +129,10 @@ class Writer:
         ):
             self.alert(finding, "updated", now)
 
-    async def _create(self, finding: FindingState, now: float) -> bool:
+    async def _create(self, finding: FindingState, now: float, replacing: bool = False) -> bool:
         """Create the finding with its count and checkpoints: one write. False when another shard created
-        it first (or this create was retried): its parts are then added to ours, to be patched."""
+        it first (or this create was retried): its parts are then added to ours, to be patched. One a
+        deleted detection of the same name left is deleted first (once)."""
         if self.notifier is not None:
             finding.alert = "pending"  # sent again after a restart until every receiver took it
         try:
@@ -143,6 +144,10 @@ class Writer:
                 raise
             # Its FindingUpdated Events wait an interval as the creator's do.
             obj = await self.kube.get_finding(self.namespace, finding.name)
+            if not replacing and left_over(obj, self.detection["metadata"].get("uid", "")):
+                self.logger.info("finding %s was a deleted detection's: made again", finding.name)
+                await self.kube.delete_finding(self.namespace, finding.name, obj["metadata"]["resourceVersion"])
+                return await self._create(finding, now, replacing=True)
             finding.announced_at = now
             finding.absorb(obj, own=True)
             return False

@@ -22,7 +22,7 @@ from auditwatch.engine.evaluate import Counters
 from auditwatch.engine.pipeline import EngineError
 from auditwatch.engine.stream import TIME_FIELD, RowStream
 from auditwatch.engine.worker import Recipe
-from auditwatch.findings.aggregate import Aggregator
+from auditwatch.findings.aggregate import Aggregator, left_over
 from auditwatch.findings.report import ReportMirror
 from auditwatch.findings.writer import Writer
 from auditwatch.ir.plan import Plan
@@ -89,7 +89,11 @@ class Generation:
     async def start(self) -> None:
         """Adopt the findings that exist in the cluster, then open and read every source (a webhook
         subscription is only made once nothing can fail before its reader runs)."""
+        uid = self.writer.detection["metadata"].get("uid", "")
         for item in await self.kube.list_findings(self.namespace, self.name):
+            if left_over(item, uid):  # its writer deletes it if this detection makes one of that name
+                self.writer.logger.info("finding %s is a deleted detection's, not adopted", item["metadata"]["name"])
+                continue
             self.aggregator.load(item)
         if self.peers is not None:
             self.peers.follow(self.namespace, self.name, self.aggregator)
