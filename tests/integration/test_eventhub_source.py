@@ -77,6 +77,8 @@ async def test_every_event_is_spooled_once_through_repeats_and_a_kill_before_com
     commit = one._consumer.commit
 
     async def killed_before_committing(offsets: Any = None) -> None:
+        if kept.is_set():  # the process is gone: not even its last words (the commit on stopping) arrive
+            raise ConnectionResetError("killed")
         if offsets is not None and any(o > 0 for o in offsets.values()):
             kept.set()
             await asyncio.Event().wait()  # cancelled here
@@ -165,7 +167,8 @@ async def test_an_outage_that_answers_nothing_is_named_and_outlived(
         assert f"the Kafka endpoint {broker} does not answer" in one.error and not one.ready
     await asyncio.to_thread(send, broker, hub, bodies(second))
     await until(lambda: len(spooled(directory)) == 200, 120, lambda: f"200 spooled after: {one.details()}")
-    assert one.ready and not one.error
+    # Ready once a round goes through whole: the one that spooled the last batch may still be watching.
+    await until(lambda: one.ready and not one.error, 60, lambda: f"ready again: {one.error}")
     await stopped(one)
     assert sorted(spooled(directory)) == sorted(e["auditID"] for e in first + second)
 

@@ -52,6 +52,8 @@ from auditwatch.audit.azure import hub_events
 from auditwatch.sources.spool import event_key
 from auditwatch.sources.spooler import Spooler, SpoolError
 
+log = logging.getLogger(__name__)
+
 FETCH_MS = 1000  # a fetch waits this long for records before the loop goes round
 WATCH_SECONDS = 30.0  # the partitions' end offsets are asked for this often
 STALL_SECONDS = 120.0  # records waiting and none received this long: the receive stalled
@@ -115,7 +117,7 @@ class HubReader(Spooler):
         self.lag_records = self.lag_seconds = 0
         self.partitions: dict[int, int] = {}  # the offset spooled up to, per partition of this replica
         self._spooled: dict[int, int] = {}  # per partition, the offset this spool holds records up to
-        self._commit: dict[int, int] = {}  # offsets to commit before the next fetch (after an assignment)
+        self._uncommitted: dict[int, int] = {}  # offsets spooled (or sought after an assignment), not committed
         self._consumer: Any = None
         self._stopping: set[asyncio.Task[None]] = set()  # consumers being stopped
         self.failed: Exception | None = None  # raised in the rebalance listener, where aiokafka only logs it
@@ -151,17 +153,23 @@ class HubReader(Spooler):
         if self.failed is not None:
             failed, self.failed = self.failed, None
             raise failed
-        if self._commit:
-            await asyncio.wait_for(consumer.commit(self._offsets(self._commit)), CALL_SECONDS)
-            self._commit = {}
         batch = await consumer.getmany(timeout_ms=FETCH_MS, max_records=self.max_records)
         self.fetches += 1
         if batch:
             self._received_at = time.monotonic()
-            offsets = await self._keep(batch, time.time())
-            await asyncio.wait_for(consumer.commit(self._offsets(offsets)), CALL_SECONDS)
+            self._uncommitted.update(await self._keep(batch, time.time()))
+        await self._commit_spooled(consumer)
         if time.monotonic() - self._watched_at >= WATCH_SECONDS:
             await self._watch()
+
+    async def _commit_spooled(self, consumer: Any, partitions: set[int] | None = None) -> None:
+        """Commit the offsets spooled and not committed yet (of ``partitions``; None: all)."""
+        pending = {p: o for p, o in self._uncommitted.items() if partitions is None or p in partitions}
+        if pending:
+            await asyncio.wait_for(consumer.commit(self._offsets(pending)), CALL_SECONDS)
+            for p, o in pending.items():
+                if self._uncommitted.get(p) == o:
+                    del self._uncommitted[p]
 
     async def _keep(self, batch: dict[Any, list[Any]], now: float) -> dict[int, int]:
         """Spool the batch's new events (lines of up to LINE_BYTES, each with its partitions' offsets after
@@ -258,20 +266,34 @@ class HubReader(Spooler):
             spooled = self._spooled.get(tp.partition)
             if spooled is not None and (committed is None or spooled > committed):
                 consumer.seek(tp, spooled)
-                self._commit[tp.partition] = spooled
+                self._uncommitted[tp.partition] = spooled
             self.partitions[tp.partition] = max(spooled or 0, committed or 0)
 
-    def revoked(self, partitions: list[Any]) -> None:
-        """Partitions taken from this replica (what it spooled of them is committed)."""
-        for tp in partitions:
-            self.partitions.pop(tp.partition, None)
+    async def revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        """Partitions taken from this replica (a rebalance): what it spooled of them is committed first, so
+        that the replica given them starts after it."""
+        taken = {tp.partition for tp in partitions}
+        try:
+            await self._commit_spooled(consumer, taken)
+        except Exception as exc:  # the replica given them reads that batch again: counted twice, not lost
+            log.warning("%s: committing partitions %s before handing them over failed: %s", self.origin, taken, exc)
+        for p in taken:
+            self.partitions.pop(p, None)
+            self._uncommitted.pop(p, None)
 
     def _offsets(self, offsets: dict[int, int]) -> dict[Any, int]:
         return {TopicPartition(self.hub, p): o for p, o in offsets.items()}
 
     async def _reset(self) -> None:
+        """Commit what was spooled (stopped or cancelled between spooling and committing: the replica given
+        these partitions next starts after it), then stop the consumer."""
         consumer, self._consumer = self._consumer, None
-        self._commit = {}
+        if consumer is not None and self._uncommitted:
+            try:
+                await self._commit_spooled(consumer)
+            except Exception as exc:  # a failed broker: the next assignment seeks past the spool anyway
+                log.info("%s: offsets %s not committed before stopping: %s", self.origin, self._uncommitted, exc)
+        self._uncommitted = {}  # the next assignment finds them again from the spool
         if consumer is not None:  # stopped in the background: a broker that answers nothing may hold it long
             stopping = asyncio.create_task(consumer.stop())
             self._stopping.add(stopping)
@@ -291,7 +313,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.reader, self.consumer = reader, consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.reader.revoked(list(revoked))
+        await self.reader.revoked(self.consumer, list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         try:

@@ -166,6 +166,7 @@ class FileTail:
                         offset, seq, pending = offset + len(pending), seq + len(pending) + 1, b""
                     following = self._next_file(inode, fd)
                     os.close(fd)
+                    fd = -1  # closed: a cancel while waiting must not close the number again (another's by then)
                     fd, inode, offset = await self._wait_open(following)
                     name = self.origin
                     self.at = FilePosition(name, inode, offset, seq)
@@ -177,7 +178,8 @@ class FileTail:
                         yield Chunk(b"", seq, name)
                     await asyncio.sleep(self.poll_seconds)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     def _read_at(self, fd: int, at: int) -> bytes:
         """The next bytes of the open file (tests interleave file operations here and in ``_state``)."""

@@ -144,7 +144,10 @@ class Puller(Spooler):
             await client.acknowledge(subscription=self.path, ack_ids=ack_ids[i : i + ACK_BATCH])
 
     async def _reset(self) -> None:
-        self._client = None
+        """Close the client's channel (a failure or the end): the next pull makes a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.transport.close()
 
     def _explain(self, exc: Exception) -> str:
         return super()._explain(exc) if isinstance(exc, SpoolError) else refusal(self.path, exc)
