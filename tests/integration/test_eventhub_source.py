@@ -108,6 +108,9 @@ async def test_two_replicas_share_the_partitions_and_spool_each_event_once(
     replicas = [reader(hub, tmp_path / f"r{i}") for i in range(2)]  # dynamic members: one leaving is rebalanced at once
     for r in replicas:
         r.subscribe(None, 0.1)
+    # Both in the group, the partitions spread (the first to join holds all four until the second does).
+    await until(lambda: all(r._consumer is not None and r._consumer.assignment() for r in replicas), 60,
+                lambda: f"both assigned: {[r.details()['partitions'] for r in replicas]}")  # fmt: skip
     await asyncio.to_thread(send, broker, hub, bodies(batch[:1000]))
     parts = lambda: [spooled(tmp_path / f"r{i}" / NAMESPACE / hub / f"g-{hub}") for i in range(2)]  # noqa: E731
     await until(lambda: sum(map(len, parts())) >= 1000, 60, lambda: f"1000 spooled: {list(map(len, parts()))}")
@@ -138,13 +141,15 @@ async def test_a_stalled_receive_is_named_and_replaced(
     stuck = one._consumer
     stuck.pause(*stuck.assignment())  # it fetches nothing from now on, as a stalled receiver
     await asyncio.to_thread(send, broker, hub, bodies(events(40)))
-    errors: list[str] = []
-    await until(lambda: errors.append(one.error) or "stalled" in one.error, 30, lambda: f"named: {one.details()}")
-    assert "the receive stalled: 8 records wait in partitions 0,1,2,3" in one.error and one.stalls == 1
-    assert not one.ready
+    await until(lambda: "stalled" in one.error, 30, lambda: f"named: {one.details()}")
+    # As many of the 8 records as had arrived when the watch found none coming for STALL_SECONDS.
+    assert re.search(r"the receive stalled: [1-8] records wait in partitions 0,1,2,3 ", one.error), one.error
+    assert one.stalls == 1 and not one.ready
     directory = tmp_path / NAMESPACE / hub / f"g-{hub}"
     await until(lambda: len(spooled(directory)) == 40, 60, lambda: f"40 spooled after: {one.details()}")
-    assert one._consumer is not stuck and one.ready and not one.error
+    # Ready once a round goes through whole: the one that spooled the batch may still be committing.
+    await until(lambda: one.ready and not one.error, 60, lambda: f"ready again: {one.error}")
+    assert one._consumer is not stuck
     await stopped(one)
 
 
