@@ -21,9 +21,9 @@ import asyncio
 import io
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO, cast
+from typing import BinaryIO, TextIO, TypeVar, cast
 
 import orjson
 
@@ -40,6 +40,7 @@ from auditwatch.audit.envelopes import (
 from auditwatch.errors import AuditwatchError
 from auditwatch.times import parse_duration, point_in_time
 
+T = TypeVar("T")
 HEAD = 64 << 10  # bytes looked at to tell lines from a document
 CLOUDWATCH = "cloudwatch://"
 PUBSUB = "pubsub://"
@@ -127,6 +128,23 @@ def _progress(notes: TextIO | None, text: str) -> None:
         notes.flush()
 
 
+def _synced(items: AsyncGenerator[T], refused: type[Exception], prefix: str) -> Iterator[T]:
+    """An async generator's items, for synchronous code, on an event loop of their own; ``refused``
+    (a service's refusal) raised as an InputError, its message after ``prefix``."""
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(anext(items))
+            except StopAsyncIteration:
+                return
+            except refused as exc:
+                raise InputError(f"{prefix}{exc}") from None
+    finally:
+        loop.run_until_complete(items.aclose())
+        loop.close()
+
+
 def _time_range(url: str, query: dict[str, str]) -> tuple[int, int]:
     """An address's ``since`` (default 24h ago) and ``until`` (default now), in ms."""
     now_ms = round(time.time() * 1000)
@@ -200,26 +218,13 @@ def _log_group(url: str, notes: TextIO | None, calls_per_second: float = 1.0) ->
 
     where = parse_url(url)
     group = LogGroup(where.region, where.group, calls_per_second)
-    loop = asyncio.new_event_loop()
-    pages = group.pages(where.start, where.end, where.prefix)
     events = 0
-    try:
-        while True:
-            try:
-                page = loop.run_until_complete(anext(pages))
-            except StopAsyncIteration:
-                break
-            except CloudWatchError as exc:
-                raise InputError(str(exc)) from None
-            events += len(page)
-            if page:
-                yield b"".join(message_line(e["message"]) for e in page)
-            if page:
-                done = (page[-1]["timestamp"] - where.start) / max(1, where.end - where.start)
-                _progress(notes, f"{url}: {events:,} events, through {iso(page[-1]['timestamp'])} ({done:.0%})")
-    finally:
-        loop.run_until_complete(pages.aclose())
-        loop.close()
+    for page in _synced(group.pages(where.start, where.end, where.prefix), CloudWatchError, ""):
+        events += len(page)
+        if page:
+            yield b"".join(message_line(e["message"]) for e in page)
+            done = (page[-1]["timestamp"] - where.start) / max(1, where.end - where.start)
+            _progress(notes, f"{url}: {events:,} events, through {iso(page[-1]['timestamp'])} ({done:.0%})")
     if notes is not None:
         notes.write(f"\r{url}: {events:,} events in {group.calls:,} calls ({group.throttled:,} throttled)\n")
 
@@ -336,32 +341,20 @@ def _hub(url: str, notes: TextIO | None) -> Iterator[bytes]:
     if not parts.netloc or not hub or "/" in hub or set(query) - {"since", "until"}:
         raise InputError(f"{url}: expected eventhub://NAMESPACE/HUB?since=24h (since, until)")
     since, until = _time_range(url, query)
-    loop = asyncio.new_event_loop()
-    batches = retained(parts.netloc, hub, since, until)
     recent, events, repeats, other = Recent(), 0, 0, 0
-    try:
-        while True:
-            try:
-                bodies = loop.run_until_complete(anext(batches))
-            except StopAsyncIteration:
-                break
-            except HubError as exc:
-                raise InputError(f"{url}: {exc}") from None
-            lines = []
-            for body in bodies:
-                for event, _ in hub_events(body):
-                    if event is None:
-                        other += 1
-                    elif recent.seen(event_key(event)):
-                        repeats += 1
-                    else:
-                        lines.append(orjson.dumps(event) + b"\n")
-            events += len(lines)
-            if lines:
-                yield b"".join(lines)
-            _progress(notes, f"{url}: {events:,} events")
-    finally:
-        loop.run_until_complete(batches.aclose())
-        loop.close()
+    for bodies in _synced(retained(parts.netloc, hub, since, until), HubError, f"{url}: "):
+        lines = []
+        for body in bodies:
+            for event, _ in hub_events(body):
+                if event is None:
+                    other += 1
+                elif recent.seen(event_key(event)):
+                    repeats += 1
+                else:
+                    lines.append(orjson.dumps(event) + b"\n")
+        events += len(lines)
+        if lines:
+            yield b"".join(lines)
+        _progress(notes, f"{url}: {events:,} events")
     if notes is not None:
         notes.write(f"\r{url}: {events:,} events, {repeats:,} repeats dropped, {other:,} records no audit event\n")
